@@ -1,0 +1,52 @@
+# One entry point per chore; CI (.ci/run) calls `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+SYSPKG_STAMP := $(VENV)/.syspkgs
+
+.PHONY: test lint demo bench proto clean install syspkgs
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+# The end-to-end suite needs iproute2 and iptables; install them from Debian when we
+# are root and they are missing. As a normal user the netns tests skip and say why.
+syspkgs:
+	@if [ "$$(id -u)" = "0" ]; then \
+	  missing=""; \
+	  command -v ip >/dev/null 2>&1 || missing="$$missing iproute2"; \
+	  command -v iptables >/dev/null 2>&1 || missing="$$missing iptables"; \
+	  if [ -n "$$missing" ]; then \
+	    echo "installing Debian packages:$$missing"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	  fi; \
+	fi
+
+lint: $(STAMP)
+	$(BIN)/ruff check kiam tests bench
+	$(BIN)/mypy
+
+test: $(STAMP) syspkgs lint
+	$(BIN)/pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+
+demo: $(STAMP) syspkgs
+	$(BIN)/kiam demo $(DEMO_ARGS)
+
+bench: $(STAMP)
+	$(BIN)/python -m bench $(BENCH_ARGS)
+
+proto: $(STAMP)
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m grpc_tools.protoc -I . \
+	  --python_out=. --grpc_python_out=. --mypy_out=. --mypy_grpc_out=. kiam/wire/kiam.proto
+
+clean:
+	rm -rf $(VENV) build *.egg-info .mypy_cache .ruff_cache

@@ -1,0 +1,3 @@
+from kiam.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""The contract shared by agent and server: gRPC messages and the IMDS credentials document."""
