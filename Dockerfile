@@ -1,0 +1,18 @@
+# kiam image: one image for `kiam agent` and `kiam server` (as Go Kiam ships).
+# Build: docker build -t kiam:dev .
+FROM python:3.11-slim-bookworm AS build
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY kiam ./kiam
+RUN pip install --no-cache-dir --prefix=/install .
+
+FROM python:3.11-slim-bookworm
+# iptables for the agent's --iptables (the nft backend works on current kernels)
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends iptables \
+ && rm -rf /var/lib/apt/lists/*
+COPY --from=build /install /usr/local
+# The agent runs as root (hostNetwork + NET_ADMIN for the DNAT rule); the server does
+# not need root: its manifest sets runAsUser.
+ENTRYPOINT ["kiam"]
+CMD ["--help"]
