@@ -1,0 +1,27 @@
+"""Prometheus metrics of the AWS side, keeping Go Kiam's names."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+ASSUMEROLE_TIMING = Histogram(
+    "kiam_sts_assumerole_timing_seconds",
+    "Time taken by STS AssumeRole calls, retries included",
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+)
+ASSUMEROLE_CURRENT = Gauge(
+    "kiam_sts_assumerole_current",
+    "STS AssumeRole calls in flight",
+)
+ISSUING_ERRORS = Counter(
+    "kiam_sts_issuing_errors",
+    "STS AssumeRole calls that ended in an error (after retries)",
+)
+CACHE_HIT = Counter(
+    "kiam_sts_cache_hit",
+    "Credential requests answered from the cache",
+)
+CACHE_MISS = Counter(
+    "kiam_sts_cache_miss",
+    "Credential requests that needed an STS call",
+)
