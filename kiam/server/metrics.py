@@ -1,0 +1,111 @@
+"""gRPC server counters, named and labelled as go-grpc-prometheus does.
+
+``grpc_server_started_total{grpc_method,grpc_service,grpc_type}`` and
+``grpc_server_handled_total{grpc_code,grpc_method,grpc_service,grpc_type}``, so Kiam's
+dashboards and alerts keep working. Codes are spelled as Go spells them (``NotFound``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any, cast
+
+import grpc
+from grpc import aio
+from prometheus_client import REGISTRY, CollectorRegistry, Counter
+
+# Go's codes.Code.String(): note "Canceled".
+_GO_CODE_NAMES = {
+    grpc.StatusCode.OK: "OK",
+    grpc.StatusCode.CANCELLED: "Canceled",
+    grpc.StatusCode.UNKNOWN: "Unknown",
+    grpc.StatusCode.INVALID_ARGUMENT: "InvalidArgument",
+    grpc.StatusCode.DEADLINE_EXCEEDED: "DeadlineExceeded",
+    grpc.StatusCode.NOT_FOUND: "NotFound",
+    grpc.StatusCode.ALREADY_EXISTS: "AlreadyExists",
+    grpc.StatusCode.PERMISSION_DENIED: "PermissionDenied",
+    grpc.StatusCode.RESOURCE_EXHAUSTED: "ResourceExhausted",
+    grpc.StatusCode.FAILED_PRECONDITION: "FailedPrecondition",
+    grpc.StatusCode.ABORTED: "Aborted",
+    grpc.StatusCode.OUT_OF_RANGE: "OutOfRange",
+    grpc.StatusCode.UNIMPLEMENTED: "Unimplemented",
+    grpc.StatusCode.INTERNAL: "Internal",
+    grpc.StatusCode.UNAVAILABLE: "Unavailable",
+    grpc.StatusCode.DATA_LOSS: "DataLoss",
+    grpc.StatusCode.UNAUTHENTICATED: "Unauthenticated",
+}
+
+
+def go_code_name(code: grpc.StatusCode | None) -> str:
+    """``grpc.StatusCode.NOT_FOUND`` -> ``NotFound``; None (nothing set) means OK."""
+    if code is None:
+        return "OK"
+    return _GO_CODE_NAMES.get(code, "Unknown")
+
+
+def split_method(full_method: str) -> tuple[str, str]:
+    """``/kiam.KiamService/GetPodRole`` -> (``kiam.KiamService``, ``GetPodRole``)."""
+    _, _, rest = full_method.partition("/")
+    service, _, method = rest.rpartition("/")
+    return service or "unknown", method or "unknown"
+
+
+Handler = grpc.RpcMethodHandler[Any, Any]
+Behaviour = Callable[[Any, aio.ServicerContext[Any, Any]], Awaitable[Any]]
+
+
+class ServerMetrics(aio.ServerInterceptor):  # type: ignore[type-arg]
+    """Counts unary RPCs started and handled; streaming RPCs are passed through untouched."""
+
+    def __init__(self, registry: CollectorRegistry = REGISTRY) -> None:
+        self.started = Counter(
+            "grpc_server_started_total",
+            "Total number of RPCs started on the server.",
+            ("grpc_type", "grpc_service", "grpc_method"),
+            registry=registry,
+        )
+        self.handled = Counter(
+            "grpc_server_handled_total",
+            "Total number of RPCs completed on the server, regardless of success or failure.",
+            ("grpc_type", "grpc_service", "grpc_method", "grpc_code"),
+            registry=registry,
+        )
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> Handler:
+        handler = await continuation(handler_call_details)
+        if handler is None or handler.unary_unary is None:
+            return handler
+        service, method = split_method(handler_call_details.method)
+        return grpc.unary_unary_rpc_method_handler(
+            self._wrap(cast(Behaviour, handler.unary_unary), service=service, method=method),
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+
+    def _wrap(self, behaviour: Behaviour, *, service: str, method: str) -> Behaviour:
+        started = self.started.labels("unary", service, method)
+        handled = self.handled
+
+        async def counted(request: Any, context: aio.ServicerContext[Any, Any]) -> Any:
+            started.inc()
+            code: grpc.StatusCode | None = grpc.StatusCode.UNKNOWN
+            try:
+                response = await behaviour(request, context)
+                code = context.code()
+                return response
+            except asyncio.CancelledError:
+                code = grpc.StatusCode.CANCELLED
+                raise
+            except Exception:
+                # context.abort() raises after setting the code; anything else is UNKNOWN
+                code = context.code() or grpc.StatusCode.UNKNOWN
+                raise
+            finally:
+                handled.labels("unary", service, method, go_code_name(code)).inc()
+
+        return counted

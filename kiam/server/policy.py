@@ -1,0 +1,177 @@
+"""Which pod may have which role: pure decisions, no I/O.
+
+Rules (SPEC §3):
+
+- the pod must carry an ``iam.amazonaws.com/role`` annotation that resolves (against the
+  base ARN) to a valid role ARN;
+- the requested role must resolve to that same ARN, or equal its name (the last path
+  segment, which is what ``GetPodRole`` answers and IMDS lists);
+- the namespace's ``iam.amazonaws.com/permitted`` expression must match the resolved ARN:
+  the whole ARN (``^(?:…)$``) by default, anywhere in it (``re.search``) with
+  ``--disable-strict-namespace-regexp``. A missing or empty expression permits nothing;
+  an expression that does not compile permits nothing and the reason names it.
+
+The credentials are always issued for the pod's own annotated role, keyed by
+(role ARN, ``kiam-<session name>``, external id).
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from dataclasses import dataclass
+
+from kiam.aws.arn import InvalidRoleArn, RoleArn, resolve_role_arn, role_name
+from kiam.aws.credentials import CredentialKey
+from kiam.aws.session_names import sts_session_name
+from kiam.k8s.model import PodInfo
+
+ROLE_ANNOTATION = "iam.amazonaws.com/role"
+PERMITTED_ANNOTATION = "iam.amazonaws.com/permitted"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Allowed:
+    """The pod may have its role: these are the credentials to hand out."""
+
+    role_arn: RoleArn
+    key: CredentialKey
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Denied:
+    """The request is refused; ``reason`` is one line an operator can act on."""
+
+    reason: str
+
+
+Decision = Allowed | Denied
+
+# Leading global flags such as ``(?i)`` are legal at the start of a Go (RE2) expression,
+# but Python rejects them once we wrap the expression in a group: hoist them out.
+_GLOBAL_FLAGS = re.compile(r"^\(\?[aiLmsux]+\)")
+
+
+@functools.lru_cache(maxsize=256)
+def compile_permitted(expression: str, *, strict: bool) -> re.Pattern[str] | str:
+    """The compiled namespace expression, or the reason it does not compile.
+
+    Cached: there are few namespaces, and every request consults one.
+    """
+    flags = ""
+    body = expression
+    if strict and (match := _GLOBAL_FLAGS.match(expression)):
+        flags, body = match.group(0), expression[match.end() :]
+    source = f"{flags}^(?:{body})$" if strict else expression
+    try:
+        return re.compile(source)
+    except re.error as exc:
+        return f"invalid {PERMITTED_ANNOTATION} expression {expression!r}: {exc}"
+
+
+def namespace_denial(
+    *, namespace: str, role_arn: str, permitted: str | None, strict: bool
+) -> Denied | None:
+    """Why ``namespace`` does not permit ``role_arn``, or None when it does."""
+    if not permitted:
+        return Denied(
+            reason=f"namespace {namespace} has no {PERMITTED_ANNOTATION} annotation, "
+            f"so it permits no role (wanted {role_arn})"
+        )
+    pattern = compile_permitted(permitted, strict=strict)
+    if isinstance(pattern, str):
+        return Denied(reason=f"namespace {namespace}: {pattern}")
+    matched = pattern.match(role_arn) if strict else pattern.search(role_arn)
+    if matched is None:
+        return Denied(
+            reason=f"namespace {namespace} does not permit role {role_arn} "
+            f"({PERMITTED_ANNOTATION}={permitted!r})"
+        )
+    return None
+
+
+def pod_role_arn(pod: PodInfo, *, base_arn: str) -> RoleArn | Denied | None:
+    """The pod's resolved role ARN; None without a role annotation; Denied when invalid."""
+    if not pod.role.strip():
+        return None
+    try:
+        return resolve_role_arn(pod.role, base_arn)
+    except InvalidRoleArn as exc:
+        return Denied(reason=f"pod {pod.namespace}/{pod.name}: {ROLE_ANNOTATION}: {exc}")
+
+
+def credential_key(pod: PodInfo, role_arn: RoleArn, *, default_session: str) -> CredentialKey:
+    """The cache/STS key for ``pod`` assuming ``role_arn``."""
+    return CredentialKey(
+        role_arn=role_arn,
+        session_name=sts_session_name(pod.session_name, default_session),
+        external_id=pod.external_id,
+    )
+
+
+def _requested_matches(requested: str, role_arn: RoleArn, *, base_arn: str) -> bool:
+    if requested == role_arn or requested == role_name(role_arn):
+        return True
+    try:
+        return resolve_role_arn(requested, base_arn) == role_arn
+    except InvalidRoleArn:
+        return False
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Policy:
+    """The server's settings that decisions depend on."""
+
+    base_arn: str
+    """``--role-base-arn`` (or the detected one)."""
+    default_session: str = "kiam"
+    """``--session``: the session name for pods without the annotation."""
+    strict: bool = True
+    """False with ``--disable-strict-namespace-regexp``."""
+
+    def decide(self, *, pod: PodInfo, requested_role: str, permitted: str | None) -> Decision:
+        """May ``pod`` have ``requested_role`` in a namespace whose expression is ``permitted``?"""
+        resolved = pod_role_arn(pod, base_arn=self.base_arn)
+        if resolved is None:
+            return Denied(
+                reason=f"pod {pod.namespace}/{pod.name} has no {ROLE_ANNOTATION} annotation"
+            )
+        if isinstance(resolved, Denied):
+            return resolved
+        requested = requested_role.strip()
+        if not _requested_matches(requested, resolved, base_arn=self.base_arn):
+            return Denied(
+                reason=f"pod {pod.namespace}/{pod.name} is annotated with role {resolved}, "
+                f"not {requested or '(empty)'}"
+            )
+        denial = namespace_denial(
+            namespace=pod.namespace, role_arn=resolved, permitted=permitted, strict=self.strict
+        )
+        if denial is not None:
+            return denial
+        return Allowed(
+            role_arn=resolved,
+            key=credential_key(pod, resolved, default_session=self.default_session),
+        )
+
+    def key_for(self, *, pod: PodInfo, permitted: str | None) -> CredentialKey | None:
+        """The key ``pod`` would be served under, or None when it would get nothing.
+
+        Used by prefetch and by the credential cache's ``keys_in_use``.
+        """
+        resolved = pod_role_arn(pod, base_arn=self.base_arn)
+        if resolved is None or isinstance(resolved, Denied):
+            return None
+        denial = namespace_denial(
+            namespace=pod.namespace, role_arn=resolved, permitted=permitted, strict=self.strict
+        )
+        if denial is not None:
+            return None
+        return credential_key(pod, resolved, default_session=self.default_session)
+
+    def role_name_of(self, pod: PodInfo) -> str:
+        """What ``GetPodRole`` answers: the resolved ARN's name; "" without a valid role."""
+        resolved = pod_role_arn(pod, base_arn=self.base_arn)
+        if resolved is None or isinstance(resolved, Denied):
+            return ""
+        return role_name(resolved)

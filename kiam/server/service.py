@@ -1,0 +1,239 @@
+"""``kiam.KiamService``: who is at this IP, what role may it have, and its credentials.
+
+Status codes (docs/architecture.md):
+
+=====================================================  =====================
+no live pod has the IP (after waiting for the watch)   NOT_FOUND
+live pods with different roles claim the IP            FAILED_PRECONDITION
+role not the pod's / namespace forbids it              PERMISSION_DENIED
+STS refused or failed                                  INTERNAL
+caches not synced yet, or shutting down                UNAVAILABLE
+the RPC's deadline passed                              DEADLINE_EXCEEDED
+the IP is not an IP                                    INVALID_ARGUMENT
+=====================================================  =====================
+
+An IP the pod cache does not know yet is waited for (event-driven) for as long as the
+client's deadline allows, less a margin to answer in; a client without a deadline gets
+:data:`DEFAULT_WAIT` seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any, NoReturn, Protocol
+
+import grpc
+from grpc import aio
+
+from kiam.aws.credentials import CredentialKey, Credentials
+from kiam.aws.errors import AwsError
+from kiam.common.net import normalise_ip
+from kiam.k8s.errors import AmbiguousPodIP
+from kiam.k8s.model import NamespaceInfo, PodInfo
+from kiam.server.policy import Allowed, Policy
+from kiam.wire import kiam_pb2, kiam_pb2_grpc
+from kiam.wire.credentials import format_timestamp
+
+log = logging.getLogger(__name__)
+
+DEFAULT_WAIT = 3.0
+"""Seconds to wait for an unknown IP when the client sent no deadline."""
+DEADLINE_MARGIN = 0.1
+"""Seconds kept back from the client's deadline to send the answer in."""
+NAMESPACE_WAIT = 1.0
+"""Longest wait for a namespace the cache has not seen yet (it is normally there first)."""
+
+ROLE_FORBIDDEN = "KiamRoleForbidden"
+CREDENTIAL_ERROR = "KiamCredentialError"
+
+Context = aio.ServicerContext[Any, Any]
+
+
+class PodLookup(Protocol):
+    """What the service needs of ``kiam.k8s.pod_cache.PodCache``."""
+
+    @property
+    def synced(self) -> asyncio.Event: ...
+
+    def find_by_ip(self, ip: str) -> PodInfo | None: ...
+
+    async def wait_for_ip(self, ip: str, *, timeout: float) -> PodInfo | None: ...  # noqa: ASYNC109
+
+
+class NamespaceLookup(Protocol):
+    """What the service needs of ``kiam.k8s.namespace_cache.NamespaceCache``."""
+
+    @property
+    def synced(self) -> asyncio.Event: ...
+
+    def permitted(self, namespace: str) -> str | None: ...
+
+    async def wait_for_namespace(
+        self,
+        name: str,
+        *,
+        timeout: float,  # noqa: ASYNC109
+    ) -> NamespaceInfo | None: ...
+
+
+class EventSink(Protocol):
+    """What the service needs of ``kiam.k8s.events.EventRecorder``."""
+
+    def warning(self, pod: PodInfo, reason: str, message: str) -> None: ...
+
+
+class CredentialSource(Protocol):
+    """What the service needs of ``kiam.aws.credential_cache.CredentialCache``."""
+
+    async def get(self, key: CredentialKey) -> Credentials: ...
+
+
+def _pod_fields(pod: PodInfo, ip: str) -> dict[str, str]:
+    return {"pod.namespace": pod.namespace, "pod.name": pod.name, "pod.ip": ip}
+
+
+class KiamService(kiam_pb2_grpc.KiamServiceServicer):
+    """The servicer; ``draining`` turns every call into UNAVAILABLE during shutdown."""
+
+    def __init__(
+        self,
+        *,
+        pods: PodLookup,
+        namespaces: NamespaceLookup,
+        events: EventSink,
+        credentials: CredentialSource,
+        policy: Policy,
+        default_wait: float = DEFAULT_WAIT,
+    ) -> None:
+        self._pods = pods
+        self._namespaces = namespaces
+        self._events = events
+        self._credentials = credentials
+        self._policy = policy
+        self._default_wait = default_wait
+        self.draining = False
+
+    @property
+    def ready(self) -> bool:
+        """Both caches have synced and we are not shutting down."""
+        return not self.draining and self._pods.synced.is_set() and self._namespaces.synced.is_set()
+
+    async def GetHealth(
+        self, request: kiam_pb2.GetHealthRequest, context: Context
+    ) -> kiam_pb2.HealthStatus:
+        await self._require_ready(context)
+        return kiam_pb2.HealthStatus(message="ok")
+
+    async def GetPodRole(
+        self, request: kiam_pb2.GetPodRoleRequest, context: Context
+    ) -> kiam_pb2.Role:
+        await self._require_ready(context)
+        ip = await self._parse_ip(request.ip, context)
+        pod = await self._find_pod(ip, context)
+        name = self._policy.role_name_of(pod)
+        log.debug(
+            "found role", extra={"fields": {**_pod_fields(pod, ip), "role": name or "(none)"}}
+        )
+        return kiam_pb2.Role(name=name)
+
+    async def GetPodCredentials(
+        self, request: kiam_pb2.GetPodCredentialsRequest, context: Context
+    ) -> kiam_pb2.Credentials:
+        await self._require_ready(context)
+        ip = await self._parse_ip(request.ip, context)
+        pod = await self._find_pod(ip, context)
+        fields = {**_pod_fields(pod, ip), "role": request.role}
+        permitted = await self._permitted(pod.namespace, context)
+        decision = self._policy.decide(pod=pod, requested_role=request.role, permitted=permitted)
+        if not isinstance(decision, Allowed):
+            log.warning("role forbidden: %s", decision.reason, extra={"fields": fields})
+            self._events.warning(pod, ROLE_FORBIDDEN, decision.reason)
+            await _abort(context, grpc.StatusCode.PERMISSION_DENIED, decision.reason)
+        credentials = await self._fetch(decision, pod=pod, context=context, fields=fields)
+        log.info(
+            "issued credentials",
+            extra={"fields": {**fields, "access.key.id": credentials.access_key_id}},
+        )
+        return kiam_pb2.Credentials(
+            code="Success",
+            type="AWS-HMAC",
+            access_key_id=credentials.access_key_id,
+            secret_access_key=credentials.secret_access_key,
+            token=credentials.session_token,
+            expiration=format_timestamp(credentials.expiration),
+            last_updated=format_timestamp(credentials.last_updated),
+        )
+
+    # ------------------------------------------------------------ steps
+
+    async def _require_ready(self, context: Context) -> None:
+        if self.draining:
+            await _abort(context, grpc.StatusCode.UNAVAILABLE, "kiam server is shutting down")
+        if not self.ready:
+            await _abort(
+                context,
+                grpc.StatusCode.UNAVAILABLE,
+                "kiam server has not synced its pod and namespace caches yet",
+            )
+
+    async def _parse_ip(self, text: str, context: Context) -> str:
+        try:
+            return normalise_ip(text)
+        except ValueError:
+            return await _abort(
+                context, grpc.StatusCode.INVALID_ARGUMENT, f"not an IP address: {text!r}"
+            )
+
+    def _budget(self, context: Context) -> float:
+        remaining = context.time_remaining()
+        if remaining is None:
+            return self._default_wait
+        return remaining - DEADLINE_MARGIN
+
+    async def _find_pod(self, ip: str, context: Context) -> PodInfo:
+        try:
+            pod = self._pods.find_by_ip(ip)
+            if pod is None:
+                budget = self._budget(context)
+                if budget > 0:
+                    pod = await self._pods.wait_for_ip(ip, timeout=budget)
+        except AmbiguousPodIP as exc:
+            log.warning("ambiguous pod IP: %s", exc, extra={"fields": {"pod.ip": ip}})
+            await _abort(context, grpc.StatusCode.FAILED_PRECONDITION, str(exc))
+        if pod is None:
+            await _abort(context, grpc.StatusCode.NOT_FOUND, f"no running pod has IP {ip}")
+        return pod
+
+    async def _permitted(self, namespace: str, context: Context) -> str | None:
+        permitted = self._namespaces.permitted(namespace)
+        if permitted is not None:
+            return permitted
+        # A namespace created just before its pod may not have reached our watch yet.
+        budget = min(self._budget(context), NAMESPACE_WAIT)
+        if budget <= 0:
+            return None
+        info = await self._namespaces.wait_for_namespace(namespace, timeout=budget)
+        return info.permitted if info is not None else None
+
+    async def _fetch(
+        self, decision: Allowed, *, pod: PodInfo, context: Context, fields: dict[str, str]
+    ) -> Credentials:
+        remaining = context.time_remaining()
+        try:
+            async with asyncio.timeout(remaining):
+                return await self._credentials.get(decision.key)
+        except TimeoutError:
+            message = f"deadline passed while fetching credentials for {decision.role_arn}"
+            log.warning("%s", message, extra={"fields": fields})
+            return await _abort(context, grpc.StatusCode.DEADLINE_EXCEEDED, message)
+        except AwsError as exc:
+            message = f"error fetching credentials for {decision.role_arn}: {exc}"
+            log.error("%s", message, extra={"fields": fields})
+            self._events.warning(pod, CREDENTIAL_ERROR, message)
+            return await _abort(context, grpc.StatusCode.INTERNAL, message)
+
+
+async def _abort(context: Context, code: grpc.StatusCode, details: str) -> NoReturn:
+    await context.abort(code, details)
+    raise AssertionError("context.abort returned")  # pragma: no cover

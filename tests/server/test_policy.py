@@ -1,0 +1,164 @@
+"""Policy decisions as tables: role matching, namespace expressions, keys."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from kiam.aws.credentials import CredentialKey
+from kiam.k8s.model import PodInfo
+from kiam.server.policy import Allowed, Denied, Policy, compile_permitted
+
+BASE = "arn:aws:iam::123456789012:role/"
+
+
+def pod(role: str = "app", **changes: object) -> PodInfo:
+    info = PodInfo(
+        namespace="team",
+        name="web-1",
+        uid="uid-1",
+        ips=("10.0.0.5",),
+        phase="Running",
+        host_network=False,
+        deletion_timestamp=None,
+        node_name="node-1",
+        role=role,
+        session_name="",
+        external_id="",
+        creation_timestamp="2026-01-01T00:00:00Z",
+    )
+    return dataclasses.replace(info, **changes)  # type: ignore[arg-type]
+
+
+STRICT = Policy(base_arn=BASE, default_session="kiam", strict=True)
+LOOSE = Policy(base_arn=BASE, default_session="kiam", strict=False)
+
+
+@pytest.mark.parametrize(
+    ("annotation", "requested", "permitted", "allowed_arn"),
+    [
+        # the requested role may be the name, the relative form or the full ARN
+        ("app", "app", ".*", BASE + "app"),
+        ("app", BASE + "app", ".*", BASE + "app"),
+        ("/app", "app", ".*", BASE + "app"),
+        ("path/app", "app", ".*", BASE + "path/app"),
+        ("path/app", "path/app", ".*", BASE + "path/app"),
+        ("path/app", "/path/app", ".*", BASE + "path/app"),
+        # a full ARN of another account is kept; the name still matches
+        (
+            "arn:aws:iam::999999999999:role/other",
+            "other",
+            "arn:aws:iam::999999999999:role/.*",
+            "arn:aws:iam::999999999999:role/other",
+        ),
+        # the expression is matched against the ARN, anchored
+        ("app", "app", BASE + "app", BASE + "app"),
+        ("app", "app", BASE + "(app|db)", BASE + "app"),
+        ("app", "app", "(?i)ARN:AWS:IAM::123456789012:ROLE/APP", BASE + "app"),
+    ],
+)
+def test_allowed(annotation: str, requested: str, permitted: str, allowed_arn: str) -> None:
+    decision = STRICT.decide(pod=pod(annotation), requested_role=requested, permitted=permitted)
+    assert decision == Allowed(
+        role_arn=allowed_arn,  # type: ignore[arg-type]
+        key=CredentialKey(role_arn=allowed_arn, session_name="kiam-kiam"),  # type: ignore[arg-type]
+    )
+
+
+@pytest.mark.parametrize(
+    ("annotation", "requested", "permitted", "reason_part"),
+    [
+        ("", "app", ".*", "has no iam.amazonaws.com/role annotation"),
+        ("   ", "app", ".*", "has no iam.amazonaws.com/role annotation"),
+        ("app", "db", ".*", f"annotated with role {BASE}app, not db"),
+        ("app", "", ".*", "not (empty)"),
+        ("path/app", "other/app", ".*", "not other/app"),
+        ("app", "arn:aws:iam::999999999999:role/app", ".*", "annotated with role"),
+        ("bad name!", "bad name!", ".*", "iam.amazonaws.com/role"),
+        ("app", "app", None, "has no iam.amazonaws.com/permitted annotation"),
+        ("app", "app", "", "has no iam.amazonaws.com/permitted annotation"),
+        # anchored: a prefix or a name alone does not match the whole ARN
+        ("app", "app", "app", "does not permit role"),
+        ("app", "app", BASE + "ap", "does not permit role"),
+        ("app", "app", BASE + "app.+", "does not permit role"),
+        ("app", "app", "([", "invalid iam.amazonaws.com/permitted expression '(['"),
+    ],
+)
+def test_denied(annotation: str, requested: str, permitted: str | None, reason_part: str) -> None:
+    decision = STRICT.decide(pod=pod(annotation), requested_role=requested, permitted=permitted)
+    assert isinstance(decision, Denied)
+    assert reason_part in decision.reason
+    assert "\n" not in decision.reason
+
+
+def test_empty_alternative_does_not_escape_the_anchor() -> None:
+    # "x|" must not become "^x|$" (which would match "" anywhere): it is ^(?:x|)$
+    decision = STRICT.decide(pod=pod("app"), requested_role="app", permitted="nothing|")
+    assert isinstance(decision, Denied)
+
+
+@pytest.mark.parametrize(
+    ("permitted", "strict_allowed", "loose_allowed"),
+    [
+        ("app", False, True),
+        ("role/", False, True),
+        ("^arn:aws:iam::123456789012:role/app$", True, True),
+        ("db", False, False),
+    ],
+)
+def test_disable_strict_namespace_regexp_searches(
+    permitted: str, strict_allowed: bool, loose_allowed: bool
+) -> None:
+    for policy, expected in ((STRICT, strict_allowed), (LOOSE, loose_allowed)):
+        decision = policy.decide(pod=pod("app"), requested_role="app", permitted=permitted)
+        assert isinstance(decision, Allowed) is expected, (policy.strict, permitted)
+
+
+def test_key_carries_session_name_and_external_id() -> None:
+    subject = pod("app", session_name="my session/1", external_id="ext-42")
+    decision = STRICT.decide(pod=subject, requested_role="app", permitted=".*")
+    assert isinstance(decision, Allowed)
+    assert decision.key == CredentialKey(
+        role_arn=BASE + "app",  # type: ignore[arg-type]
+        session_name="kiam-my-session-1",
+        external_id="ext-42",
+    )
+
+
+def test_default_session_name_from_settings() -> None:
+    policy = Policy(base_arn=BASE, default_session="cluster-a", strict=True)
+    decision = policy.decide(pod=pod("app"), requested_role="app", permitted=".*")
+    assert isinstance(decision, Allowed)
+    assert decision.key.session_name == "kiam-cluster-a"
+
+
+def test_key_for_follows_the_same_rules() -> None:
+    assert STRICT.key_for(pod=pod("app"), permitted=".*") == CredentialKey(
+        role_arn=BASE + "app",  # type: ignore[arg-type]
+        session_name="kiam-kiam",
+    )
+    assert STRICT.key_for(pod=pod(""), permitted=".*") is None
+    assert STRICT.key_for(pod=pod("app"), permitted=None) is None
+    assert STRICT.key_for(pod=pod("app"), permitted="db") is None
+    assert STRICT.key_for(pod=pod("bad name!"), permitted=".*") is None
+
+
+@pytest.mark.parametrize(
+    ("annotation", "name"),
+    [
+        ("app", "app"),
+        ("path/app", "app"),
+        ("arn:aws:iam::999999999999:role/x/other", "other"),
+        ("", ""),
+        ("bad name!", ""),
+    ],
+)
+def test_role_name_of(annotation: str, name: str) -> None:
+    assert STRICT.role_name_of(pod(annotation)) == name
+
+
+def test_compiled_expressions_are_cached() -> None:
+    first = compile_permitted("cached-.*", strict=True)
+    assert compile_permitted("cached-.*", strict=True) is first
+    assert compile_permitted("cached-.*", strict=False) is not first
