@@ -1,0 +1,90 @@
+"""The agent's own exceptions, and the HTTP status each one answers with.
+
+Foreign errors (grpc, aiohttp) are translated into these at the boundary that meets
+them (``client.py``, ``proxy.py``); the HTTP layer only ever sees this tree::
+
+    AgentError                      (status)
+    ├── BadRequest                  400  malformed path, TTL header, ...
+    ├── Unauthorized                401  IMDSv2 token missing (required), invalid or expired
+    ├── Forbidden                   403  X-Forwarded-For on a token request
+    ├── NotFound                    404  unknown route or a path the allow-list blocks
+    ├── PodNotFound                 404  no live pod has the caller's IP
+    ├── NoRole                      404  the caller's pod has no role annotation
+    ├── RoleForbidden               403  role is not the pod's, or the namespace forbids it
+    ├── AmbiguousPod                409  live pods with different roles claim the IP
+    ├── CredentialsFailed           500  STS refused or failed
+    ├── UpstreamFailed              502  the real IMDS could not be reached
+    ├── ServerFailed                502  the kiam server answered something unexpected
+    ├── ServerUnavailable           503  no kiam server could be reached
+    └── ServerTimeout               504  the deadline passed waiting for a kiam server
+
+Every message is one line an operator can act on; it becomes the response body.
+"""
+
+from __future__ import annotations
+
+
+class AgentError(Exception):
+    """Base class; ``status`` is the HTTP status the agent answers with."""
+
+    status = 500
+
+    def __init__(self, message: str) -> None:
+        # one line: the body must never spill a multi-line traceback-like detail
+        super().__init__(" ".join(message.split()))
+
+    @property
+    def message(self) -> str:
+        return str(self)
+
+
+class BadRequest(AgentError):
+    status = 400
+
+
+class Unauthorized(AgentError):
+    status = 401
+
+
+class Forbidden(AgentError):
+    status = 403
+
+
+class NotFound(AgentError):
+    status = 404
+
+
+class PodNotFound(AgentError):
+    status = 404
+
+
+class NoRole(AgentError):
+    status = 404
+
+
+class RoleForbidden(AgentError):
+    status = 403
+
+
+class AmbiguousPod(AgentError):
+    status = 409
+
+
+class CredentialsFailed(AgentError):
+    status = 500
+
+
+class UpstreamFailed(AgentError):
+    status = 502
+
+
+class ServerFailed(AgentError):
+    status = 502
+
+
+class ServerUnavailable(AgentError):
+    status = 503
+
+
+class ServerTimeout(AgentError):
+    status = 504
