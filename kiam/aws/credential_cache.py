@@ -1,0 +1,261 @@
+"""Credentials cached per (role ARN, session name, external ID), refreshed ahead of need.
+
+Rules (SPEC §3):
+
+- one STS call at a time per key, however many callers wait (single-flight); a waiter
+  that is cancelled never cancels the call the others wait for;
+- errors reach every waiter of that call and are not cached: the next ``get`` retries;
+- credentials with ``session_refresh`` or less left are never served;
+- ``run()`` refreshes a key shortly before it would fall below ``session_refresh``
+  (``refresh_margin`` earlier) while ``keys_in_use()`` still names it, and drops it
+  otherwise;
+- background work (``prefetch`` and refreshes) makes at most ``fetchers`` STS calls at
+  once. A pod's own request (``get``) never queues behind that work: it starts its call
+  at once, or joins the one already running for its key.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Container
+from datetime import datetime, timedelta
+from typing import Protocol
+
+from kiam.aws import metrics
+from kiam.aws.clock import SYSTEM_CLOCK, Clock
+from kiam.aws.credentials import CredentialKey, Credentials
+from kiam.aws.errors import AwsError, StsFailure, StsUnavailable
+
+log = logging.getLogger(__name__)
+
+KeysInUse = Callable[[], Container[CredentialKey]]
+
+
+class CredentialSource(Protocol):
+    """What the cache needs from :class:`kiam.aws.sts.StsGateway`."""
+
+    async def assume_role(self, key: CredentialKey, *, duration: float) -> Credentials: ...
+
+
+def _no_keys() -> Container[CredentialKey]:
+    return frozenset()
+
+
+class CredentialCache:
+    """See the module docstring. ``run()`` must be running for refreshes and drops."""
+
+    def __init__(
+        self,
+        gateway: CredentialSource,
+        *,
+        session_duration: float,
+        session_refresh: float,
+        fetchers: int,
+        clock: Clock = SYSTEM_CLOCK,
+        keys_in_use: KeysInUse | None = None,
+        refresh_margin: float = 60.0,
+        retry_after_failure: float = 10.0,
+    ) -> None:
+        if session_refresh >= session_duration:
+            raise ValueError("session refresh must be shorter than the session duration")
+        if fetchers < 1:
+            raise ValueError("fetchers must be at least 1")
+        self._gateway = gateway
+        self._duration = session_duration
+        self._refresh = timedelta(seconds=session_refresh)
+        # refresh early, but never so early that fresh credentials are due at once
+        self._margin = timedelta(
+            seconds=max(0.0, min(refresh_margin, (session_duration - session_refresh) / 2))
+        )
+        self._retry_after_failure = timedelta(seconds=retry_after_failure)
+        self._clock = clock
+        self._keys_in_use: KeysInUse = keys_in_use or _no_keys
+        self._slots = asyncio.Semaphore(fetchers)
+        self._cached: dict[CredentialKey, Credentials] = {}
+        self._flights: dict[CredentialKey, asyncio.Future[Credentials]] = {}
+        self._queued: dict[CredentialKey, asyncio.Task[None]] = {}
+        self._workers: set[asyncio.Task[None]] = set()
+        self._failed_at: dict[CredentialKey, datetime] = {}
+        self._wake = asyncio.Event()
+        self._closed = False
+
+    def set_keys_in_use(self, keys_in_use: KeysInUse) -> None:
+        """Name the keys live pods still use; ``run()`` refreshes those and drops the rest."""
+        self._keys_in_use = keys_in_use
+
+    def __len__(self) -> int:
+        return len(self._cached)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._cached
+
+    # -- serving ----------------------------------------------------------------------
+
+    async def get(self, key: CredentialKey) -> Credentials:
+        """Credentials for ``key`` with more than ``session_refresh`` left.
+
+        Raises :class:`kiam.aws.errors.AwsError` when STS fails.
+        """
+        cached = self._cached.get(key)
+        if cached is not None and cached.remaining(self._clock.now()) > self._refresh:
+            metrics.CACHE_HIT.inc()
+            return cached
+        metrics.CACHE_MISS.inc()
+        flight = self._flights.get(key) or self._start_flight(key)
+        # shield: a cancelled caller must not cancel the call others wait for
+        return await asyncio.shield(flight)
+
+    def prefetch(self, key: CredentialKey) -> None:
+        """Fetch ``key`` in the background unless it is fresh or on its way; never blocks."""
+        if self._closed or key in self._queued or key in self._flights:
+            return
+        if not self._due(key, self._clock.now()):
+            return
+        self._queue(key)
+
+    # -- background refresh ---------------------------------------------------------
+
+    async def run(self) -> None:
+        """Refresh keys in use ahead of expiry and drop the others, until cancelled.
+
+        Sleeps until the next key is due, woken early whenever credentials are stored.
+        Cancelling it also cancels background fetches.
+        """
+        try:
+            while True:
+                self._wake.clear()
+                timeout = self._sweep()
+                await self._clock.wait(self._wake, at_most=timeout)
+        finally:
+            await self.close()
+
+    async def close(self) -> None:
+        """Cancel every fetch; callers still waiting get :class:`StsUnavailable`."""
+        self._closed = True
+        tasks = [*self._queued.values(), *self._workers]
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    def _sweep(self) -> float | None:
+        """Queue refreshes, drop unused keys; return seconds until the next deadline."""
+        now = self._clock.now()
+        in_use: Container[CredentialKey] | None = None
+        next_due: datetime | None = None
+        for key, credentials in list(self._cached.items()):
+            if key in self._queued or key in self._flights:
+                continue  # its fetch will store new credentials and wake us
+            due = credentials.expiration - self._refresh - self._margin
+            if now < due:
+                next_due = due if next_due is None else min(next_due, due)
+                continue
+            if in_use is None:
+                in_use = self._keys_in_use()
+            if key not in in_use:
+                del self._cached[key]
+                self._failed_at.pop(key, None)
+                log.info(
+                    "dropped credentials no live pod uses",
+                    extra={"fields": _fields(key, credentials)},
+                )
+                continue
+            failed_at = self._failed_at.get(key)
+            if failed_at is not None and now < failed_at + self._retry_after_failure:
+                retry_at = failed_at + self._retry_after_failure
+                next_due = retry_at if next_due is None else min(next_due, retry_at)
+                continue
+            self._queue(key)
+        if next_due is None:
+            return None
+        return max(0.0, (next_due - now).total_seconds())
+
+    def _due(self, key: CredentialKey, now: datetime) -> bool:
+        """True when background work should fetch ``key`` now."""
+        cached = self._cached.get(key)
+        return cached is None or cached.remaining(now) <= self._refresh + self._margin
+
+    def _queue(self, key: CredentialKey) -> None:
+        task = asyncio.create_task(self._background_fetch(key), name=f"kiam-fetch:{key.role_arn}")
+        self._queued[key] = task
+
+    async def _background_fetch(self, key: CredentialKey) -> None:
+        try:
+            async with self._slots:
+                if key in self._flights:
+                    flight = self._flights[key]  # a get() started it meanwhile
+                elif self._due(key, self._clock.now()):
+                    flight = self._start_flight(key)
+                else:
+                    return
+                # hold the slot for the whole call; errors are logged by the flight
+                with contextlib.suppress(AwsError):
+                    await asyncio.shield(flight)
+        finally:
+            self._queued.pop(key, None)
+
+    # -- the single flight per key ---------------------------------------------------
+
+    def _start_flight(self, key: CredentialKey) -> asyncio.Future[Credentials]:
+        if self._closed:
+            raise StsUnavailable("credential cache is shut down", role_arn=key.role_arn)
+        flight: asyncio.Future[Credentials] = asyncio.get_running_loop().create_future()
+        # nobody may be waiting when it fails (prefetch): mark the error as seen
+        flight.add_done_callback(_consume_exception)
+        self._flights[key] = flight
+        worker = asyncio.create_task(self._fetch(key, flight), name=f"kiam-sts:{key.role_arn}")
+        self._workers.add(worker)
+        worker.add_done_callback(self._workers.discard)
+        return flight
+
+    async def _fetch(self, key: CredentialKey, flight: asyncio.Future[Credentials]) -> None:
+        try:
+            credentials = await self._gateway.assume_role(key, duration=self._duration)
+            left = credentials.remaining(self._clock.now())
+            if left <= self._refresh:
+                raise StsFailure(
+                    f"STS issued credentials for {key.role_arn} that expire in {left}, "
+                    f"within the refresh window of {self._refresh}: check the clock and "
+                    "--session-duration",
+                    role_arn=key.role_arn,
+                )
+        except asyncio.CancelledError:
+            self._flights.pop(key, None)
+            flight.set_exception(
+                StsUnavailable("credential cache is shut down", role_arn=key.role_arn)
+            )
+            raise
+        except Exception as error:
+            self._flights.pop(key, None)
+            self._failed_at[key] = self._clock.now()
+            log.warning(
+                "could not fetch credentials: %s",
+                error,
+                extra={"fields": {"role": key.role_arn, "session": key.session_name}},
+            )
+            self._wake.set()
+            flight.set_exception(error)
+            return
+        self._cached[key] = credentials
+        self._failed_at.pop(key, None)
+        self._flights.pop(key, None)
+        log.info("fetched credentials", extra={"fields": _fields(key, credentials)})
+        self._wake.set()
+        flight.set_result(credentials)
+
+
+def _consume_exception(future: asyncio.Future[Credentials]) -> None:
+    if not future.cancelled():
+        future.exception()
+
+
+def _fields(key: CredentialKey, credentials: Credentials) -> dict[str, str]:
+    return {
+        "role": key.role_arn,
+        "session": key.session_name,
+        "access.key.id": credentials.access_key_id,
+        "expiration": credentials.expiration.isoformat(),
+    }
