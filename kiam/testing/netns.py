@@ -209,10 +209,8 @@ def _build(bed: Bed, *, prefix_len: int) -> None:
         run(["ip", "netns", "add", pod.name])
         run(["ip", "-n", pod.name, "link", "set", "lo", "up"])
         # Both ends are born inside the bed's namespaces: the host never sees them.
-        run(
-            ["ip", "-n", node, "link", "add", veth, "type", "veth"]
-            + ["peer", "name", "eth0", "netns", pod.name]
-        )
+        peer = ["peer", "name", "eth0", "netns", pod.name]
+        run(["ip", "-n", node, "link", "add", veth, "type", "veth", *peer])
         run(["ip", "-n", node, "link", "set", veth, "master", bed.bridge, "up"])
         run(["ip", "-n", pod.name, "addr", "add", f"{pod.ip}/{prefix_len}", "dev", "eth0"])
         run(["ip", "-n", pod.name, "link", "set", "eth0", "up"])

@@ -1,0 +1,74 @@
+"""Run inside a test pod: talk to the metadata service by hand, as IMDSv1 or IMDSv2.
+
+    python -m kiam.testing.sdk_clients.imds_probe v1|v2 [URL]
+
+v1 sends plain GETs; v2 first PUTs ``/latest/api/token`` and sends the token on every
+GET. Prints one JSON line: the status of each step, the role listed, and the access key
+id of the credentials (never the secret or token).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import urllib.error
+import urllib.request
+from typing import Any
+
+DEFAULT_URL = "http://169.254.169.254"
+_TIMEOUT = 5.0
+_PATH = "/latest/meta-data/iam/security-credentials/"
+
+
+def _request(method: str, url: str, headers: dict[str, str]) -> tuple[int, str]:
+    req = urllib.request.Request(url, method=method, headers=headers)
+    try:
+        with urllib.request.urlopen(req, timeout=_TIMEOUT) as resp:
+            return int(resp.status), resp.read().decode()
+    except urllib.error.HTTPError as exc:
+        return int(exc.code), exc.read().decode(errors="replace")
+    except OSError as exc:
+        return 0, f"{type(exc).__name__}: {exc}"
+
+
+def probe(version: str, base: str) -> dict[str, Any]:
+    headers: dict[str, str] = {}
+    result: dict[str, Any] = {"version": version}
+    if version == "v2":
+        status, body = _request(
+            "PUT", base + "/latest/api/token", {"X-aws-ec2-metadata-token-ttl-seconds": "60"}
+        )
+        result["token_status"] = status
+        if status != 200:
+            result["error"] = body.strip()
+            return result
+        headers["X-aws-ec2-metadata-token"] = body
+    status, body = _request("GET", base + _PATH, headers)
+    result["role_status"] = status
+    if status != 200:
+        result["error"] = body.strip()
+        return result
+    role = body.strip()
+    result["role"] = role
+    status, body = _request("GET", base + _PATH + role, headers)
+    result["credentials_status"] = status
+    if status != 200:
+        result["error"] = body.strip()
+        return result
+    doc = json.loads(body)
+    result["code"] = doc.get("Code")
+    result["access_key_id"] = doc.get("AccessKeyId")
+    return result
+
+
+def main(argv: list[str]) -> int:
+    if not argv or argv[0] not in ("v1", "v2") or len(argv) > 2:
+        print("usage: imds_probe v1|v2 [URL]", file=sys.stderr)
+        return 2
+    base = (argv[1] if len(argv) == 2 else DEFAULT_URL).rstrip("/")
+    print(json.dumps(probe(argv[0], base)), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
