@@ -10,7 +10,7 @@ listing and watching 50,000 pods affordable. Every foreign error is translated i
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, Mapping
 from typing import Any
 
 import aiohttp
@@ -171,7 +171,7 @@ class KubeClient:
 
     async def watch(
         self, path: str, params: Params | None = None, *, inactivity_timeout: float
-    ) -> AsyncIterator[dict[str, Any]]:
+    ) -> AsyncGenerator[dict[str, Any], None]:
         """Watch a collection: yield each event (``{"type": ..., "object": {...}}``) decoded.
 
         Ends when the server ends the stream. Raises KubeUnavailable when nothing arrives

@@ -1,0 +1,196 @@
+"""A watch-fed cache of the pods that can own an IP, indexed by pod IP.
+
+Only live, non-hostNetwork pods are kept (the others never own an IP, see
+:mod:`kiam.k8s.ownership`), each as a small :class:`~kiam.k8s.model.PodInfo`. A re-list
+replaces the whole state at once, so a pod deleted while the watch was down is gone
+after the next list rather than served stale.
+
+Requests for an IP the cache does not know yet wait on a per-IP future that the index
+wakes when a pod with that IP arrives: no polling, bounded by the caller's timeout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Iterable
+from typing import NoReturn
+
+from kiam.common.net import normalise_ip
+from kiam.k8s.client import KubeClient
+from kiam.k8s.metrics import dropped_pods
+from kiam.k8s.model import PodInfo, pod_info_from_json
+from kiam.k8s.ownership import can_own_ip, credential_identity, owner_of_ip
+from kiam.k8s.watching import DELETED, Backoff, ListWatch
+
+log = logging.getLogger(__name__)
+
+PODS_PATH = "/api/v1/pods"
+
+# Most IPs have exactly one claimant: store the PodInfo itself, a tuple only when shared
+# (saves a tuple per pod at 50,000 pods).
+_Claimants = PodInfo | tuple[PodInfo, ...]
+
+
+def _key(pod: PodInfo) -> str:
+    return pod.uid or pod.key
+
+
+def _as_tuple(entry: _Claimants) -> tuple[PodInfo, ...]:
+    return entry if isinstance(entry, tuple) else (entry,)
+
+
+def _index(by_ip: dict[str, _Claimants], pod: PodInfo) -> None:
+    for ip in pod.ips:
+        entry = by_ip.get(ip)
+        by_ip[ip] = pod if entry is None else (*_as_tuple(entry), pod)
+
+
+def _unindex(by_ip: dict[str, _Claimants], pod: PodInfo) -> None:
+    key = _key(pod)
+    for ip in pod.ips:
+        entry = by_ip.get(ip)
+        if entry is None:
+            continue
+        rest = tuple(other for other in _as_tuple(entry) if _key(other) != key)
+        if not rest:
+            del by_ip[ip]
+        else:
+            by_ip[ip] = rest[0] if len(rest) == 1 else rest
+
+
+class PodCache:
+    """Pods by IP, kept current by list+watch of all namespaces' pods."""
+
+    def __init__(
+        self,
+        client: KubeClient,
+        *,
+        resync_interval: float,
+        announce_buffer: int,
+        watch_timeout: float = 300.0,
+        inactivity_timeout: float | None = None,
+        backoff: Backoff | None = None,
+    ) -> None:
+        self.synced = asyncio.Event()
+        """Set once the first full list has been indexed."""
+        self.announcements: asyncio.Queue[PodInfo] = asyncio.Queue(maxsize=max(1, announce_buffer))
+        """Live pods with a role, new or with changed credentials: for prefetch."""
+        self._pods: dict[str, PodInfo] = {}
+        self._by_ip: dict[str, _Claimants] = {}
+        self._waiters: dict[str, list[asyncio.Future[None]]] = {}
+        self.watch = ListWatch(
+            client,
+            path=PODS_PATH,
+            decode=pod_info_from_json,
+            on_replace=self._replace,
+            on_event=self._apply,
+            resync_interval=resync_interval,
+            watch_timeout=watch_timeout,
+            inactivity_timeout=inactivity_timeout,
+            backoff=backoff,
+        )
+
+    async def run(self) -> NoReturn:
+        await self.watch.run()
+
+    def __len__(self) -> int:
+        return len(self._pods)
+
+    def live_pods(self) -> Iterable[PodInfo]:
+        """A snapshot of the cached pods (all live and able to own an IP)."""
+        return list(self._pods.values())
+
+    def find_by_ip(self, ip: str) -> PodInfo | None:
+        """The pod owning ``ip`` now, or None. Raises AmbiguousPodIP."""
+        try:
+            ip = normalise_ip(ip)
+        except ValueError:
+            return None
+        entry = self._by_ip.get(ip)
+        if entry is None:
+            return None
+        return owner_of_ip(_as_tuple(entry), ip=ip)
+
+    async def wait_for_ip(self, ip: str, *, timeout: float) -> PodInfo | None:  # noqa: ASYNC109
+        """Like :meth:`find_by_ip`, but wait up to ``timeout`` seconds for the watch to
+        deliver a pod with that IP. None when it is still unknown. Raises AmbiguousPodIP."""
+        try:
+            ip = normalise_ip(ip)
+        except ValueError:
+            return None
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while (pod := self.find_by_ip(ip)) is None:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return None
+            waiter: asyncio.Future[None] = loop.create_future()
+            self._waiters.setdefault(ip, []).append(waiter)
+            try:
+                async with asyncio.timeout(remaining):
+                    await waiter
+            except TimeoutError:
+                return self.find_by_ip(ip)
+            finally:
+                self._forget(ip, waiter)
+        return pod
+
+    def _forget(self, ip: str, waiter: asyncio.Future[None]) -> None:
+        waiters = self._waiters.get(ip)
+        if waiters is None:
+            return
+        with contextlib.suppress(ValueError):
+            waiters.remove(waiter)
+        if not waiters:
+            del self._waiters[ip]
+
+    def _wake(self, ips: Iterable[str]) -> None:
+        if not self._waiters:
+            return
+        for ip in ips:
+            for waiter in self._waiters.pop(ip, ()):
+                if not waiter.done():
+                    waiter.set_result(None)
+
+    def _announce(self, pod: PodInfo, old: PodInfo | None) -> None:
+        if not pod.role:
+            return
+        if old is not None and credential_identity(old) == credential_identity(pod):
+            return
+        try:
+            self.announcements.put_nowait(pod)
+        except asyncio.QueueFull:
+            dropped_pods.inc()
+
+    def _apply(self, kind: str, pod: PodInfo) -> None:
+        key = _key(pod)
+        old = self._pods.get(key)
+        if old is not None:
+            _unindex(self._by_ip, old)
+        if kind == DELETED or not can_own_ip(pod):
+            if old is not None:
+                del self._pods[key]
+            return
+        self._pods[key] = pod
+        _index(self._by_ip, pod)
+        self._wake(pod.ips)
+        self._announce(pod, old)
+
+    def _replace(self, pods: list[PodInfo]) -> None:
+        fresh: dict[str, PodInfo] = {}
+        by_ip: dict[str, _Claimants] = {}
+        for pod in pods:
+            if can_own_ip(pod):
+                fresh[_key(pod)] = pod
+                _index(by_ip, pod)
+        old_pods = self._pods
+        self._pods, self._by_ip = fresh, by_ip
+        gone = len(old_pods.keys() - fresh.keys())
+        for key, pod in fresh.items():
+            self._announce(pod, old_pods.get(key))
+        self._wake([ip for ip in self._waiters if ip in by_ip])
+        if gone:
+            log.info("re-list removed %d pods deleted while the watch was away", gone)
+        self.synced.set()
