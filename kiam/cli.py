@@ -200,8 +200,8 @@ def _run_agent(ns: argparse.Namespace) -> int:
 
     if (ns.iptables or ns.iptables_cleanup) and not ns.host:
         raise UsageError("--host (or env HOST_IP) is required with --iptables")
-    if not 0 < ns.port < 65536:
-        raise UsageError(f"--port {ns.port}: must be 1-65535")
+    if not 0 <= ns.port < 65536:
+        raise UsageError(f"--port {ns.port}: must be 0-65535 (0 picks a free port)")
     settings = AgentSettings(
         tls=_tls(ns),
         log=_log(ns),

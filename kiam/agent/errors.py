@@ -8,6 +8,7 @@ them (``client.py``, ``proxy.py``); the HTTP layer only ever sees this tree::
     ├── Unauthorized                401  IMDSv2 token missing (required), invalid or expired
     ├── Forbidden                   403  X-Forwarded-For on a token request
     ├── NotFound                    404  unknown route or a path the allow-list blocks
+    ├── MethodNotAllowed            405  e.g. GET on the token route
     ├── PodNotFound                 404  no live pod has the caller's IP
     ├── NoRole                      404  the caller's pod has no role annotation
     ├── RoleForbidden               403  role is not the pod's, or the namespace forbids it
@@ -52,6 +53,10 @@ class Forbidden(AgentError):
 
 class NotFound(AgentError):
     status = 404
+
+
+class MethodNotAllowed(AgentError):
+    status = 405
 
 
 class PodNotFound(AgentError):

@@ -1,0 +1,208 @@
+"""The agent's HTTP side: every route of SPEC §2 behind one dispatcher.
+
+aiohttp's router is not used to choose a handler, because it would match on its own
+decoding of the path; instead one catch-all handler normalises the raw path once
+(:mod:`kiam.agent.paths`) and every decision is taken on that result.
+
+The caller is the TCP peer (IPv4 or IPv6, IPv4-mapped addresses folded to IPv4),
+never a header; ``?ip=`` overrides it only with ``--allow-ip-query`` (development).
+Every answer comes within ``budget`` seconds of the request's arrival, inside the
+1-second timeout of the AWS SDKs' metadata clients.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from kiam.agent import metrics
+from kiam.agent.client import KiamClient
+from kiam.agent.errors import (
+    AgentError,
+    BadRequest,
+    Forbidden,
+    MethodNotAllowed,
+    NoRole,
+    NotFound,
+    ServerFailed,
+    ServerUnavailable,
+    Unauthorized,
+)
+from kiam.agent.imdsv2 import TOKEN_HEADER, TTL_HEADER, TokenStore, parse_ttl
+from kiam.agent.paths import AllowList, Route, RouteKind, classify, normalise_path, split_target
+from kiam.agent.proxy import MetadataProxy
+from kiam.common.net import normalise_ip
+from kiam.wire.credentials import document_from_message, render_document
+
+log = logging.getLogger(__name__)
+
+TEXT = "text/plain; charset=utf-8"
+JSON = "application/json"
+DEFAULT_BUDGET = 0.9
+_READ_METHODS = ("GET", "HEAD")
+_ROUTE_METHODS = {RouteKind.TOKEN: ("PUT",)}
+_NEEDS_TOKEN = (RouteKind.ROLE_NAME, RouteKind.CREDENTIALS, RouteKind.IAM_BLOCKED, RouteKind.PROXY)
+
+
+@dataclass(frozen=True, kw_only=True)
+class AppConfig:
+    allow: AllowList
+    """--allow-route-regexp."""
+    imdsv2_required: bool = False
+    """--imdsv2=required: token-less requests are answered 401."""
+    allow_ip_query: bool = False
+    """--allow-ip-query (development only)."""
+    budget: float = DEFAULT_BUDGET
+    """Seconds from a request's arrival to its answer."""
+
+
+class MetadataApp:
+    """Holds what the handlers share; :meth:`build` makes the aiohttp application."""
+
+    def __init__(
+        self,
+        *,
+        config: AppConfig,
+        client: KiamClient,
+        proxy: MetadataProxy,
+        tokens: TokenStore,
+    ) -> None:
+        self.config = config
+        self.client = client
+        self.proxy = proxy
+        self.tokens = tokens
+        self.serving = True
+        """False once shutdown starts: /health then answers 503 so traffic drains."""
+
+    def build(self) -> web.Application:
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", self.dispatch)
+        return app
+
+    async def dispatch(self, request: web.Request) -> web.StreamResponse:
+        started = time.monotonic()
+        deadline = started + self.config.budget
+        handler = "invalid"
+        try:
+            raw_path, _ = split_target(request.raw_path)
+            route = classify(normalise_path(raw_path))
+            handler = route.handler
+            response = await self._route(request, route, deadline)
+        except AgentError as exc:
+            response = error_response(exc)
+            if exc.status >= 500:
+                fields = {"path": request.raw_path, "status": exc.status, "error": str(exc)}
+                log.warning("request failed", extra={"fields": fields})
+        if handler != RouteKind.PING.value:
+            metrics.handler_latency.labels(handler).observe(time.monotonic() - started)
+            metrics.responses.labels(handler, str(response.status)).inc()
+            if response.status == 200:
+                metrics.success.labels(handler).inc()
+        return response
+
+    async def _route(self, request: web.Request, route: Route, deadline: float) -> web.Response:
+        allowed = _ROUTE_METHODS.get(route.kind, _READ_METHODS)
+        if request.method not in allowed:
+            raise MethodNotAllowed(
+                f"method {request.method} not allowed here; use {', '.join(allowed)}"
+            )
+        if route.kind is RouteKind.PING:
+            return web.Response(text="pong", content_type="text/plain")
+        if route.kind is RouteKind.HEALTH:
+            return await self._health(request, deadline)
+        ip = self._caller_ip(request)
+        if route.kind is RouteKind.TOKEN:
+            return self._token(request, ip)
+        if route.kind in _NEEDS_TOKEN:
+            self._check_token(request, ip)
+        if route.kind is RouteKind.ROLE_NAME:
+            return await self._role_name(ip, deadline)
+        if route.kind is RouteKind.CREDENTIALS:
+            return await self._credentials(ip, route.role, deadline)
+        return await self._proxy(request, route, deadline)
+
+    def _caller_ip(self, request: web.Request) -> str:
+        if self.config.allow_ip_query and (override := request.query.get("ip")):
+            try:
+                return normalise_ip(override)
+            except ValueError:
+                raise BadRequest(f"?ip={override!r} is not an IP address") from None
+        peer = request.transport.get_extra_info("peername") if request.transport else None
+        if not peer:
+            raise BadRequest("cannot tell the caller's address")
+        return normalise_ip(str(peer[0]))
+
+    def _token(self, request: web.Request, ip: str) -> web.Response:
+        if "X-Forwarded-For" in request.headers:
+            # IMDS refuses forwarded token requests so a proxy on the node cannot mint
+            # tokens for remote callers; so do we
+            raise Forbidden("token requests carrying X-Forwarded-For are refused")
+        ttl = parse_ttl(request.headers.get(TTL_HEADER))
+        token = self.tokens.issue(ip=ip, ttl=ttl)
+        return web.Response(text=token, content_type="text/plain", headers={TTL_HEADER: str(ttl)})
+
+    def _check_token(self, request: web.Request, ip: str) -> None:
+        token = request.headers.get(TOKEN_HEADER)
+        if token is None:
+            if self.config.imdsv2_required:
+                raise Unauthorized("IMDSv2 is required: PUT /latest/api/token first")
+            return
+        if not self.tokens.check(token, ip=ip):
+            raise Unauthorized("IMDSv2 token is invalid, expired or was issued to another address")
+
+    async def _health(self, request: web.Request, deadline: float) -> web.Response:
+        if not self.serving:
+            raise ServerUnavailable("the agent is shutting down")
+        if request.query.get("deep", "") not in ("", "0", "false"):
+            message = await self.client.health(budget=_left(deadline))
+            return web.Response(text=message or "ok", content_type="text/plain")
+        return web.Response(text="ok", content_type="text/plain")
+
+    async def _role_name(self, ip: str, deadline: float) -> web.Response:
+        try:
+            role = await self.client.pod_role(ip, budget=_left(deadline))
+        except AgentError:
+            metrics.find_role_errors.inc()
+            raise
+        if not role:
+            metrics.empty_role.inc()
+            raise NoRole(f"the pod with IP {ip} has no iam.amazonaws.com/role annotation")
+        return web.Response(text=role, content_type="text/plain")
+
+    async def _credentials(self, ip: str, role: str, deadline: float) -> web.Response:
+        try:
+            message = await self.client.pod_credentials(ip, role, budget=_left(deadline))
+            try:
+                document = document_from_message(message)
+            except ValueError as exc:
+                raise ServerFailed(f"the kiam server sent unreadable credentials: {exc}") from None
+        except AgentError:
+            metrics.credential_fetch_errors.inc()
+            raise
+        # never the secret or the token
+        fields = {"pod.ip": ip, "role": role, "access.key.id": document["AccessKeyId"]}
+        log.info("served credentials", extra={"fields": fields})
+        return web.Response(body=render_document(document), content_type=JSON)
+
+    async def _proxy(self, request: web.Request, route: Route, deadline: float) -> web.Response:
+        if route.kind is RouteKind.IAM_BLOCKED or not self.config.allow.permits(route.path):
+            metrics.proxy_blocked.inc()
+            raise NotFound(
+                f"request blocked by allow-route-regexp {self.config.allow.pattern.pattern!r}: "
+                f"{route.path}"
+            )
+        upstream = await self.proxy.get(route.path, method=request.method, budget=_left(deadline))
+        return web.Response(status=upstream.status, body=upstream.body, headers=upstream.headers)
+
+
+def _left(deadline: float) -> float:
+    return max(deadline - time.monotonic(), 0.0)
+
+
+def error_response(exc: AgentError) -> web.Response:
+    """The one-line reason as text, with the status of the exception's class."""
+    return web.Response(status=exc.status, text=exc.message + "\n", content_type="text/plain")
+

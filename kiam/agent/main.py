@@ -1,0 +1,176 @@
+"""``kiam agent``: the per-node metadata proxy process.
+
+Start-up: logging, TLS files, gRPC channels (waiting up to --gateway-timeout-creation
+for a first connection, but starting anyway so the node is served as soon as a server
+appears), the HTTP server, then - only once it is listening - the iptables rule.
+Shutdown (SIGTERM/SIGINT): /health turns 503, the HTTP server stops accepting and lets
+in-flight requests finish, then the rule is removed (--iptables-remove), then the
+channels close.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+import aiohttp
+from aiohttp import web
+
+from kiam.agent import metrics
+from kiam.agent.app import AppConfig, MetadataApp
+from kiam.agent.client import KiamClient, grpc_targets
+from kiam.agent.imdsv2 import TokenStore
+from kiam.agent.iptables import DnatRule, Iptables, IptablesError
+from kiam.agent.paths import AllowList
+from kiam.agent.proxy import MetadataProxy
+from kiam.agent.settings import AgentSettings
+from kiam.common import logs
+from kiam.common.metrics_http import serve_metrics
+from kiam.common.net import join_host_port
+from kiam.common.supervisor import Supervisor
+from kiam.common.tls import TLSError, channel_credentials
+
+log = logging.getLogger("kiam.agent")
+
+TOKEN_PURGE_INTERVAL = 60.0
+HTTP_SHUTDOWN_TIMEOUT = 5.0
+
+
+class StartupError(Exception):
+    """The agent cannot start; the message says why."""
+
+
+def run_agent(settings: AgentSettings, *, statsd: str = "", **_: object) -> int:
+    """Entry point called by ``kiam.cli``; returns the exit code."""
+    logs.configure(json_log=settings.log.json_log, level=settings.log.level)
+    try:
+        if settings.iptables_cleanup:
+            return asyncio.run(_cleanup(settings))
+        return asyncio.run(_run(settings))
+    except (StartupError, TLSError, IptablesError) as exc:
+        log.error("kiam agent cannot start: %s", exc)
+        return 1
+
+
+def _rule(settings: AgentSettings, port: int) -> DnatRule:
+    return DnatRule(host=settings.host, port=port, interface=settings.host_interface)
+
+
+async def _cleanup(settings: AgentSettings) -> int:
+    removed = await Iptables().remove(_rule(settings, settings.port))
+    log.info("iptables cleanup done", extra={"fields": {"removed": removed}})
+    return 0
+
+
+def listening_addresses(runner: web.AppRunner) -> list[tuple[str, int]]:
+    found: list[tuple[str, int]] = []
+    for address in runner.addresses:
+        if isinstance(address, tuple):
+            found.append((str(address[0]), int(address[1])))
+    return found
+
+
+async def _purge_tokens(tokens: TokenStore) -> None:
+    while True:
+        await asyncio.sleep(TOKEN_PURGE_INTERVAL)
+        tokens.purge()
+
+
+async def _run(settings: AgentSettings) -> int:
+    try:
+        targets = grpc_targets(settings.server_address)
+    except ValueError as exc:
+        raise StartupError(f"--server-address: {exc}") from None
+    credentials = await asyncio.to_thread(channel_credentials, settings.tls)
+    iptables = Iptables() if settings.iptables else None
+    client = KiamClient(targets=targets, credentials=credentials, keepalive=settings.keepalive)
+    supervisor = Supervisor()
+    session = aiohttp.ClientSession(auto_decompress=False)
+    supervisor.on_shutdown("close clients", lambda: _close(client, session))
+    if await client.wait_ready(budget=settings.gateway_timeout_creation):
+        log.info("connected to a kiam server", extra={"fields": {"servers": ",".join(targets)}})
+    else:
+        log.warning(
+            "no kiam server reachable yet; serving 503 until one is",
+            extra={"fields": {"servers": ",".join(targets)}},
+        )
+    tokens = TokenStore()
+    metadata = MetadataApp(
+        config=AppConfig(
+            allow=AllowList.from_regexp(settings.allow_route_regexp),
+            imdsv2_required=settings.imdsv2 == "required",
+            allow_ip_query=settings.allow_ip_query,
+        ),
+        client=client,
+        proxy=MetadataProxy(endpoint=settings.metadata_endpoint, session=session),
+        tokens=tokens,
+    )
+    if settings.allow_ip_query:
+        log.warning("--allow-ip-query is on: callers can choose their identity (development only)")
+    runner = web.AppRunner(metadata.build(), handle_signals=False, access_log=None)
+    await runner.setup()
+    try:
+        await _listen(runner, settings)
+    except OSError as exc:
+        await runner.cleanup()
+        await _close(client, session)
+        raise StartupError(f"cannot listen on port {settings.port}: {exc.strerror}") from None
+
+    async def stop_http() -> None:
+        metadata.serving = False
+        await runner.cleanup()
+
+    if iptables is not None:
+        rule = _rule(settings, listening_addresses(runner)[0][1])
+        if settings.iptables_remove:
+            supervisor.on_shutdown("remove iptables rule", lambda: _remove(iptables, rule))
+        supervisor.on_shutdown("stop http", stop_http)
+        try:
+            await iptables.add(rule)
+        except IptablesError:
+            await supervisor_abort(supervisor)
+            raise
+    else:
+        supervisor.on_shutdown("stop http", stop_http)
+
+    supervisor.install_signal_handlers()
+    supervisor.start("token-purge", _purge_tokens(tokens))
+    if settings.prometheus_listen_addr:
+        serving = serve_metrics(settings.prometheus_listen_addr, metrics.REGISTRY)
+        supervisor.start("metrics", serving)
+    await supervisor.wait()
+    log.info("kiam agent stopped")
+    return 1 if supervisor.failed else 0
+
+
+async def supervisor_abort(supervisor: Supervisor) -> None:
+    supervisor.stop()
+    await supervisor.wait()
+
+
+async def _listen(runner: web.AppRunner, settings: AgentSettings) -> None:
+    host = settings.listen_address or None
+    site = web.TCPSite(
+        runner, host, settings.port, shutdown_timeout=HTTP_SHUTDOWN_TIMEOUT, reuse_address=True
+    )
+    await site.start()
+    shown = ", ".join(join_host_port(h, p) for h, p in listening_addresses(runner))
+    log.info("listening on %s", shown, extra={"fields": {"families": _families(runner)}})
+
+
+def _families(runner: web.AppRunner) -> str:
+    # IPv6 socket addresses are 4-tuples; "" binds both families where the host has both
+    families = {"ipv6" if len(a) == 4 else "ipv4" for a in runner.addresses if isinstance(a, tuple)}
+    return ",".join(sorted(families))
+
+
+async def _remove(iptables: Iptables, rule: DnatRule) -> None:
+    await iptables.remove(rule)
+
+
+async def _close(client: KiamClient, session: aiohttp.ClientSession) -> None:
+    with contextlib.suppress(Exception):
+        await client.close()
+    await session.close()
+
