@@ -37,13 +37,13 @@ _INSTANCE_PROFILE = re.compile(
 
 def is_role_arn(text: str) -> bool:
     """True when ``text`` is a syntactically valid role ARN."""
-    return _ROLE_ARN.match(text) is not None
+    return _ROLE_ARN.fullmatch(text) is not None
 
 
 def validate_base_arn(base_arn: str) -> str:
     """Return the base ARN with a trailing ``/`` (added when missing); raise InvalidRoleArn."""
     base = base_arn if base_arn.endswith("/") else base_arn + "/"
-    if _BASE_ARN.match(base) is None:
+    if _BASE_ARN.fullmatch(base) is None:
         raise InvalidRoleArn(
             f"invalid base role ARN {base_arn!r}: expected arn:<partition>:iam::<account>:role/"
         )
@@ -86,7 +86,7 @@ def partition_of_arn(arn: str) -> str:
 
 def base_arn_from_instance_profile(arn: str) -> str:
     """``arn:aws:iam::123456789012:instance-profile/x`` -> ``arn:aws:iam::123456789012:role/``."""
-    match = _INSTANCE_PROFILE.match(arn.strip())
+    match = _INSTANCE_PROFILE.fullmatch(arn.strip())
     if match is None:
         raise InvalidRoleArn(f"not an instance profile ARN: {arn!r}")
     return f"arn:{match['partition']}:iam::{match['account']}:role/"
@@ -120,7 +120,7 @@ _REGION = re.compile(r"^[a-z]{2}(?:-[a-z]+)+-\d+$", re.ASCII)
 
 def sts_endpoint_host(region: str) -> str:
     """Host name of the regional STS endpoint, e.g. ``sts.cn-north-1.amazonaws.com.cn``."""
-    if _REGION.match(region) is None:
+    if _REGION.fullmatch(region) is None:
         raise ValueError(f"invalid AWS region {region!r}")
     return f"sts.{region}.{_DNS_SUFFIX[partition_of_region(region)]}"
 

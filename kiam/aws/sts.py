@@ -25,7 +25,13 @@ from aiobotocore.config import AioConfig
 from aiobotocore.credentials import AioCredentialResolver, AioDeferredRefreshableCredentials
 from aiobotocore.session import AioSession, get_session
 from botocore.credentials import CredentialProvider
-from botocore.exceptions import BotoCoreError, ClientError, HTTPClientError, NoCredentialsError
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    HTTPClientError,
+    NoCredentialsError,
+)
+from botocore.exceptions import ConnectionError as BotoConnectionError
 
 from kiam.aws import metrics
 from kiam.aws.arn import RoleArn, sts_endpoint_url
@@ -95,7 +101,7 @@ def translate_error(error: Exception, *, role_arn: str) -> AwsError:
         if code in _UNAVAILABLE_CODES or status >= 500:
             return StsUnavailable(text, role_arn=role_arn, code=code)
         return StsFailure(text, role_arn=role_arn, code=code)
-    if isinstance(error, HTTPClientError):
+    if isinstance(error, HTTPClientError | BotoConnectionError):
         # connection refused/reset, connect and read timeouts, TLS failures
         name = type(error).__name__
         return StsUnavailable(f"STS AssumeRole {role_arn}: {name}: {error}", role_arn=role_arn)
