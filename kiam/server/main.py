@@ -1,0 +1,322 @@
+"""``kiam server``: the process that wires the caches, the policy, STS and gRPC together.
+
+Start-up happens before anything is served, and any problem there (a bad kubeconfig, a
+taken port, unusable TLS files, no base ARN) ends the process with one line and exit 1.
+Then named root tasks run under :class:`kiam.common.supervisor.Supervisor`:
+
+``pod-cache``, ``namespace-cache``  list+watch the API server
+``events``                          posts the Warning Events the service records
+``credential-cache``                refreshes credentials ahead of expiry while in use
+``prefetch``                        fetches credentials for every pod with a role it sees
+``grpc``                            serves ``kiam.KiamService`` and ``grpc.health.v1``
+``metrics``                         ``/metrics`` (with ``--prometheus-listen-addr``)
+
+Health (both ``""`` and ``kiam.KiamService``) is NOT_SERVING until both caches have
+synced. SIGTERM/SIGINT drain: health goes NOT_SERVING, the server stops accepting, in
+-flight RPCs get :data:`GRACE` seconds, then the tasks stop and the clients close.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Callable
+from typing import Any
+
+from grpc import aio
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1.health import aio as health_aio  # type: ignore[attr-defined]  # stubs predate aio
+
+from kiam.aws.credential_cache import CredentialCache
+from kiam.aws.credentials import CredentialKey
+from kiam.aws.errors import AwsError
+from kiam.aws.sts import StsGateway
+from kiam.common import logs
+from kiam.common.metrics_http import serve_metrics
+from kiam.common.net import join_host_port, split_host_port
+from kiam.common.supervisor import Supervisor
+from kiam.common.tls import TLSError, server_credentials
+from kiam.k8s.client import KubeClient
+from kiam.k8s.errors import KubeError
+from kiam.k8s.events import EventRecorder
+from kiam.k8s.namespace_cache import NamespaceCache
+from kiam.k8s.pod_cache import PodCache
+from kiam.server.metrics import ServerMetrics
+from kiam.server.policy import Policy
+from kiam.server.service import KiamService
+from kiam.server.settings import ServerSettings
+from kiam.wire import kiam_pb2_grpc
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAME = "kiam.KiamService"
+GRACE = 5.0
+"""Seconds in-flight RPCs get to finish once a shutdown starts."""
+SHUTDOWN_TIMEOUT = 10.0
+"""Seconds each task and cleanup gets to stop."""
+
+
+class StartupError(Exception):
+    """The server cannot start; the message is the one line the operator sees."""
+
+
+def run_server(settings: ServerSettings, *, statsd: str = "", **_: object) -> int:
+    """Entry point of ``kiam server`` (from :mod:`kiam.cli`); returns the exit code."""
+    logs.configure(json_log=settings.log.json_log, level=settings.log.level)
+    try:
+        return asyncio.run(serve(settings))
+    except StartupError as exc:
+        log.error("kiam server cannot start: %s", exc)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+async def serve(settings: ServerSettings) -> int:
+    """Run the server until a signal or a failed task; the exit code."""
+    async with contextlib.AsyncExitStack() as stack:
+        base_arn = await _base_arn(settings)
+        policy = Policy(
+            base_arn=base_arn,
+            default_session=settings.session,
+            strict=not settings.disable_strict_namespace_regexp,
+        )
+        kube = await _kube_client(settings)
+        stack.push_async_callback(kube.close)
+        gateway = await _sts_gateway(settings)
+        stack.push_async_callback(gateway.close)
+
+        pods = PodCache(
+            kube, resync_interval=settings.sync, announce_buffer=settings.prefetch_buffer_size
+        )
+        namespaces = NamespaceCache(kube, resync_interval=settings.sync)
+        events = EventRecorder(kube)
+
+        def keys_in_use() -> set[CredentialKey]:
+            return _keys_in_use(pods=pods, namespaces=namespaces, policy=policy)
+
+        credentials = CredentialCache(
+            gateway,
+            session_duration=settings.session_duration,
+            session_refresh=settings.session_refresh,
+            fetchers=settings.fetchers,
+            keys_in_use=keys_in_use,
+        )
+        service = KiamService(
+            pods=pods,
+            namespaces=namespaces,
+            events=events,
+            credentials=credentials,
+            policy=policy,
+        )
+        health = health_aio.HealthServicer()
+        server, address = _grpc_server(settings, service=service, health=health)
+        await _start(server, address)
+
+        supervisor = Supervisor(shutdown_timeout=SHUTDOWN_TIMEOUT)
+        draining = asyncio.Event()
+        supervisor.start("pod-cache", pods.run())
+        supervisor.start("namespace-cache", namespaces.run())
+        supervisor.start("events", events.run())
+        supervisor.start("credential-cache", credentials.run())
+        supervisor.start(
+            "prefetch",
+            prefetch(pods=pods, namespaces=namespaces, policy=policy, credentials=credentials),
+        )
+        supervisor.start(
+            "grpc",
+            _serve_grpc(
+                server,
+                service=service,
+                health=health,
+                ready=(pods.synced, namespaces.synced),
+                draining=draining,
+                stop=supervisor.stop,
+            ),
+        )
+        if settings.prometheus_listen_addr:
+            supervisor.start("metrics", serve_metrics(settings.prometheus_listen_addr))
+        _install_signal_handlers(draining)
+        await supervisor.wait()
+        return 1 if supervisor.failed is not None else 0
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+# ---------------------------------------------------------------- start-up
+
+
+async def _base_arn(settings: ServerSettings) -> str:
+    from kiam.aws.arn import InvalidRoleArn, validate_base_arn
+
+    if settings.role_base_arn:
+        try:
+            return validate_base_arn(settings.role_base_arn)
+        except InvalidRoleArn as exc:
+            raise StartupError(str(exc)) from None
+    from kiam.aws.base_arn import detect_base_arn
+
+    try:
+        base = await detect_base_arn(settings.metadata_endpoint)
+    except AwsError as exc:
+        raise StartupError(f"--role-base-arn-autodetect: {exc}") from None
+    log.info("detected role base ARN", extra={"fields": {"base.arn": base}})
+    return base
+
+
+async def _kube_client(settings: ServerSettings) -> KubeClient:
+    try:
+        return await KubeClient.create(settings.kubeconfig)
+    except KubeError as exc:
+        raise StartupError(str(exc)) from None
+
+
+async def _sts_gateway(settings: ServerSettings) -> StsGateway:
+    try:
+        return await StsGateway.create(
+            region=settings.region,
+            endpoint_url=settings.sts_endpoint,
+            assume_role_arn=settings.assume_role_arn,
+            session_name=f"kiam-{settings.session}",
+            session_duration=settings.session_duration,
+        )
+    except (AwsError, ValueError) as exc:
+        raise StartupError(f"STS: {exc}") from None
+
+
+def _grpc_options(settings: ServerSettings) -> list[tuple[str, Any]]:
+    keepalive = settings.keepalive
+    options: list[tuple[str, Any]] = [
+        ("grpc.keepalive_time_ms", int(keepalive.time * 1000)),
+        ("grpc.keepalive_timeout_ms", int(keepalive.timeout * 1000)),
+        # Agents ping every --grpc-keepalive-time-duration (10s by default), also with no
+        # RPC in flight; gRPC's server default (5 minutes) would answer that with GOAWAY.
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.min_recv_ping_interval_without_data_ms", 1000),
+        ("grpc.http2.max_pings_without_data", 0),
+    ]
+    for name, seconds in (
+        ("grpc.max_connection_idle_ms", settings.max_connection_idle),
+        ("grpc.max_connection_age_ms", settings.max_connection_age),
+        ("grpc.max_connection_age_grace_ms", settings.max_connection_age_grace),
+    ):
+        if seconds > 0:
+            options.append((name, int(seconds * 1000)))
+    return options
+
+
+def _grpc_server(
+    settings: ServerSettings, *, service: KiamService, health: health_aio.HealthServicer
+) -> tuple[aio.Server, str]:
+    """Build the server and bind its port; the address it listens on."""
+    try:
+        host, port = split_host_port(settings.bind)
+    except ValueError as exc:
+        raise StartupError(f"--bind: {exc}") from None
+    try:
+        credentials = server_credentials(settings.tls)
+    except TLSError as exc:
+        raise StartupError(str(exc)) from None
+    server = aio.server(interceptors=[ServerMetrics()], options=_grpc_options(settings))
+    kiam_pb2_grpc.add_KiamServiceServicer_to_server(service, server)
+    health_pb2_grpc.add_HealthServicer_to_server(health, server)
+    target = join_host_port(host or "::", port)
+    try:
+        bound = server.add_secure_port(target, credentials)
+    except RuntimeError as exc:
+        raise StartupError(f"cannot listen on {settings.bind}: {exc}") from None
+    if bound == 0:
+        raise StartupError(f"cannot listen on {settings.bind}: address in use or unavailable")
+    return server, join_host_port(host or "::", bound)
+
+
+async def _start(server: aio.Server, address: str) -> None:
+    try:
+        await server.start()
+    except RuntimeError as exc:
+        raise StartupError(f"cannot start gRPC server on {address}: {exc}") from None
+    log.info("serving on %s", address, extra={"fields": {"address": address}})
+
+
+def _install_signal_handlers(draining: asyncio.Event) -> None:
+    loop = asyncio.get_running_loop()
+
+    def on_signal(sig: signal.Signals) -> None:
+        log.info("received %s; draining", sig.name)
+        draining.set()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, on_signal, sig)
+
+
+# ---------------------------------------------------------------- root tasks
+
+
+async def _serve_grpc(
+    server: aio.Server,
+    *,
+    service: KiamService,
+    health: health_aio.HealthServicer,
+    ready: tuple[asyncio.Event, ...],
+    draining: asyncio.Event,
+    stop: Callable[[], None],
+) -> None:
+    """Mark health SERVING once synced; on a signal, drain and then stop the supervisor.
+
+    When another task fails instead, we are cancelled and stop at once (grace 0 would cut
+    in-flight RPCs, so they still get a short grace).
+    """
+    grace = GRACE
+    try:
+        for event in ready:
+            await event.wait()
+        for name in ("", SERVICE_NAME):
+            await health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        log.info("caches synced; serving")
+        await draining.wait()
+    except asyncio.CancelledError:
+        grace = 1.0
+        raise
+    finally:
+        service.draining = True
+        await asyncio.shield(_drain(server, health, grace=grace))
+        stop()
+
+
+async def _drain(server: aio.Server, health: health_aio.HealthServicer, *, grace: float) -> None:
+    await health.enter_graceful_shutdown()
+    await server.stop(grace)
+    log.info("gRPC server stopped")
+
+
+async def prefetch(
+    *,
+    pods: PodCache,
+    namespaces: NamespaceCache,
+    policy: Policy,
+    credentials: CredentialCache,
+) -> None:
+    """Fetch credentials ahead for every pod with a role its namespace permits."""
+    await namespaces.synced.wait()
+    while True:
+        pod = await pods.announcements.get()
+        key = policy.key_for(pod=pod, permitted=namespaces.permitted(pod.namespace))
+        if key is not None:
+            credentials.prefetch(key)
+
+
+def _keys_in_use(
+    *, pods: PodCache, namespaces: NamespaceCache, policy: Policy
+) -> set[CredentialKey]:
+    keys: set[CredentialKey] = set()
+    for pod in pods.live_pods():
+        if pod.host_network:
+            continue
+        key = policy.key_for(pod=pod, permitted=namespaces.permitted(pod.namespace))
+        if key is not None:
+            keys.add(key)
+    return keys
+
+
+__all__ = ["StartupError", "prefetch", "run_server", "serve"]
