@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 
 import aiohttp
 from aiohttp import web
@@ -149,19 +150,56 @@ async def supervisor_abort(supervisor: Supervisor) -> None:
     await supervisor.wait()
 
 
+def dual_stack_socket(port: int) -> socket.socket:
+    """One socket on every address of both families (IPv4 peers show as ``::ffff:a.b.c.d``).
+
+    One socket keeps one port for both families, also when ``--port 0`` picks it; a
+    host without IPv6 gets an IPv4-only socket.
+    """
+    try:
+        sock = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+    except OSError:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        address: tuple[str, int] = ("0.0.0.0", port)
+    else:
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        address = ("::", port)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.setblocking(False)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
 async def _listen(runner: web.AppRunner, settings: AgentSettings) -> None:
-    host = settings.listen_address or None
-    site = web.TCPSite(
-        runner, host, settings.port, shutdown_timeout=HTTP_SHUTDOWN_TIMEOUT, reuse_address=True
-    )
+    site: web.BaseSite
+    if settings.listen_address:
+        site = web.TCPSite(
+            runner,
+            settings.listen_address,
+            settings.port,
+            shutdown_timeout=HTTP_SHUTDOWN_TIMEOUT,
+            reuse_address=True,
+        )
+    else:
+        sock = dual_stack_socket(settings.port)
+        site = web.SockSite(runner, sock, shutdown_timeout=HTTP_SHUTDOWN_TIMEOUT)
     await site.start()
     shown = ", ".join(join_host_port(h, p) for h, p in listening_addresses(runner))
     log.info("listening on %s", shown, extra={"fields": {"families": _families(runner)}})
 
 
 def _families(runner: web.AppRunner) -> str:
-    # IPv6 socket addresses are 4-tuples; "" binds both families where the host has both
-    families = {"ipv6" if len(a) == 4 else "ipv4" for a in runner.addresses if isinstance(a, tuple)}
+    # IPv6 socket addresses are 4-tuples; a dual-stack "::" socket serves IPv4 too
+    families: set[str] = set()
+    for address in runner.addresses:
+        if isinstance(address, tuple):
+            families.update(("ipv4", "ipv6") if address[0] == "::" else ("ipv4",))
+            if len(address) == 4 and address[0] != "::":
+                families = (families - {"ipv4"}) | {"ipv6"}
     return ",".join(sorted(families))
 
 
