@@ -1,0 +1,390 @@
+"""The whole system as real processes: Kubernetes emulator, STS stand-in, server, agent.
+
+Used by the end-to-end tests and by ``kiam demo``. Every command goes through a
+:class:`Placement`, so the same code runs the processes on this host (the demo, on
+loopback addresses) or inside a test bed's node namespace (``ip netns exec``; the tests
+and ``kiam demo --netns``). The processes are the real console commands: ``kiam certs``,
+``kiam server`` and ``kiam agent`` with mTLS, ``python -m kiam.testing.kube`` and
+``python -m kiam.testing.sts``.
+
+Kubernetes objects are created through the emulator's HTTP API with ``curl`` run in the
+same place as the emulator (from the host, a node namespace's loopback is unreachable):
+create the object, then set a pod's IP with a merge patch on the ``/status``
+subresource, as a kubelet would.
+
+Synchronous on purpose (like :mod:`kiam.testing.netns`): starting and stopping processes
+is set-up work; asyncio callers use ``asyncio.to_thread``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ACCOUNT = "123456789012"
+"""moto's default account: the STS stand-in issues credentials for roles in it."""
+ROLE_BASE_ARN = f"arn:aws:iam::{ACCOUNT}:role/"
+_START_TIMEOUT = 30.0
+_STOP_TIMEOUT = 10.0
+
+
+class StackError(Exception):
+    """A process did not start, did not become ready, or a request to it failed."""
+
+
+def _identity(argv: Sequence[str]) -> list[str]:
+    return list(argv)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Placement:
+    """Where the processes run and on which addresses they listen."""
+
+    wrap: Callable[[Sequence[str]], list[str]] = _identity
+    """Turns a command into the command that runs it in place (e.g. ``bed.node_argv``)."""
+    sts_host: str = "127.0.0.1"
+    """Address of the STS stand-in (the bridge address in a bed, so pods reach it)."""
+    server_port: int = 9610
+    agent_listen: str = "127.0.0.1"
+    """The agent's ``--listen-address`` (empty binds every address)."""
+    agent_port: int = 3100
+    iptables_host: str = ""
+    """With an address, the agent runs with ``--iptables --host`` this address."""
+    iptables_interface: str = ""
+    """The agent's ``--host-interface`` with ``--iptables``."""
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port free on ``host`` right now (for processes on this host's own loopback)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def process_env(**extra: str) -> dict[str, str]:
+    """This process's environment without any AWS setting, plus ``extra``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    env["PYTHONUNBUFFERED"] = "1"
+    env.update(extra)
+    return env
+
+
+@dataclass
+class Process:
+    """A started process, its output files, and how to stop it."""
+
+    name: str
+    popen: subprocess.Popen[bytes]
+    stdout_path: Path
+    stderr_path: Path
+
+    def first_line(self, *, timeout: float = _START_TIMEOUT) -> str:
+        """The first line the process prints (the stand-ins print their URL first)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            text = self.stdout_path.read_text(errors="replace")
+            if "\n" in text:
+                return text.split("\n", 1)[0].strip()
+            if self.popen.poll() is not None:
+                break
+            time.sleep(0.05)
+        raise StackError(f"{self.name} printed no first line: {self.diagnostics()}")
+
+    def diagnostics(self) -> str:
+        code = self.popen.poll()
+        state = "running" if code is None else f"exited {code}"
+        tail = self.stderr_path.read_text(errors="replace")[-3000:]
+        return f"{self.name} ({state}); stderr tail:\n{tail}"
+
+    def stop(self, *, timeout: float = _STOP_TIMEOUT) -> int:
+        """SIGTERM, wait, then SIGKILL; return the exit code."""
+        if self.popen.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                self.popen.send_signal(signal.SIGTERM)
+            try:
+                return self.popen.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+        return self.popen.wait()
+
+
+@dataclass(frozen=True, kw_only=True)
+class KubeReply:
+    status: int
+    body: Any
+
+
+@dataclass
+class Stack:
+    """Starts the processes in order and stops them all (in reverse) on :meth:`close`."""
+
+    workdir: Path
+    placement: Placement = field(default_factory=Placement)
+    processes: dict[str, Process] = field(default_factory=dict)
+    kube_url: str = ""
+    sts_url: str = ""
+    kubeconfig: Path = field(init=False)
+    certs: Path = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.kubeconfig = self.workdir / "kubeconfig"
+        self.certs = self.workdir / "certs"
+
+    # ------------------------------------------------------------ processes
+
+    def spawn(self, name: str, command: Sequence[str], *, env: Mapping[str, str]) -> Process:
+        out = self.workdir / f"{name}.out"
+        err = self.workdir / f"{name}.err"
+        with out.open("wb") as stdout, err.open("wb") as stderr:
+            popen = subprocess.Popen(
+                self.placement.wrap(command),
+                stdout=stdout,
+                stderr=stderr,
+                stdin=subprocess.DEVNULL,
+                env=dict(env),
+                cwd=self.workdir,
+            )
+        proc = Process(name=name, popen=popen, stdout_path=out, stderr_path=err)
+        self.processes[name] = proc
+        return proc
+
+    def run(self, command: Sequence[str], *, timeout: float = 30.0) -> str:
+        """Run a short command in place; return stdout or raise :class:`StackError`."""
+        done = subprocess.run(
+            self.placement.wrap(command),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+            env=process_env(),
+        )
+        if done.returncode != 0:
+            raise StackError(f"{' '.join(command)}: exit {done.returncode}: {done.stderr}")
+        return done.stdout
+
+    def start_kube(self) -> str:
+        proc = self.spawn(
+            "kube",
+            [
+                sys.executable,
+                "-m",
+                "kiam.testing.kube",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                "0",
+                "--kubeconfig",
+                str(self.kubeconfig),
+            ],
+            env=process_env(),
+        )
+        self.kube_url = proc.first_line().rstrip("/")
+        return self.kube_url
+
+    def start_sts(self) -> str:
+        host = self.placement.sts_host
+        proc = self.spawn(
+            "sts",
+            [sys.executable, "-m", "kiam.testing.sts", "--host", host, "--port", "0"],
+            env=process_env(),
+        )
+        self.sts_url = proc.first_line().rstrip("/")
+        return self.sts_url
+
+    def make_certs(self) -> Path:
+        self.run(_kiam("certs", "--out", str(self.certs)))
+        return self.certs
+
+    def start_server(self, *, extra: Sequence[str] = ()) -> Process:
+        if not (self.kube_url and self.sts_url):
+            raise StackError("start the Kubernetes emulator and the STS stand-in first")
+        command = _kiam(
+            "server",
+            "--bind",
+            f"127.0.0.1:{self.placement.server_port}",
+            "--kubeconfig",
+            str(self.kubeconfig),
+            "--role-base-arn",
+            ROLE_BASE_ARN,
+            "--sts-endpoint",
+            self.sts_url,
+            "--region",
+            "us-east-1",
+            "--sync",
+            "1m",
+            *self._tls("server"),
+            *extra,
+        )
+        # Dummy keys for the stand-in, which checks none; never the real metadata service.
+        env = process_env(
+            AWS_ACCESS_KEY_ID="testing",
+            AWS_SECRET_ACCESS_KEY="testing",
+            AWS_EC2_METADATA_DISABLED="true",
+        )
+        return self.spawn("server", command, env=env)
+
+    def start_agent(self, *, extra: Sequence[str] = ()) -> Process:
+        p = self.placement
+        args = [
+            "agent",
+            "--server-address",
+            f"127.0.0.1:{p.server_port}",
+            "--port",
+            str(p.agent_port),
+            "--listen-address",
+            p.agent_listen,
+            *self._tls("agent"),
+        ]
+        if p.iptables_host:
+            args += ["--iptables", "--host", p.iptables_host]
+            args += ["--host-interface", p.iptables_interface]
+        return self.spawn("agent", _kiam(*args, *extra), env=process_env())
+
+    def _tls(self, who: str) -> list[str]:
+        c = self.certs
+        return [
+            "--cert",
+            str(c / f"{who}.pem"),
+            "--key",
+            str(c / f"{who}-key.pem"),
+            "--ca",
+            str(c / "ca.pem"),
+        ]
+
+    @property
+    def agent_url(self) -> str:
+        host = self.placement.agent_listen or "127.0.0.1"
+        return f"http://{host}:{self.placement.agent_port}"
+
+    def wait_agent_ready(self, *, timeout: float = _START_TIMEOUT) -> None:
+        """Poll the agent's deep health (agent up and a synced server behind it)."""
+        deadline = time.monotonic() + timeout
+        url = self.agent_url + "/health?deep=1"
+        while time.monotonic() < deadline:
+            for name in ("server", "agent"):
+                proc = self.processes.get(name)
+                if proc is not None and proc.popen.poll() is not None:
+                    raise StackError(f"{name} exited while starting: {proc.diagnostics()}")
+            status, _ = self.http("GET", url)
+            if status == 200:
+                return
+            time.sleep(0.2)
+        details = "\n".join(self.processes[n].diagnostics() for n in ("server", "agent"))
+        raise StackError(f"the agent did not become healthy in {timeout}s:\n{details}")
+
+    # ------------------------------------------------------------ HTTP in place
+
+    def http(
+        self,
+        method: str,
+        url: str,
+        *,
+        body: Any = None,
+        content_type: str = "application/json",
+        headers: Mapping[str, str] | None = None,
+    ) -> tuple[int, str]:
+        """One HTTP request made with curl where the processes run; (status, body)."""
+        command = ["curl", "-sS", "-m", "10", "-X", method, "-w", "\n%{http_code}"]
+        for key, value in (headers or {}).items():
+            command += ["-H", f"{key}: {value}"]
+        stdin = None
+        if body is not None:
+            command += ["-H", f"Content-Type: {content_type}", "--data-binary", "@-"]
+            stdin = json.dumps(body)
+        done = subprocess.run(
+            self.placement.wrap([*command, url]),
+            input=stdin,
+            capture_output=True,
+            text=True,
+            timeout=20,
+            check=False,
+        )
+        text, _, code = done.stdout.rpartition("\n")
+        return (int(code) if code.isdigit() else 0), text
+
+    def kube(
+        self, method: str, path: str, body: Any = None, *, content_type: str = "application/json"
+    ) -> KubeReply:
+        status, text = self.http(method, self.kube_url + path, body=body, content_type=content_type)
+        try:
+            doc = json.loads(text) if text else None
+        except ValueError:
+            doc = text
+        return KubeReply(status=status, body=doc)
+
+    def kube_ok(
+        self, method: str, path: str, body: Any = None, *, content_type: str = "application/json"
+    ) -> Any:
+        reply = self.kube(method, path, body, content_type=content_type)
+        if not 200 <= reply.status < 300:
+            raise StackError(f"{method} {path}: HTTP {reply.status}: {reply.body}")
+        return reply.body
+
+    def create_namespace(self, name: str, *, permitted: str | None) -> None:
+        annotations = {} if permitted is None else {"iam.amazonaws.com/permitted": permitted}
+        self.kube_ok(
+            "POST",
+            "/api/v1/namespaces",
+            {"metadata": {"name": name, "annotations": annotations}},
+        )
+
+    def create_pod(
+        self,
+        namespace: str,
+        name: str,
+        *,
+        ip: str,
+        role: str = "",
+        session_name: str = "",
+        node_name: str = "node-1",
+    ) -> None:
+        """Create a running pod with ``ip`` (created, then its status set as a kubelet would)."""
+        annotations = {}
+        if role:
+            annotations["iam.amazonaws.com/role"] = role
+        if session_name:
+            annotations["iam.amazonaws.com/session-name"] = session_name
+        pod = {
+            "metadata": {"name": name, "namespace": namespace, "annotations": annotations},
+            "spec": {"nodeName": node_name, "containers": [{"name": "app", "image": "app:1"}]},
+        }
+        self.kube_ok("POST", f"/api/v1/namespaces/{namespace}/pods", pod)
+        status = {"status": {"phase": "Running", "podIP": ip, "podIPs": [{"ip": ip}]}}
+        self.kube_ok(
+            "PATCH",
+            f"/api/v1/namespaces/{namespace}/pods/{name}/status",
+            status,
+            content_type="application/merge-patch+json",
+        )
+
+    def events(self, namespace: str) -> list[dict[str, Any]]:
+        doc = self.kube_ok("GET", f"/api/v1/namespaces/{namespace}/events")
+        items = doc.get("items", []) if isinstance(doc, dict) else []
+        return [i for i in items if isinstance(i, dict)]
+
+    # ------------------------------------------------------------ teardown
+
+    def stop(self, name: str) -> int | None:
+        proc = self.processes.get(name)
+        return None if proc is None else proc.stop()
+
+    def close(self) -> None:
+        """Stop every process, last started first (the agent before the server, ...)."""
+        for name in reversed(list(self.processes)):
+            self.processes[name].stop()
+
+
+def _kiam(*args: str) -> list[str]:
+    return [sys.executable, "-m", "kiam", *args]
