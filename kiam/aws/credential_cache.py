@@ -196,6 +196,8 @@ class CredentialCache:
                     await asyncio.shield(flight)
         finally:
             self._queued.pop(key, None)
+            # the loop skipped this key while it was queued: let it look again
+            self._wake.set()
 
     # -- the single flight per key ---------------------------------------------------
 
