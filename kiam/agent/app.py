@@ -205,4 +205,3 @@ def _left(deadline: float) -> float:
 def error_response(exc: AgentError) -> web.Response:
     """The one-line reason as text, with the status of the exception's class."""
     return web.Response(status=exc.status, text=exc.message + "\n", content_type="text/plain")
-

@@ -211,4 +211,3 @@ async def _close(client: KiamClient, session: aiohttp.ClientSession) -> None:
     with contextlib.suppress(Exception):
         await client.close()
     await session.close()
-

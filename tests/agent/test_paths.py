@@ -20,7 +20,10 @@ from kiam.agent.paths import AllowList, RouteKind, classify, normalise_path, spl
         ("/latest/meta-data/x/..", "/latest/meta-data/"),
         ("/latest/meta-data/.", "/latest/meta-data/"),
         ("/latest/meta-data/%69nstance-id", "/latest/meta-data/instance-id"),
-        ("/latest/meta-data/iam/security-credentials", "/latest/meta-data/iam/security-credentials"),
+        (
+            "/latest/meta-data/iam/security-credentials",
+            "/latest/meta-data/iam/security-credentials",
+        ),
         ("/..%41", "/..A"),
     ],
 )
@@ -57,7 +60,10 @@ def test_normalise_refuses(raw: str) -> None:
 
 
 def test_split_target_drops_the_query() -> None:
-    assert split_target("/latest/meta-data/?ip=1.2.3.4&x=/..") == ("/latest/meta-data/", "ip=1.2.3.4&x=/..")
+    assert split_target("/latest/meta-data/?ip=1.2.3.4&x=/..") == (
+        "/latest/meta-data/",
+        "ip=1.2.3.4&x=/..",
+    )
     assert split_target("/ping") == ("/ping", "")
 
 
