@@ -1,0 +1,47 @@
+"""``python -m kiam.testing.sts --host 127.0.0.1 --port 0``
+
+Prints the proxy URL as the first line of stdout, then serves until SIGTERM or SIGINT
+(exit 0). Faults are queued over HTTP: see :mod:`kiam.testing.sts.standin`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+
+from kiam.testing.sts.standin import StsStandIn, StsStandInError
+
+
+async def serve(*, host: str, port: int) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    async with StsStandIn(host=host, port=port) as sts:
+        print(sts.url, flush=True)
+        await stop.wait()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m kiam.testing.sts", description="moto STS behind a fault-injecting proxy"
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="address for the proxy")
+    parser.add_argument("--port", type=int, default=0, help="port for the proxy (0: any)")
+    ns = parser.parse_args(argv)
+    # moto's request log goes to stderr; keep it to warnings
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    try:
+        asyncio.run(serve(host=ns.host, port=ns.port))
+    except StsStandInError as exc:
+        print(f"sts stand-in: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
