@@ -61,10 +61,10 @@ class NetnsError(Exception):
 def unavailable_reason() -> str | None:
     """Why the bed cannot be built here (``None`` when it can): root, iproute2, iptables."""
     if os.geteuid() != 0:
-        return "the network-namespace tests need root (and iproute2 + iptables): run them as root"
+        return "the network-namespace test bed needs root (and iproute2, iptables)"
     for tool, package in (("ip", "iproute2"), ("iptables", "iptables")):
         if shutil.which(tool) is None:
-            return f"the network-namespace tests need {tool!r} (Debian package {package})"
+            return f"the network-namespace test bed needs {tool!r} (Debian package {package})"
     return None
 
 
