@@ -414,7 +414,9 @@ class Store:
                           labels=labels, bookmarks=bookmarks,
                           max_pending=self._watch_max_pending)
         if resource_version in ("", "0"):
-            listed = self.list_entries(rt, namespace=watcher.namespace, fields=fields, labels=labels)
+            listed = self.list_entries(
+                rt, namespace=watcher.namespace, fields=fields, labels=labels
+            )
             watcher.add_initial(listed.entries)
         else:
             try:

@@ -1,0 +1,382 @@
+"""The apiserver's HTTP surface over a :class:`Store`: routing, queries, bodies, watches.
+
+Every path is parsed here (one catch-all route) so an unknown resource gets the
+apiserver's 404 ``Status`` rather than aiohttp's text page.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from kiam.testing.kube import errors
+from kiam.testing.kube.errors import JsonObject, KubeApiError
+from kiam.testing.kube.patch import PatchError, json_patch, merge_patch
+from kiam.testing.kube.resources import BY_PATH, NAMESPACES, PODS, ResourceType, require_object
+from kiam.testing.kube.selectors import (
+    FieldRequirement,
+    FieldSelector,
+    parse_field_selector,
+    parse_label_selector,
+)
+from kiam.testing.kube.store import Store
+from kiam.testing.kube.watch import Entry
+
+log = logging.getLogger(__name__)
+
+JSON = "application/json"
+MERGE_PATCH = "application/merge-patch+json"
+STRATEGIC_PATCH = "application/strategic-merge-patch+json"
+JSON_PATCH = "application/json-patch+json"
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """What a request path names."""
+
+    rt: ResourceType
+    namespace: str | None
+    """``None``: every namespace (or a cluster-scoped resource)."""
+    name: str = ""
+    subresource: str = ""
+    legacy_watch: bool = False
+
+
+def parse_path(path: str) -> Target | None:
+    """``/api/v1/...`` or ``/apis/{group}/{version}/...``; ``None`` when nothing matches."""
+    segments = [s for s in path.split("/") if s]
+    if segments[:2] == ["api", "v1"]:
+        group, version, rest = "", "v1", segments[2:]
+    elif len(segments) >= 3 and segments[0] == "apis":
+        group, version, rest = segments[1], segments[2], segments[3:]
+    else:
+        return None
+    legacy_watch = bool(rest) and rest[0] == "watch"
+    if legacy_watch:
+        rest = rest[1:]
+    namespace: str | None = None
+    if len(rest) >= 3 and rest[0] == "namespaces":
+        scoped = BY_PATH.get((group, version, rest[2]))
+        if scoped is not None and scoped.namespaced:
+            namespace, rest = rest[1], rest[2:]
+    if not rest or len(rest) > 3:
+        return None
+    rt = BY_PATH.get((group, version, rest[0]))
+    if rt is None or (rt.namespaced is False and namespace is not None):
+        return None
+    name = rest[1] if len(rest) > 1 else ""
+    subresource = rest[2] if len(rest) > 2 else ""
+    if subresource and (subresource != "status" or rt is not PODS):
+        return None
+    return Target(rt, namespace, name, subresource, legacy_watch)
+
+
+def json_response(body: bytes | JsonObject, *, status: int = 200) -> web.Response:
+    data = body if isinstance(body, bytes) else orjson.dumps(body)
+    return web.Response(body=data, status=status, content_type=JSON)
+
+
+def status_response(status: JsonObject) -> web.Response:
+    return json_response(status, status=int(status["code"]))
+
+
+def _flag(value: str | None) -> bool:
+    return (value or "").lower() in ("true", "1")
+
+
+def _int_param(query: Any, name: str) -> int | None:
+    raw = query.get(name)
+    if raw is None or raw == "":
+        return None
+    try:
+        return int(raw)
+    except ValueError:
+        raise errors.bad_request(f"invalid value for {name}: {raw!r}") from None
+
+
+def _selectors(rt: ResourceType, query: Any) -> tuple[FieldSelector, Any]:
+    fields = parse_field_selector(query.get("fieldSelector", ""), supported=rt.fields)
+    labels = parse_label_selector(query.get("labelSelector", ""))
+    return fields, labels
+
+
+async def _read_json(request: web.Request, *, required: bool) -> Any:
+    raw = await request.read()
+    if not raw.strip():
+        if required:
+            raise errors.bad_request("the body of the request is empty")
+        return None
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise errors.bad_request(
+            f"couldn't get version/kind; json parse error: {exc}"
+        ) from None
+
+
+@dataclass(frozen=True, slots=True)
+class WatchSettings:
+    bookmark_interval: float
+    """Seconds between periodic bookmarks on watches that allow them."""
+    default_timeout: float
+    """How long a watch without ``timeoutSeconds`` lasts."""
+
+
+class KubeApi:
+    """Request handlers; :meth:`handle` is the one catch-all route."""
+
+    def __init__(self, store: Store, settings: WatchSettings) -> None:
+        self._store = store
+        self._settings = settings
+
+    def _ns(self, target: Target) -> str:
+        return target.namespace or ""
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        target = parse_path(request.path)
+        if target is None:
+            raise errors.unknown_resource()
+        method = request.method
+        if method == "GET":
+            if target.legacy_watch or _flag(request.query.get("watch")):
+                return await self._watch(request, target)
+            if target.name:
+                return self._get(target)
+            return self._list(request, target)
+        if method == "POST" and not target.name and target.subresource == "":
+            if target.rt.namespaced and target.namespace is None:
+                raise _method_not_allowed()
+            body = require_object(await _read_json(request, required=True))
+            entry = self._store.create(target.rt, self._ns(target), body)
+            return json_response(entry.full_bytes(), status=201)
+        if method == "PUT" and target.name:
+            body = require_object(await _read_json(request, required=True))
+            existed = self._store.find(target.rt, self._ns(target), target.name) is not None
+            entry = self._store.update(target.rt, self._ns(target), target.name, body,
+                                       subresource=target.subresource)
+            return json_response(entry.full_bytes(), status=200 if existed else 201)
+        if method == "PATCH" and target.name:
+            return await self._patch(request, target)
+        if method == "DELETE" and target.name and not target.subresource:
+            return await self._delete(request, target)
+        raise _method_not_allowed()
+
+    def _get(self, target: Target) -> web.Response:
+        entry = self._store.get(target.rt, self._ns(target), target.name)
+        return json_response(entry.full_bytes())
+
+    def _list(self, request: web.Request, target: Target) -> web.Response:
+        fields, labels = _selectors(target.rt, request.query)
+        result = self._store.list_entries(
+            target.rt,
+            namespace=target.namespace,
+            fields=fields,
+            labels=labels,
+            limit=max(_int_param(request.query, "limit") or 0, 0),
+            continue_token=request.query.get("continue", ""),
+        )
+        meta: JsonObject = {"resourceVersion": str(result.rv)}
+        if result.continue_token:
+            meta["continue"] = result.continue_token
+        if result.remaining is not None:
+            meta["remainingItemCount"] = result.remaining
+        rt = target.rt
+        head = b'{"kind":"%s","apiVersion":"%s","metadata":%s,"items":[' % (
+            rt.list_kind.encode(), rt.api_version.encode(), orjson.dumps(meta))
+        items = b",".join(entry.item_bytes() for entry in result.entries)
+        return json_response(head + items + b"]}")
+
+    async def _patch(self, request: web.Request, target: Target) -> web.Response:
+        content_type = request.content_type
+        if content_type not in (MERGE_PATCH, STRATEGIC_PATCH, JSON_PATCH):
+            raise KubeApiError(errors.status_body(
+                code=415,
+                message="the body of the request was in an unknown format - accepted media "
+                "types include: application/json-patch+json, application/merge-patch+json, "
+                "application/apply-patch+yaml, application/strategic-merge-patch+json",
+            ))
+        patch = await _read_json(request, required=True)
+        current = self._store.get(target.rt, self._ns(target), target.name)
+        try:
+            if content_type == JSON_PATCH:
+                patched = json_patch(current.full(), patch)
+            else:
+                if not isinstance(patch, dict):
+                    raise errors.bad_request("a merge patch must be a JSON object")
+                patched = merge_patch(current.full(), patch)
+        except PatchError as exc:
+            raise KubeApiError(errors.status_body(
+                code=422, message=f"the server rejected our request due to an error in our "
+                f"request: {exc}", details={"causes": [{"message": str(exc)}]})) from None
+        entry = self._store.update(target.rt, self._ns(target), target.name,
+                                   require_object(patched), subresource=target.subresource)
+        return json_response(entry.full_bytes())
+
+    async def _delete(self, request: web.Request, target: Target) -> web.Response:
+        options = await _read_json(request, required=False) or {}
+        if not isinstance(options, dict):
+            raise errors.bad_request("DeleteOptions must be a JSON object")
+        grace = _int_param(request.query, "gracePeriodSeconds")
+        if grace is None and options.get("gracePeriodSeconds") is not None:
+            grace = int(options["gracePeriodSeconds"])
+        entry, _gone = self._store.delete(target.rt, self._ns(target), target.name,
+                                          grace_period=grace,
+                                          preconditions=options.get("preconditions"))
+        if target.rt.return_deleted_object:
+            return json_response(entry.full_bytes())
+        return json_response(_success(target.rt, entry))
+
+    async def _watch(self, request: web.Request, target: Target) -> web.StreamResponse:
+        query = request.query
+        fields, labels = _selectors(target.rt, query)
+        if target.name:
+            # Legacy /watch/.../{name}: a watch of one object.
+            fields = FieldSelector(
+                (*fields.requirements, FieldRequirement("metadata.name", target.name, False))
+            )
+        timeout = _int_param(query, "timeoutSeconds")
+        duration = float(timeout) if timeout and timeout > 0 else self._settings.default_timeout
+        response = web.StreamResponse(status=200, headers={"Content-Type": JSON})
+        response.enable_chunked_encoding()
+        try:
+            watcher = self._store.watch(
+                target.rt, namespace=target.namespace, resource_version=query.get(
+                    "resourceVersion", ""), fields=fields, labels=labels,
+                bookmarks=_flag(query.get("allowWatchBookmarks")))
+        except KubeApiError as exc:
+            if exc.code != 410:
+                raise
+            # The apiserver accepts the watch, then says 410 in an ERROR event and ends it.
+            await response.prepare(request)
+            await response.write(orjson.dumps({"type": "ERROR", "object": exc.status}) + b"\n")
+            await response.write_eof()
+            return response
+        try:
+            await response.prepare(request)
+            await self._stream(response, watcher, duration)
+            with contextlib.suppress(ConnectionError):
+                await response.write_eof()
+        except ConnectionError:
+            pass  # the client went away; nothing to tell it
+        finally:
+            self._store.unwatch(watcher)
+        return response
+
+    async def _stream(self, response: web.StreamResponse, watcher: Any, duration: float) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + duration
+        interval = self._settings.bookmark_interval
+        next_bookmark = loop.time() + interval
+        while True:
+            data = watcher.drain(current_rv=self._store.rv)
+            if data:
+                await response.write(data)
+                continue
+            if watcher.closed:
+                return
+            now = loop.time()
+            if now >= deadline:
+                return
+            wait = deadline - now
+            if watcher.bookmarks:
+                wait = min(wait, max(next_bookmark - now, 0.0))
+            try:
+                async with asyncio.timeout(wait):
+                    await watcher.wakeup.wait()
+            except TimeoutError:
+                if watcher.bookmarks and loop.time() >= next_bookmark:
+                    watcher.want_bookmark()
+                    next_bookmark = loop.time() + interval
+
+
+def _method_not_allowed() -> KubeApiError:
+    return KubeApiError(errors.status_body(code=405, message="the server does not allow this "
+                                           "method on the requested resource", details={}))
+
+
+def _success(rt: ResourceType, entry: Entry) -> JsonObject:
+    details: JsonObject = {"name": entry.name}
+    if rt.group:
+        details["group"] = rt.group
+    details["kind"] = rt.plural
+    details["uid"] = entry.obj["metadata"].get("uid", "")
+    return {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",
+            "details": details}
+
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@web.middleware
+async def status_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every failure leaves as a ``Status`` body, as from the apiserver."""
+    try:
+        return await handler(request)
+    except KubeApiError as exc:
+        return status_response(exc.status)
+    except web.HTTPException:
+        raise
+    except Exception as exc:  # a bug here must still answer like an apiserver would
+        log.exception("kube emulator handler failed")
+        return status_response(errors.status_body(code=500, message=f"emulator error: {exc}"))
+
+
+def _discovery_routes(app: web.Application) -> None:
+    def resources(group_version: str, types: list[ResourceType]) -> JsonObject:
+        listed: list[JsonObject] = []
+        for rt in types:
+            verbs = ["create", "delete", "get", "list", "patch", "update", "watch"]
+            listed.append({"name": rt.plural, "singularName": rt.kind.lower(),
+                           "namespaced": rt.namespaced, "kind": rt.kind, "verbs": verbs})
+            if rt is PODS:
+                listed.append({"name": "pods/status", "singularName": "", "namespaced": True,
+                               "kind": "Pod", "verbs": ["get", "patch", "update"]})
+        return {"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": group_version,
+                "resources": listed}
+
+    core = [rt for rt in BY_PATH.values() if not rt.group]
+    events = [rt for rt in BY_PATH.values() if rt.group == "events.k8s.io"]
+    fixed: dict[str, JsonObject] = {
+        "/version": {"major": "1", "minor": "33", "gitVersion": "v1.33.0-kiam-emulator",
+                     "platform": "linux/amd64"},
+        "/api": {"kind": "APIVersions", "versions": ["v1"], "serverAddressByClientCIDRs": []},
+        "/api/v1": resources("v1", core),
+        "/apis": {"kind": "APIGroupList", "apiVersion": "v1", "groups": [{
+            "name": "events.k8s.io",
+            "versions": [{"groupVersion": "events.k8s.io/v1", "version": "v1"}],
+            "preferredVersion": {"groupVersion": "events.k8s.io/v1", "version": "v1"}}]},
+        "/apis/events.k8s.io/v1": resources("events.k8s.io/v1", events),
+    }
+    for path, body in fixed.items():
+        data = orjson.dumps(body)
+
+        async def serve(_: web.Request, data: bytes = data) -> web.Response:
+            return json_response(data)
+
+        app.router.add_get(path, serve)
+    for probe in ("/healthz", "/readyz", "/livez"):
+        async def ok(_: web.Request) -> web.Response:
+            return web.Response(text="ok")
+
+        app.router.add_get(probe, ok)
+
+
+def build_app(
+    store: Store, settings: WatchSettings, middlewares: list[Any] | None = None
+) -> web.Application:
+    app = web.Application(middlewares=[*(middlewares or []), status_errors],
+                          client_max_size=64 << 20)
+    _discovery_routes(app)
+    api = KubeApi(store, settings)
+    app.router.add_route("*", "/{tail:.*}", api.handle)
+    return app
+
+
+__all__ = ["NAMESPACES", "KubeApi", "Target", "WatchSettings", "build_app", "parse_path"]
