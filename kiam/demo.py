@@ -1,0 +1,354 @@
+"""``kiam demo``: the whole system on this machine, with stand-ins for AWS and Kubernetes.
+
+Starts, as real processes: the Kubernetes API emulator (a namespace that permits some
+roles, and a few annotated pods), the STS stand-in, certificates from ``kiam certs`` in a
+temporary directory, ``kiam server`` and ``kiam agent``. Then, for each pod, walks the
+metadata API as an AWS SDK would (IMDSv2 token, role, credentials) and calls STS
+GetCallerIdentity with the credentials issued.
+
+- Default: the pods are loopback addresses (127.0.0.11, ...). Each pod's requests come
+  from its own address (an aiohttp client bound to it), which is how the agent tells the
+  pods apart; the agent listens on 127.0.0.1.
+- ``--netns`` (root): the pods are network namespaces behind the agent's real iptables
+  DNAT rule (:mod:`kiam.testing.netns`), and boto3 runs inside each pod.
+
+Secret keys and session tokens are never shown. Ctrl-C (or SIGTERM) at any point, like
+the normal end, stops every process and removes the namespaces, the rule and the
+temporary directory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import aiohttp
+
+from kiam.common import logs
+from kiam.common.settings import LogSettings
+from kiam.testing import netns as netns_bed
+from kiam.testing.sdk_clients import boto3_command, imds_probe_command, parse_result, pod_command
+from kiam.testing.stack import ACCOUNT, Placement, Stack, StackError, free_port
+
+NAMESPACE = "shop"
+PERMITTED = f"arn:aws:iam::{ACCOUNT}:role/shop-.*"
+IMDS_PREFIX = "/latest/meta-data/iam/security-credentials/"
+_WIDTH = 20
+_HTTP_TIMEOUT = 10.0
+_EVENT_WAIT = 10.0
+
+
+@dataclass(frozen=True, kw_only=True)
+class DemoPod:
+    name: str
+    role: str = ""
+    session_name: str = ""
+    story: str
+    """One line telling what this pod shows."""
+
+
+PODS = (
+    DemoPod(name="checkout", role="shop-checkout", story="a pod with a permitted role"),
+    DemoPod(
+        name="catalog",
+        role="shop-catalog",
+        session_name="catalog",
+        story="another permitted role, with its own session name",
+    ),
+    DemoPod(name="intruder", role="admin", story="a role its namespace does not permit"),
+    DemoPod(name="static-site", story="a pod without a role"),
+)
+
+
+class _Stopped(Exception):
+    """SIGTERM arrived: unwind like Ctrl-C does."""
+
+
+# ---------------------------------------------------------------- output
+
+
+def mask(secret: str) -> str:
+    """Never the value: only that there is one, and its length."""
+    return f"******** ({len(secret)} characters, hidden)" if secret else "(none)"
+
+
+def section(title: str) -> None:
+    print(f"\n== {title} " + "=" * max(3, 76 - len(title)), flush=True)
+
+
+def row(key: str, value: object) -> None:
+    print(f"  {key + ':':<{_WIDTH}} {value}", flush=True)
+
+
+def short_token(token: str) -> str:
+    """An IMDSv2 session token: its first characters and length."""
+    return f"{token[:8]}... ({len(token)} characters)" if token else "(none)"
+
+
+# ---------------------------------------------------------------- entry point
+
+
+def run_demo(*, netns: bool, log: LogSettings) -> int:
+    """Run the demo; 0 when it ran to the end, 130 when interrupted, 1 on failure."""
+    logs.configure(json_log=log.json_log, level=log.level)
+    if netns and (reason := netns_bed.unavailable_reason()):
+        print(f"kiam demo --netns: {reason}", file=sys.stderr)
+        return 2
+    previous = signal.signal(signal.SIGTERM, _raise_stopped)
+    try:
+        with tempfile.TemporaryDirectory(prefix="kiam-demo-") as tmp:
+            return _run(Path(tmp), netns=netns)
+    except (KeyboardInterrupt, _Stopped):
+        print("\ninterrupted: everything the demo started has been stopped", file=sys.stderr)
+        return 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _raise_stopped(signum: int, frame: FrameType | None) -> None:
+    raise _Stopped
+
+
+def _run(workdir: Path, *, netns: bool) -> int:
+    section("kiam demo")
+    row("work directory", workdir)
+    row("pods are", "network namespaces (iptables DNAT)" if netns else "loopback addresses")
+    bed: netns_bed.Bed | None = None
+    stack: Stack | None = None
+    try:
+        if netns:
+            netns_bed.cleanup_leftovers()
+            bed = netns_bed.create_bed(pods=len(PODS))
+            row("node namespace", f"{bed.node} (bridge {bed.bridge} {bed.bridge_ip})")
+            placement = Placement(
+                wrap=bed.node_argv,
+                sts_host=bed.bridge_ip,
+                agent_listen="",
+                iptables_host=bed.bridge_ip,
+                iptables_interface=bed.bridge,
+            )
+            ips = [pod.ip for pod in bed.pods]
+        else:
+            placement = Placement(server_port=free_port(), agent_port=free_port())
+            ips = [f"127.0.0.{11 + i}" for i in range(len(PODS))]
+        stack = Stack(workdir=workdir / "stack", placement=placement)
+        _start(stack, ips)
+        if bed is not None:
+            _show_netns(stack, bed)
+        else:
+            asyncio.run(_show_loopback(stack, ips))
+        section("done")
+        print("  every pod got exactly its own role, or nothing and a reason.", flush=True)
+        return 0
+    except StackError as exc:
+        print(f"\nkiam demo failed: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        with _signals_ignored():
+            if stack is not None:
+                stack.close()
+            if bed is not None:
+                netns_bed.destroy_bed(bed)
+
+
+@contextlib.contextmanager
+def _signals_ignored() -> Iterator[None]:
+    # A second Ctrl-C must not cut the clean-up short and leave processes behind.
+    old = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
+
+
+def _start(stack: Stack, ips: list[str]) -> None:
+    section("starting")
+    row("kubernetes emulator", stack.start_kube())
+    row("sts stand-in", stack.start_sts())
+    row("certificates", stack.make_certs())
+    stack.create_namespace(NAMESPACE, permitted=PERMITTED)
+    row(f"namespace {NAMESPACE}", f"iam.amazonaws.com/permitted: {PERMITTED}")
+    for pod, ip in zip(PODS, ips, strict=True):
+        stack.create_pod(NAMESPACE, pod.name, ip=ip, role=pod.role, session_name=pod.session_name)
+        row(f"pod {pod.name}", f"{ip:<15} role: {pod.role or '(none)'}")
+    server = stack.start_server()
+    row("kiam server", f"pid {server.popen.pid}, 127.0.0.1:{stack.placement.server_port}")
+    agent = stack.start_agent()
+    row("kiam agent", f"pid {agent.popen.pid}, {stack.agent_url}")
+    stack.wait_agent_ready()
+    row("ready", "agent healthy, server synced")
+
+
+# ---------------------------------------------------------------- loopback pods
+
+
+@dataclass(frozen=True, kw_only=True)
+class Walk:
+    """What a pod saw walking the metadata API as an SDK does."""
+
+    token: str = ""
+    token_status: int = 0
+    role_status: int = 0
+    role: str = ""
+    credentials_status: int = 0
+    credentials: dict[str, Any] | None = None
+    reason: str = ""
+
+
+async def walk_imds(http: aiohttp.ClientSession, base: str) -> Walk:
+    """IMDSv2 token, then the role, then the credentials (the SDKs' order)."""
+    async with http.put(
+        base + "/latest/api/token", headers={"X-aws-ec2-metadata-token-ttl-seconds": "300"}
+    ) as resp:
+        token = (await resp.text()).strip()
+        if resp.status != 200:
+            return Walk(token_status=resp.status, reason=token)
+    headers = {"X-aws-ec2-metadata-token": token}
+    async with http.get(base + IMDS_PREFIX, headers=headers) as resp:
+        text = (await resp.text()).strip()
+        if resp.status != 200:
+            return Walk(token=token, token_status=200, role_status=resp.status, reason=text)
+    role = text
+    async with http.get(base + IMDS_PREFIX + role, headers=headers) as resp:
+        body = (await resp.text()).strip()
+        partial = Walk(token=token, token_status=200, role_status=200, role=role)
+        if resp.status != 200:
+            return replace(partial, credentials_status=resp.status, reason=body)
+        doc = json.loads(body)
+    return replace(partial, credentials_status=200, credentials=doc)
+
+
+async def _show_loopback(stack: Stack, ips: list[str]) -> None:
+    timeout = aiohttp.ClientTimeout(total=_HTTP_TIMEOUT)
+    for pod, ip in zip(PODS, ips, strict=True):
+        section(f"pod {NAMESPACE}/{pod.name} ({ip}): {pod.story}")
+        # Bound to the pod's address: the agent identifies callers by their source IP.
+        connector = aiohttp.TCPConnector(local_addr=(ip, 0), force_close=True)
+        async with aiohttp.ClientSession(connector=connector, timeout=timeout) as http:
+            try:
+                walk = await walk_imds(http, stack.agent_url)
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                raise StackError(f"pod {pod.name}: the agent did not answer: {exc}") from None
+        await _report(stack, pod, walk)
+
+
+async def _report(stack: Stack, pod: DemoPod, walk: Walk) -> None:
+    row("PUT api/token", f"{walk.token_status}  token {short_token(walk.token)}")
+    if walk.role_status:
+        row("GET role", f"{walk.role_status}  {walk.role or walk.reason}")
+    if walk.credentials_status:
+        shown = "" if walk.credentials else walk.reason
+        row(f"GET {walk.role}", f"{walk.credentials_status}  {shown}".rstrip())
+    if walk.credentials is None:
+        await _show_denial_event(stack, pod)
+        return
+    creds = walk.credentials
+    row("AccessKeyId", creds.get("AccessKeyId"))
+    row("SecretAccessKey", mask(str(creds.get("SecretAccessKey", ""))))
+    row("Token", mask(str(creds.get("Token", ""))))
+    row("Expiration", creds.get("Expiration"))
+    arn = await asyncio.to_thread(caller_identity, creds, stack.sts_url)
+    row("sts caller identity", arn)
+
+
+def caller_identity(creds: dict[str, Any], endpoint: str) -> str:
+    """STS GetCallerIdentity with these credentials, by boto3 (blocking; run in a thread)."""
+    import boto3  # type: ignore[import-untyped]
+    import botocore.exceptions
+
+    client = boto3.client(
+        "sts",
+        region_name="us-east-1",
+        endpoint_url=endpoint,
+        aws_access_key_id=creds["AccessKeyId"],
+        aws_secret_access_key=creds["SecretAccessKey"],
+        aws_session_token=creds["Token"],
+    )
+    try:
+        arn: str = client.get_caller_identity()["Arn"]
+    except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
+        raise StackError(f"sts get-caller-identity failed: {exc}") from None
+    return arn
+
+
+async def _show_denial_event(stack: Stack, pod: DemoPod) -> None:
+    if not pod.role:
+        return
+    event = await asyncio.to_thread(wait_for_event, stack, pod.name)
+    if event is None:
+        row("event", "(no KiamRoleForbidden event yet)")
+    else:
+        row("event", f"{event.get('type')} {event.get('reason')}: {event.get('message')}")
+
+
+def wait_for_event(stack: Stack, pod_name: str) -> dict[str, Any] | None:
+    """The pod's KiamRoleForbidden event, once the server has posted it."""
+    deadline = time.monotonic() + _EVENT_WAIT
+    while True:
+        for event in stack.events(NAMESPACE):
+            involved = event.get("involvedObject") or {}
+            if event.get("reason") == "KiamRoleForbidden" and involved.get("name") == pod_name:
+                return event
+        if time.monotonic() > deadline:
+            return None
+        time.sleep(0.2)
+
+
+# ---------------------------------------------------------------- network-namespace pods
+
+
+def _show_netns(stack: Stack, bed: netns_bed.Bed) -> None:
+    rules = netns_bed.run(bed.node_argv(["iptables", "-w", "-t", "nat", "-S", "PREROUTING"]))
+    section(f"iptables in {bed.node}")
+    for line in rules.splitlines():
+        if "DNAT" in line:
+            print(f"  {line}", flush=True)
+    homes = stack.workdir / "homes"
+    for pod, ns in zip(PODS, bed.pods, strict=True):
+        section(f"pod {NAMESPACE}/{pod.name} ({ns.ip}, netns {ns.name}): {pod.story}")
+        home = homes / pod.name
+        home.mkdir(parents=True, exist_ok=True)
+        probe = _in_pod(ns, imds_probe_command("v2"), home)
+        doc = json.loads(probe) if probe.strip().startswith("{") else {"error": probe}
+        row("PUT api/token", doc.get("token_status", "-"))
+        row("GET role", f"{doc.get('role_status', '-')}  {doc.get('role', '')}".rstrip())
+        if "credentials_status" in doc:
+            row("GET credentials", doc["credentials_status"])
+        if doc.get("error"):
+            row("reason", doc["error"])
+        if doc.get("access_key_id"):
+            row("AccessKeyId", doc["access_key_id"])
+            row("SecretAccessKey", "(hidden)")
+        result = parse_result(_in_pod(ns, boto3_command(stack.sts_url), home))
+        if result.ok:
+            row("boto3 in the pod", result.arn)
+        else:
+            reason = (result.error.strip().splitlines() or ["?"])[-1][:90]
+            row("boto3 in the pod", f"no credentials ({reason})")
+        if pod.role and not doc.get("access_key_id"):
+            event = wait_for_event(stack, pod.name)
+            if event is not None:
+                row("event", f"{event.get('type')} {event.get('reason')}: {event.get('message')}")
+
+
+def _in_pod(pod: netns_bed.PodNetns, command: list[str], home: Path) -> str:
+    done = subprocess.run(
+        pod.argv(pod_command(command, home=home)),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    return done.stdout
