@@ -1,0 +1,336 @@
+"""Stand-ins for the agent's integration tests, on 127.0.0.1 with port 0.
+
+* :class:`FakeKiam` - a ``kiam.KiamService`` over real mTLS (the project's own
+  certificates) answering from a fixed table by caller IP, for the error paths a real
+  server cannot easily produce. It records every call.
+* :class:`FakeImds` - a tiny instance metadata service recording every request that
+  reaches it; it insists on its own IMDSv2 session token.
+* :class:`AgentProcess` - the real ``kiam agent`` console command.
+* :func:`raw_request` - HTTP/1.1 over a plain socket from a chosen source address, so
+  a request target reaches the agent byte for byte (HTTP clients normalise paths).
+
+All synchronous servers run in threads, so module-scoped fixtures can share them
+across tests without sharing an event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import http.server
+import os
+import re
+import secrets
+import signal
+import subprocess
+import sys
+import threading
+import time
+from concurrent import futures
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+
+from kiam.certs import CertPaths
+from kiam.common.settings import TLSSettings
+from kiam.common.tls import server_credentials
+from kiam.wire import kiam_pb2, kiam_pb2_grpc
+
+ACCOUNT_ROLE = "arn:aws:iam::123456789012:role/"
+EXPIRATION = "2030-01-01T01:00:00Z"
+LAST_UPDATED = "2030-01-01T00:00:00.123456+00:00"
+
+
+@dataclass(frozen=True)
+class Pod:
+    role: str = ""
+    error: grpc.StatusCode | None = None
+    credentials_error: grpc.StatusCode | None = None
+    hang: bool = False
+    bad_timestamp: bool = False
+    delay: float = 0.0
+
+
+# The table FakeKiam answers from. 127.0.1.x are ordinary pods with role "role-x".
+PODS: dict[str, Pod] = {
+    "127.0.0.2": Pod(role="app-role"),
+    "127.0.0.3": Pod(role=""),
+    "127.0.0.4": Pod(error=grpc.StatusCode.NOT_FOUND),
+    "127.0.0.5": Pod(error=grpc.StatusCode.FAILED_PRECONDITION),
+    "127.0.0.6": Pod(role="broken", credentials_error=grpc.StatusCode.INTERNAL),
+    "127.0.0.7": Pod(role="slow", hang=True),
+    "127.0.0.8": Pod(error=grpc.StatusCode.UNAVAILABLE),
+    "127.0.0.9": Pod(role="garbled", bad_timestamp=True),
+    "127.0.0.10": Pod(role="draining", delay=0.3),
+    "::1": Pod(role="v6-role"),
+}
+
+
+def pod_for(ip: str) -> Pod:
+    if ip.startswith("127.0.1."):
+        return Pod(role=f"role-{ip.rsplit('.', 1)[1]}")
+    return PODS.get(ip, Pod(error=grpc.StatusCode.NOT_FOUND))
+
+
+@dataclass
+class Call:
+    method: str
+    ip: str
+    role: str = ""
+
+
+class FakeKiam(kiam_pb2_grpc.KiamServiceServicer):
+    def __init__(self) -> None:
+        self.calls: list[Call] = []
+        self.seen = threading.Condition()
+
+    def _record(self, call: Call) -> None:
+        with self.seen:
+            self.calls.append(call)
+            self.seen.notify_all()
+
+    def calls_from(self, ip: str) -> list[Call]:
+        with self.seen:
+            return [c for c in self.calls if c.ip == ip]
+
+    def wait_for_call(self, ip: str, *, timeout: float = 10.0) -> None:
+        with self.seen:
+            self.seen.wait_for(lambda: any(c.ip == ip for c in self.calls), timeout=timeout)
+
+    def _pod(self, ip: str, context: grpc.ServicerContext) -> Pod:
+        pod = pod_for(ip)
+        if pod.hang:
+            # hold the call until the agent's deadline cancels it
+            while context.is_active():
+                time.sleep(0.01)
+        if pod.delay:
+            time.sleep(pod.delay)
+        if pod.error is not None:
+            context.abort(pod.error, f"scripted {pod.error.name} for {ip}")
+        return pod
+
+    def GetPodRole(
+        self, request: kiam_pb2.GetPodRoleRequest, context: grpc.ServicerContext
+    ) -> kiam_pb2.Role:
+        self._record(Call("GetPodRole", request.ip))
+        return kiam_pb2.Role(name=self._pod(request.ip, context).role)
+
+    def GetPodCredentials(
+        self, request: kiam_pb2.GetPodCredentialsRequest, context: grpc.ServicerContext
+    ) -> kiam_pb2.Credentials:
+        self._record(Call("GetPodCredentials", request.ip, request.role))
+        pod = self._pod(request.ip, context)
+        if request.role not in (pod.role, ACCOUNT_ROLE + pod.role):
+            context.abort(
+                grpc.StatusCode.PERMISSION_DENIED, f"role {request.role} is not the pod's"
+            )
+        if pod.credentials_error is not None:
+            context.abort(pod.credentials_error, "STS said AccessDenied")
+        return kiam_pb2.Credentials(
+            code="Success",
+            type="AWS-HMAC",
+            access_key_id=f"ASIA{pod.role.upper().replace('-', '')}",
+            secret_access_key="dummy-secret",
+            token="dummy-token",
+            expiration="not a time" if pod.bad_timestamp else EXPIRATION,
+            last_updated=LAST_UPDATED,
+        )
+
+    def GetHealth(
+        self, request: kiam_pb2.GetHealthRequest, context: grpc.ServicerContext
+    ) -> kiam_pb2.HealthStatus:
+        self._record(Call("GetHealth", ""))
+        return kiam_pb2.HealthStatus(message="ok from fake")
+
+
+def start_fake_kiam(certs: CertPaths) -> tuple[grpc.Server, FakeKiam, int]:
+    servicer = FakeKiam()
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=16))
+    kiam_pb2_grpc.add_KiamServiceServicer_to_server(servicer, server)
+    tls = TLSSettings(cert=str(certs.server_cert), key=str(certs.server_key), ca=str(certs.ca))
+    port = server.add_secure_port("127.0.0.1:0", server_credentials(tls))
+    server.start()
+    return server, servicer, port
+
+
+# ------------------------------------------------------------------ IMDS stand-in
+
+
+@dataclass
+class ImdsRecord:
+    method: str
+    path: str
+    headers: dict[str, str]
+
+
+@dataclass
+class ImdsState:
+    requests: list[ImdsRecord] = field(default_factory=list)
+    tokens: set[str] = field(default_factory=set)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def paths(self, method: str = "GET") -> list[str]:
+        with self.lock:
+            return [r.path for r in self.requests if r.method == method]
+
+
+class _ImdsHandler(http.server.BaseHTTPRequestHandler):
+    state: ImdsState
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+    def _record(self) -> None:
+        with self.state.lock:
+            self.state.requests.append(
+                ImdsRecord(self.command, self.path, {k: v for k, v in self.headers.items()})
+            )
+
+    def _send(self, status: int, body: bytes, content_type: str = "text/plain") -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_PUT(self) -> None:
+        self._record()
+        if self.path != "/latest/api/token" or "X-Forwarded-For" in self.headers:
+            self._send(403, b"forbidden")
+            return
+        token = "upstream-" + secrets.token_hex(8)
+        with self.state.lock:
+            self.state.tokens.add(token)
+        self._send(200, token.encode())
+
+    def do_GET(self) -> None:
+        self._record()
+        if self.path.endswith("/reset"):
+            self.close_connection = True
+            self.connection.shutdown(2)
+            return
+        with self.state.lock:
+            valid = self.headers.get("X-aws-ec2-metadata-token") in self.state.tokens
+        if not valid:
+            self._send(401, b"")
+            return
+        self._send(200, f"upstream:{self.path}".encode())
+
+
+def start_fake_imds() -> tuple[http.server.ThreadingHTTPServer, ImdsState, int]:
+    state = ImdsState()
+    handler = type("Handler", (_ImdsHandler,), {"state": state})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, name="fake-imds", daemon=True).start()
+    return server, state, server.server_address[1]
+
+
+# ------------------------------------------------------------------ the agent process
+
+_LISTENING = re.compile(r"listening on \S*?:(\d+)")
+
+
+@dataclass
+class AgentProcess:
+    popen: subprocess.Popen[bytes]
+    log_path: Path
+    port: int = 0
+
+    @classmethod
+    def start(cls, args: list[str], *, certs: CertPaths, workdir: Path) -> AgentProcess:
+        log_path = workdir / f"agent-{secrets.token_hex(4)}.log"
+        command = [
+            sys.executable,
+            "-m",
+            "kiam",
+            "agent",
+            "--port",
+            "0",
+            "--cert",
+            str(certs.agent_cert),
+            "--key",
+            str(certs.agent_key),
+            "--ca",
+            str(certs.ca),
+            "--gateway-timeout-creation",
+            "2s",
+            *args,
+        ]
+        env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+        with log_path.open("wb") as log:
+            popen = subprocess.Popen(
+                command, stdout=log, stderr=log, stdin=subprocess.DEVNULL, env=env
+            )
+        agent = cls(popen=popen, log_path=log_path)
+        agent.port = agent._wait_listening()
+        return agent
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def _wait_listening(self, timeout: float = 30.0) -> int:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if match := _LISTENING.search(self.log()):
+                return int(match.group(1))
+            if self.popen.poll() is not None:
+                break
+            time.sleep(0.05)
+        self.stop()
+        raise RuntimeError(f"kiam agent did not start:\n{self.log()}")
+
+    def url(self, host: str = "127.0.0.1") -> str:
+        return f"http://[{host}]:{self.port}" if ":" in host else f"http://{host}:{self.port}"
+
+    def terminate(self) -> None:
+        if self.popen.poll() is None:
+            self.popen.send_signal(signal.SIGTERM)
+
+    def stop(self, timeout: float = 15.0) -> int:
+        self.terminate()
+        try:
+            return self.popen.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.popen.kill()
+            return self.popen.wait()
+
+
+# ------------------------------------------------------------------ raw HTTP
+
+
+@dataclass(frozen=True)
+class RawResponse:
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+    @property
+    def text(self) -> str:
+        return self.body.decode(errors="replace")
+
+
+async def raw_request(
+    port: int,
+    target: str,
+    *,
+    method: str = "GET",
+    source: str = "127.0.0.2",
+    headers: dict[str, str] | None = None,
+) -> RawResponse:
+    """Send ``target`` exactly as given; read the whole response (Connection: close)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port, local_addr=(source, 0))
+    try:
+        lines = [f"{method} {target} HTTP/1.1", "Host: 169.254.169.254", "Connection: close"]
+        lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
+        writer.write(("\r\n".join(lines) + "\r\n\r\n").encode())
+        await writer.drain()
+        data = await reader.read()
+    finally:
+        writer.close()
+        await writer.wait_closed()
+    head, _, body = data.partition(b"\r\n\r\n")
+    status_line, *header_lines = head.decode().split("\r\n")
+    parsed = dict(line.split(": ", 1) for line in header_lines if ": " in line)
+    return RawResponse(status=int(status_line.split()[1]), headers=parsed, body=body)

@@ -1,0 +1,333 @@
+"""The real ``kiam agent`` process over real mTLS to a scripted KiamService.
+
+Each caller is a distinct loopback source address (127.0.0.x, ::1), standing for a pod;
+the scripted server answers by that address (see ``standins.PODS``), so every status
+code of SPEC §2 can be produced, including the ones a real server rarely gives.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import aiohttp
+import orjson
+import pytest
+
+from kiam.agent.imdsv2 import TOKEN_HEADER, TTL_HEADER
+from tests.agent.conftest import ImdsStandIn, KiamStandIn
+from tests.agent.standins import AgentProcess, raw_request
+
+CREDS = "/latest/meta-data/iam/security-credentials/"
+
+
+@dataclass(frozen=True)
+class Reply:
+    status: int
+    headers: dict[str, str]
+    text: str
+
+
+async def call(
+    agent: AgentProcess,
+    path: str,
+    *,
+    source: str = "127.0.0.2",
+    method: str = "GET",
+    headers: dict[str, str] | None = None,
+) -> Reply:
+    """One request from ``source`` (a pod's address), the way an SDK would send it."""
+    host = "::1" if ":" in source else "127.0.0.1"
+    connector = aiohttp.TCPConnector(local_addr=(source, 0), force_close=True)
+    async with (
+        aiohttp.ClientSession(connector=connector) as session,
+        session.request(
+            method, agent.url(host) + path, headers=headers or {}, allow_redirects=False
+        ) as resp,
+    ):
+        text = await resp.text()
+        return Reply(resp.status, dict(resp.headers), text)
+
+
+async def token(agent: AgentProcess, *, source: str, ttl: str = "60") -> str:
+    reply = await call(
+        agent, "/latest/api/token", source=source, method="PUT", headers={TTL_HEADER: ttl}
+    )
+    assert reply.status == 200, reply.text
+    return reply.text
+
+
+# ------------------------------------------------------------------ plain routes
+
+
+async def test_ping_and_health(agent: AgentProcess, fake_kiam: KiamStandIn) -> None:
+    assert (await call(agent, "/ping")).text == "pong"
+    assert (await call(agent, "/health")).status == 200
+    before = len(fake_kiam.servicer.calls_from(""))
+    deep = await call(agent, "/health?deep=1")
+    assert (deep.status, deep.text) == (200, "ok from fake")
+    assert len(fake_kiam.servicer.calls_from("")) == before + 1
+
+
+async def test_role_name_and_credentials(agent: AgentProcess, fake_kiam: KiamStandIn) -> None:
+    role = await call(agent, CREDS, source="127.0.1.21")
+    assert (role.status, role.text) == (200, "role-21")
+    assert role.headers["Content-Type"].startswith("text/plain")
+    creds = await call(agent, CREDS + "role-21", source="127.0.1.21")
+    assert creds.status == 200
+    assert creds.headers["Content-Type"] == "application/json"
+    document = orjson.loads(creds.text)
+    assert list(document) == [
+        "Code",
+        "LastUpdated",
+        "Type",
+        "AccessKeyId",
+        "SecretAccessKey",
+        "Token",
+        "Expiration",
+    ]
+    assert document["Code"] == "Success"
+    assert document["Type"] == "AWS-HMAC"
+    assert document["AccessKeyId"] == "ASIAROLE21"
+    assert document["LastUpdated"] == "2030-01-01T00:00:00Z"
+    assert document["Expiration"] == "2030-01-01T01:00:00Z"
+    calls = fake_kiam.servicer.calls_from("127.0.1.21")
+    assert [(c.method, c.role) for c in calls] == [
+        ("GetPodRole", ""),
+        ("GetPodCredentials", "role-21"),
+    ]
+
+
+async def test_no_slash_role_list_is_served_directly(agent: AgentProcess) -> None:
+    reply = await call(agent, CREDS.rstrip("/"), source="127.0.1.22")
+    assert (reply.status, reply.text) == (200, "role-22")
+
+
+async def test_other_version_segments(agent: AgentProcess) -> None:
+    reply = await call(
+        agent, "/2016-09-02/meta-data/iam/security-credentials/", source="127.0.1.23"
+    )
+    assert (reply.status, reply.text) == (200, "role-23")
+
+
+async def test_ipv6_caller(agent: AgentProcess, fake_kiam: KiamStandIn) -> None:
+    reply = await call(agent, CREDS, source="::1")
+    assert (reply.status, reply.text) == (200, "v6-role")
+    assert fake_kiam.servicer.calls_from("::1")
+
+
+async def test_ipv4_caller_is_not_seen_as_mapped_ipv6(
+    agent: AgentProcess, fake_kiam: KiamStandIn
+) -> None:
+    # the agent listens on one dual-stack socket, where IPv4 peers are ::ffff:a.b.c.d
+    await call(agent, CREDS, source="127.0.1.24")
+    assert fake_kiam.servicer.calls_from("127.0.1.24")
+    assert not fake_kiam.servicer.calls_from("::ffff:127.0.1.24")
+
+
+async def test_ip_query_is_ignored_by_default(agent: AgentProcess, fake_kiam: KiamStandIn) -> None:
+    before = len(fake_kiam.servicer.calls_from("127.0.0.2"))
+    reply = await call(agent, CREDS + "?ip=127.0.0.2", source="127.0.1.25")
+    assert (reply.status, reply.text) == (200, "role-25")
+    assert len(fake_kiam.servicer.calls_from("127.0.0.2")) == before
+
+
+# ------------------------------------------------------------------ error statuses
+
+
+@pytest.mark.parametrize(
+    ("source", "path", "status", "words"),
+    [
+        ("127.0.0.3", CREDS, 404, "no iam.amazonaws.com/role annotation"),
+        ("127.0.0.4", CREDS, 404, "no pod found"),
+        ("127.0.0.4", CREDS + "app-role", 404, "no pod found"),
+        ("127.0.0.5", CREDS, 409, "different roles"),
+        ("127.0.0.2", CREDS + "someone-elses-role", 403, "forbidden"),
+        ("127.0.0.6", CREDS + "broken", 500, "could not get credentials"),
+        ("127.0.0.9", CREDS + "garbled", 502, "unreadable credentials"),
+        ("127.0.0.8", CREDS, 503, "no kiam server available"),
+        ("127.0.0.7", CREDS, 504, "did not answer in time"),
+    ],
+)
+async def test_error_statuses(
+    agent: AgentProcess, source: str, path: str, status: int, words: str
+) -> None:
+    reply = await call(agent, path, source=source)
+    assert reply.status == status
+    assert words in reply.text
+    assert reply.text.count("\n") == 1 and reply.text.endswith("\n")
+
+
+async def test_unavailable_is_retried_and_permission_denied_is_not(
+    agent: AgentProcess, fake_kiam: KiamStandIn
+) -> None:
+    assert (await call(agent, CREDS, source="127.0.0.8")).status == 503
+    assert len(fake_kiam.servicer.calls_from("127.0.0.8")) >= 2
+    forbidden_before = [
+        c for c in fake_kiam.servicer.calls_from("127.0.0.2") if c.role == "not-mine"
+    ]
+    assert (await call(agent, CREDS + "not-mine", source="127.0.0.2")).status == 403
+    forbidden = [c for c in fake_kiam.servicer.calls_from("127.0.0.2") if c.role == "not-mine"]
+    assert len(forbidden) - len(forbidden_before) == 1
+
+
+async def test_bad_request_and_method(agent: AgentProcess) -> None:
+    bad = await raw_request(agent.port, "/latest/meta-data/%2e%2e/iam/")
+    assert bad.status == 400
+    assert (await call(agent, CREDS, method="POST")).status == 405
+    assert (await call(agent, "/latest/api/token", method="GET")).status == 405
+
+
+async def test_unknown_path_is_blocked(agent: AgentProcess, fake_imds: ImdsStandIn) -> None:
+    before = len(fake_imds.state.requests)
+    reply = await call(agent, "/latest/user-data")
+    assert reply.status == 404
+    assert "request blocked by allow-route-regexp" in reply.text
+    assert len(fake_imds.state.requests) == before
+
+
+# ------------------------------------------------------------------ IMDSv2
+
+
+async def test_imdsv2_flow(agent: AgentProcess) -> None:
+    source = "127.0.1.30"
+    reply = await call(
+        agent, "/latest/api/token", source=source, method="PUT", headers={TTL_HEADER: "21600"}
+    )
+    assert reply.status == 200
+    assert reply.headers["Content-Type"].startswith("text/plain")
+    assert reply.headers[TTL_HEADER] == "21600"
+    good = {TOKEN_HEADER: reply.text}
+    assert (await call(agent, CREDS, source=source, headers=good)).text == "role-30"
+    creds = await call(agent, CREDS + "role-30", source=source, headers=good)
+    assert creds.status == 200
+    # the token is bound to the address it was issued to
+    stolen = await call(agent, CREDS, source="127.0.1.31", headers=good)
+    assert stolen.status == 401
+    forged = await call(agent, CREDS, source=source, headers={TOKEN_HEADER: "forged"})
+    assert forged.status == 401
+
+
+async def test_imdsv1_fallback_when_optional(agent: AgentProcess) -> None:
+    assert (await call(agent, CREDS, source="127.0.1.32")).status == 200
+
+
+@pytest.mark.parametrize("ttl", [None, "0", "21601", "ten"])
+async def test_token_ttl_is_checked(agent: AgentProcess, ttl: str | None) -> None:
+    headers = {} if ttl is None else {TTL_HEADER: ttl}
+    reply = await call(agent, "/latest/api/token", method="PUT", headers=headers)
+    assert reply.status == 400
+    assert TTL_HEADER in reply.text
+
+
+async def test_forwarded_token_request_is_refused(agent: AgentProcess) -> None:
+    reply = await call(
+        agent,
+        "/latest/api/token",
+        method="PUT",
+        headers={TTL_HEADER: "60", "X-Forwarded-For": "10.9.9.9"},
+    )
+    assert reply.status == 403
+
+
+async def test_required_mode(strict_agent: AgentProcess) -> None:
+    source = "127.0.1.33"
+    assert (await call(strict_agent, CREDS, source=source)).status == 401
+    assert (await call(strict_agent, "/latest/meta-data/instance-id", source=source)).status == 401
+    value = await token(strict_agent, source=source)
+    reply = await call(strict_agent, CREDS, source=source, headers={TOKEN_HEADER: value})
+    assert (reply.status, reply.text) == (200, "role-33")
+    # /ping and /health are the agent's own, not metadata
+    assert (await call(strict_agent, "/ping", source=source)).status == 200
+
+
+# ------------------------------------------------------------------ the proxy
+
+
+async def test_allowed_path_is_proxied_with_the_agents_own_token(
+    agent: AgentProcess, fake_imds: ImdsStandIn
+) -> None:
+    pod_token = await token(agent, source="127.0.1.40")
+    reply = await call(
+        agent,
+        "/latest/meta-data/instance-id",
+        source="127.0.1.40",
+        headers={TOKEN_HEADER: pod_token, "X-Forwarded-For": "1.2.3.4"},
+    )
+    assert (reply.status, reply.text) == (200, "upstream:/latest/meta-data/instance-id")
+    gets = [r for r in fake_imds.state.requests if r.method == "GET"]
+    assert gets
+    last = gets[-1]
+    assert last.headers[TOKEN_HEADER] in fake_imds.state.tokens
+    assert last.headers[TOKEN_HEADER] != pod_token
+    assert "X-Forwarded-For" not in last.headers
+
+
+async def test_upstream_failure_is_502(agent: AgentProcess) -> None:
+    reply = await call(agent, "/latest/meta-data/reset")
+    assert reply.status == 502
+    assert "metadata service" in reply.text
+
+
+BYPASSES = [
+    "/latest/meta-data/instance-id/../iam/info",
+    "/latest/meta-data/instance-id/..%2fiam/info",
+    "/latest/meta-data/instance-id/%2e%2e/iam/info",
+    "/latest/meta-data/instance-id/%2E%2E/iam/info",
+    "/latest/meta-data/%252e%252e/iam/info",
+    "//latest//meta-data//iam//info",
+    "/latest/meta-data/./iam/info",
+    "/latest/meta-data/iam/info?/../../instance-id",
+    "/latest/meta-data/iam/info#/../instance-id",
+    "/latest/meta-data/instance-id%3f/../../iam/info",
+    "/latest/meta-data/INSTANCE-ID",
+    "/LATEST/meta-data/instance-id",
+    "/latest/Meta-Data/iam/security-credentials/other-role",
+    "/latest/meta-data/iam/security-credentials/other-role/extra",
+    "/latest/meta-data/iam/Security-Credentials/",
+    "/latest/meta-data/instance-id\\..\\iam\\info",
+]
+
+
+@pytest.mark.parametrize("target", BYPASSES)
+async def test_bypass_attempts_never_reach_a_blocked_path(
+    agent: AgentProcess, strict_agent: AgentProcess, fake_imds: ImdsStandIn, target: str
+) -> None:
+    before = len(fake_imds.state.requests)
+    reply = await raw_request(agent.port, target, source="127.0.1.50")
+    assert reply.status in (400, 404), reply.text
+    assert len(fake_imds.state.requests) == before
+    # even when the allow-list allows everything, the credentials subtree is never proxied
+    if "ecurity-" in target:
+        value = await token(strict_agent, source="127.0.1.51")
+        strict = await raw_request(
+            strict_agent.port, target, source="127.0.1.51", headers={TOKEN_HEADER: value}
+        )
+        assert strict.status in (400, 404), strict.text
+        assert [r for r in fake_imds.state.requests[before:] if r.method == "GET"] == []
+
+
+async def test_query_strings_are_not_forwarded(agent: AgentProcess, fake_imds: ImdsStandIn) -> None:
+    reply = await raw_request(agent.port, "/latest/meta-data/instance-id?x=/../iam/info")
+    assert (reply.status, reply.text) == (200, "upstream:/latest/meta-data/instance-id")
+    assert fake_imds.state.paths()[-1] == "/latest/meta-data/instance-id"
+
+
+async def test_normalised_path_is_what_is_forwarded(
+    agent: AgentProcess, fake_imds: ImdsStandIn
+) -> None:
+    reply = await raw_request(agent.port, "//latest/./meta-data/x/../placement//availability-zone")
+    assert reply.status == 200
+    assert fake_imds.state.paths()[-1] == "/latest/meta-data/placement/availability-zone"
+
+
+async def test_dot_segments_cannot_reach_another_role(
+    agent: AgentProcess, fake_kiam: KiamStandIn, fake_imds: ImdsStandIn
+) -> None:
+    before = len(fake_imds.state.requests)
+    target = CREDS + "app-role/../../security-credentials/other-role"
+    reply = await raw_request(agent.port, target, source="127.0.0.2")
+    # the server is asked for the role the normalised path names, and refuses it
+    assert reply.status == 403
+    asked = [c.role for c in fake_kiam.servicer.calls_from("127.0.0.2")]
+    assert asked[-1] == "other-role"
+    assert len(fake_imds.state.requests) == before
