@@ -309,8 +309,10 @@ class _OwnRole:
         }
         self._retry = retry
         self._clock = clock
+        # botocore refreshes 15 minutes before expiry (advisory) and insists 10 minutes
+        # before (mandatory), judged by our clock so tests can move time
         self._credentials = AioDeferredRefreshableCredentials(
-            refresh_using=self._refresh, method=_FixedProvider.METHOD
+            refresh_using=self._refresh, method=_FixedProvider.METHOD, time_fetcher=clock
         )
 
     def provider(self) -> _FixedProvider:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import socket
 from collections.abc import AsyncIterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from prometheus_client import REGISTRY
@@ -197,3 +197,21 @@ async def test_own_role_throttled_is_retried(sts: StsStandIn) -> None:
         await gateway.assume_role(key(), duration=900)
     assert sts.assume_role_calls(OWN_ROLE) == 3
     assert sts.assume_role_calls(ROLE) == 1
+
+
+async def test_own_role_is_refreshed_before_it_expires(sts: StsStandIn) -> None:
+    offset = timedelta(0)
+
+    def clock() -> datetime:
+        return datetime.now(UTC) + offset
+
+    async with await StsGateway.create(
+        endpoint_url=sts.url, assume_role_arn=OWN_ROLE, retry=FAST, clock=clock
+    ) as gateway:
+        await gateway.assume_role(key(), duration=900)
+        offset = timedelta(minutes=40)  # 20 minutes left: still good
+        await gateway.assume_role(key(), duration=900)
+        assert [c.role_arn for c in sts.calls] == [OWN_ROLE, ROLE, ROLE]
+        offset = timedelta(minutes=51)  # 9 minutes left: must be refreshed first
+        await gateway.assume_role(key(), duration=900)
+    assert [c.role_arn for c in sts.calls] == [OWN_ROLE, ROLE, ROLE, OWN_ROLE, ROLE]
