@@ -43,6 +43,14 @@ def _no_keys() -> Container[CredentialKey]:
     return frozenset()
 
 
+class _Everything:
+    def __contains__(self, item: object) -> bool:
+        return True
+
+
+_EVERY_KEY: Container[CredentialKey] = _Everything()
+
+
 class CredentialCache:
     """See the module docstring. ``run()`` must be running for refreshes and drops."""
 
@@ -154,7 +162,7 @@ class CredentialCache:
                 next_due = due if next_due is None else min(next_due, due)
                 continue
             if in_use is None:
-                in_use = self._keys_in_use()
+                in_use = self._in_use()
             if key not in in_use:
                 del self._cached[key]
                 self._failed_at.pop(key, None)
@@ -172,6 +180,14 @@ class CredentialCache:
         if next_due is None:
             return None
         return max(0.0, (next_due - now).total_seconds())
+
+    def _in_use(self) -> Container[CredentialKey]:
+        try:
+            return self._keys_in_use()
+        except Exception:
+            # a broken callback must not stop refreshes: keep every key this round
+            log.exception("keys_in_use() failed; keeping every cached key")
+            return _EVERY_KEY
 
     def _due(self, key: CredentialKey, now: datetime) -> bool:
         """True when background work should fetch ``key`` now."""

@@ -22,7 +22,7 @@ T = TypeVar("T")
 
 @dataclass(frozen=True, kw_only=True)
 class RetryPolicy:
-    """Exponential backoff with full jitter, bounded by attempts and a total time budget.
+    """Exponential backoff with jitter, bounded by attempts and a total time budget.
 
     The defaults keep a pod's credential request well within its SDK's patience:
     at most 4 attempts, waiting 0.1-0.2s, 0.2-0.4s, 0.4-0.8s between them.
@@ -37,7 +37,7 @@ class RetryPolicy:
     budget: float = 5.0
     """Give up instead of sleeping when the delays so far would exceed this many seconds."""
     jitter: float = 1.0
-    """Fraction of each delay that is random (0 = fixed delays, as tests like)."""
+    """How random each delay is: 1 draws it from [delay/2, delay]; 0 makes it fixed."""
 
     def __post_init__(self) -> None:
         if self.max_attempts < 1:

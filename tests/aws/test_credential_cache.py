@@ -395,3 +395,16 @@ async def test_logs_name_the_key_but_never_the_secret(
 def test_refresh_must_be_shorter_than_duration(gateway: FakeGateway) -> None:
     with pytest.raises(ValueError, match="shorter"):
         CredentialCache(gateway, session_duration=300, session_refresh=300, fetchers=1)
+
+
+async def test_a_failing_keys_in_use_keeps_keys(
+    running: CredentialCache, gateway: FakeGateway, clock: FakeClock
+) -> None:
+    def broken() -> set[CredentialKey]:
+        raise RuntimeError("pod cache exploded")
+
+    running.set_keys_in_use(broken)
+    await running.get(key())
+    clock.advance(DUE)
+    await until(lambda: len(gateway.calls) == 2)
+    assert key() in running
