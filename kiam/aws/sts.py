@@ -16,8 +16,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from datetime import UTC, datetime
+from functools import partial
 from types import TracebackType
 from typing import Any, Self
 
@@ -267,7 +268,7 @@ class StsGateway:
         metrics.ASSUMEROLE_CURRENT.inc()
         try:
             return await self._retry.call(
-                lambda: _call_assume_role(self._client, params, clock=self._clock),
+                partial(_call_assume_role, self._client, params, clock=self._clock),
                 description=f"AssumeRole {key.role_arn}",
             )
         except AwsError:
@@ -323,10 +324,10 @@ class _OwnRole:
 
     async def _refresh(self) -> dict[str, str]:
         role_arn = self._params["RoleArn"]
-        fetch: Callable[[], Awaitable[Credentials]] = lambda: _call_assume_role(  # noqa: E731
-            self._client, self._params, clock=self._clock
+        issued = await self._retry.call(
+            partial(_call_assume_role, self._client, self._params, clock=self._clock),
+            description=f"AssumeRole {role_arn} (own role)",
         )
-        issued = await self._retry.call(fetch, description=f"AssumeRole {role_arn} (own role)")
         log.info(
             "assumed the server's own role",
             extra={
