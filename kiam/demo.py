@@ -186,7 +186,8 @@ def _start(stack: Stack, ips: list[str]) -> None:
     server = stack.start_server()
     row("kiam server", f"pid {server.popen.pid}, 127.0.0.1:{stack.placement.server_port}")
     agent = stack.start_agent()
-    row("kiam agent", f"pid {agent.popen.pid}, {stack.agent_url}")
+    where = stack.placement.agent_listen or "every address"
+    row("kiam agent", f"pid {agent.popen.pid}, port {stack.placement.agent_port} on {where}")
     stack.wait_agent_ready()
     row("ready", "agent healthy, server synced")
 

@@ -1,0 +1,121 @@
+"""``kiam demo`` as a user runs it: a subprocess, its output, its exit code, and nothing
+left behind afterwards (processes, temporary files, namespaces, iptables rules)."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from kiam.demo import mask, short_token
+from kiam.testing import netns
+
+DEMO = [sys.executable, "-m", "kiam", "demo"]
+DEMO_TIMEOUT = 90
+
+
+def _workdir(output: str) -> Path:
+    match = re.search(r"work directory:\s+(\S+)", output)
+    assert match, output
+    return Path(match.group(1))
+
+
+def _processes_using(path: Path) -> list[int]:
+    """PIDs whose working directory or command line mentions ``path``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cwd = os.readlink(entry / "cwd")
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="ignore")
+        except OSError:
+            continue
+        if cwd.startswith(str(path)) or str(path) in cmdline:
+            found.append(int(entry.name))
+    return found
+
+
+def _assert_nothing_left(workdir: Path) -> None:
+    assert not workdir.exists(), f"{workdir} was left behind"
+    assert _processes_using(workdir) == []
+
+
+def _host_nat_rules() -> str:
+    return netns.run(["iptables", "-w", "-t", "nat", "-S"])
+
+
+def test_mask_never_shows_the_value() -> None:
+    secret = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"
+    assert secret not in mask(secret)
+    assert "40" in mask(secret)
+    assert mask("") == "(none)"
+    assert short_token("abcdefghijklmnop").startswith("abcdefgh...")
+    assert "ijklmnop" not in short_token("abcdefghijklmnop")
+
+
+def test_demo_on_loopback_shows_every_case_and_cleans_up() -> None:
+    done = subprocess.run(DEMO, capture_output=True, text=True, timeout=DEMO_TIMEOUT, check=False)
+    out = done.stdout
+    assert done.returncode == 0, done.stdout + done.stderr
+    for title in ("== starting", "== pod shop/checkout", "== pod shop/intruder", "== done"):
+        assert title in out
+    assert "arn:aws:sts::123456789012:assumed-role/shop-checkout/kiam-kiam" in out
+    assert "arn:aws:sts::123456789012:assumed-role/shop-catalog/kiam-catalog" in out
+    assert re.search(r"GET admin:\s+403 .*does not permit", out), out
+    assert "Warning KiamRoleForbidden" in out
+    assert re.search(r"GET role:\s+404 .*no iam.amazonaws.com/role annotation", out), out
+    assert len(re.findall(r"AccessKeyId:\s+ASIA\w+", out)) == 2
+    assert 'SecretAccessKey"' not in out and "hidden" in out
+    _assert_nothing_left(_workdir(out))
+
+
+def test_ctrl_c_stops_everything() -> None:
+    demo = subprocess.Popen(DEMO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert demo.stdout is not None
+    lines = []
+    try:
+        # interrupt once the server and agent are running
+        for line in demo.stdout:
+            lines.append(line)
+            if "kiam agent:" in line:
+                break
+        demo.send_signal(signal.SIGINT)
+        rest, err = demo.communicate(timeout=DEMO_TIMEOUT)
+    finally:
+        if demo.poll() is None:
+            demo.kill()
+            demo.wait()
+    output = "".join(lines) + rest
+    assert demo.returncode == 130, output + err
+    assert "interrupted" in err
+    _assert_nothing_left(_workdir(output))
+
+
+@pytest.mark.netns
+def test_demo_with_network_namespaces() -> None:
+    reason = netns.unavailable_reason()
+    if reason:
+        pytest.skip(f"kiam demo --netns skipped: {reason}")
+    rules_before = _host_nat_rules()
+    done = subprocess.run(
+        [*DEMO, "--netns"], capture_output=True, text=True, timeout=DEMO_TIMEOUT, check=False
+    )
+    out = done.stdout
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "-j DNAT --to-destination" in out
+    assert re.search(r"boto3 in the pod:\s+arn:aws:sts::\d+:assumed-role/shop-checkout/", out)
+    assert re.search(r"boto3 in the pod:\s+arn:aws:sts::\d+:assumed-role/shop-catalog/", out)
+    assert out.count("boto3 in the pod:    no credentials") == 2
+    assert "Warning KiamRoleForbidden" in out
+    node = re.search(r"node namespace:\s+(\S+)", out)
+    assert node, out
+    bed_prefix = node.group(1)[:-1]
+    assert [n for n in netns.list_namespaces() if n.startswith(bed_prefix)] == []
+    assert _host_nat_rules() == rules_before
+    _assert_nothing_left(_workdir(out))
