@@ -35,7 +35,7 @@ from botocore.exceptions import (
 from botocore.exceptions import ConnectionError as BotoConnectionError
 
 from kiam.aws import metrics
-from kiam.aws.arn import RoleArn, sts_endpoint_url
+from kiam.aws.arn import InvalidRoleArn, RoleArn, is_role_arn, sts_endpoint_url
 from kiam.aws.credentials import CredentialKey, Credentials
 from kiam.aws.errors import AwsError, StsAccessDenied, StsFailure, StsThrottled, StsUnavailable
 from kiam.aws.retry import RetryPolicy
@@ -188,10 +188,15 @@ class StsGateway:
     ) -> StsGateway:
         """Open the STS client (and, with ``assume_role_arn``, the chained one).
 
+        Raises ValueError for a malformed ``assume_role_arn`` or ``region`` and
+        :class:`kiam.aws.errors.AwsError` when the server cannot assume its own role.
+
         ``session_name`` is the RoleSessionName of the server's own role session.
         ``session_duration`` is only checked here: role chaining caps pod sessions at an
         hour, which AWS would otherwise report on every call.
         """
+        if assume_role_arn and not is_role_arn(assume_role_arn):
+            raise InvalidRoleArn(f"--assume-role-arn {assume_role_arn!r} is not a role ARN")
         policy = retry or RetryPolicy()
         region_name, url = resolve_endpoint(region=region, endpoint_url=endpoint_url)
         config = AioConfig(

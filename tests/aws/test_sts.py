@@ -215,3 +215,15 @@ async def test_own_role_is_refreshed_before_it_expires(sts: StsStandIn) -> None:
         offset = timedelta(minutes=51)  # 9 minutes left: must be refreshed first
         await gateway.assume_role(key(), duration=900)
     assert [c.role_arn for c in sts.calls] == [OWN_ROLE, ROLE, ROLE, OWN_ROLE, ROLE]
+
+
+@pytest.mark.parametrize(
+    ("region", "assume_role_arn", "match"),
+    [
+        ("", "kiam-server", "not a role ARN"),
+        ("not a region", "", "invalid AWS region"),
+    ],
+)
+async def test_bad_settings_are_refused(region: str, assume_role_arn: str, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        await StsGateway.create(region=region, assume_role_arn=assume_role_arn)
