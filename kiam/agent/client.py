@@ -162,6 +162,16 @@ class KiamClient:
         )
         return reply.message
 
+    def _order(self) -> list[int]:
+        """Channels to try, rotating the start; known-broken ones last (not skipped:
+        a server that just came back is found by trying it)."""
+        start = next(self._next)
+        count = len(self._channels)
+        rotated = [(start + i) % count for i in range(count)]
+        broken = grpc.ChannelConnectivity.TRANSIENT_FAILURE
+        healthy = [i for i in rotated if self._channels[i].get_state() is not broken]
+        return healthy + [i for i in rotated if i not in healthy]
+
     async def _call(
         self,
         method: str,
@@ -171,15 +181,14 @@ class KiamClient:
     ) -> T:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + budget
-        start = next(self._next)
-        count = len(self._stubs)
-        attempts = max(2, count)
+        order = self._order()
+        attempts = max(2, len(order))
         last: AgentError = ServerTimeout(f"{method}: no time left to ask a kiam server")
         for attempt in range(attempts):
             remaining = deadline - loop.time()
             if remaining < _MIN_ATTEMPT:
                 break
-            index = (start + attempt) % count
+            index = order[attempt % len(order)]
             metrics.grpc_client_started.labels("unary", SERVICE, method).inc()
             try:
                 reply = await call(self._stubs[index], remaining)

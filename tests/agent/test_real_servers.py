@@ -1,0 +1,156 @@
+"""The real ``kiam agent`` in front of two real ``kiam server`` processes.
+
+Everything is a console command with ``kiam certs`` certificates over mTLS: the
+Kubernetes emulator and STS stand-in (``kiam.testing.stack``), two servers, and the
+agent given both servers as a comma-separated list. Pods are loopback source addresses.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiohttp
+import orjson
+import pytest
+
+from kiam.certs import CertPaths
+from kiam.testing.stack import Placement, Process, Stack, free_port
+from tests.agent.standins import AgentProcess
+
+CREDS = "/latest/meta-data/iam/security-credentials/"
+NAMESPACE = "team"
+PODS = {f"127.0.3.{i}": f"role-{i}" for i in range(2, 8)}
+FORBIDDEN_POD = "127.0.3.20"
+PLAIN_POD = "127.0.3.21"
+
+
+@dataclass
+class Cluster:
+    stacks: list[Stack]
+    servers: list[Process]
+    agent: AgentProcess
+
+
+def _second_stack(first: Stack, workdir: Path, port: int) -> Stack:
+    """A Stack that shares the first one's emulator, STS stand-in and certificates."""
+    second = Stack(workdir=workdir, placement=Placement(server_port=port))
+    second.kube_url, second.sts_url = first.kube_url, first.sts_url
+    second.kubeconfig, second.certs = first.kubeconfig, first.certs
+    return second
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    base = tmp_path_factory.mktemp("real")
+    first = Stack(workdir=base / "one", placement=Placement(server_port=free_port()))
+    stacks = [first]
+    try:
+        first.start_kube()
+        first.start_sts()
+        first.make_certs()
+        first.create_namespace(NAMESPACE, permitted=r"arn:aws:iam::123456789012:role/role-\d+")
+        for ip, role in PODS.items():
+            first.create_pod(NAMESPACE, f"pod-{ip.rsplit('.', 1)[1]}", ip=ip, role=role)
+        first.create_pod(NAMESPACE, "forbidden", ip=FORBIDDEN_POD, role="admin")
+        first.create_pod(NAMESPACE, "plain", ip=PLAIN_POD)
+        second = _second_stack(first, base / "two", free_port())
+        stacks.append(second)
+        servers = [first.start_server(), second.start_server()]
+        addresses = ",".join(f"127.0.0.1:{s.placement.server_port}" for s in stacks)
+        agent = AgentProcess.start(
+            ["--server-address", addresses, "--gateway-timeout-creation", "20s"],
+            certs=CertPaths(directory=first.certs),
+            workdir=base,
+        )
+        try:
+            yield Cluster(stacks, servers, agent)
+        finally:
+            agent.stop()
+    finally:
+        for stack in reversed(stacks):
+            stack.close()
+
+
+async def fetch(session: aiohttp.ClientSession, agent: AgentProcess, path: str) -> tuple[int, str]:
+    async with session.get(agent.url() + path) as resp:
+        return resp.status, await resp.text()
+
+
+def pod_session(ip: str) -> aiohttp.ClientSession:
+    return aiohttp.ClientSession(connector=aiohttp.TCPConnector(local_addr=(ip, 0)))
+
+
+async def wait_healthy(agent: AgentProcess) -> None:
+    async with aiohttp.ClientSession() as session:
+        for _ in range(300):
+            if (await fetch(session, agent, "/health?deep=1"))[0] == 200:
+                # deep health needs one synced server; wait for the pods to be seen too
+                async with pod_session(PLAIN_POD) as pod:
+                    if (await fetch(pod, agent, CREDS))[0] == 404:
+                        return
+            await asyncio.sleep(0.1)
+    pytest.fail(f"agent never became healthy:\n{agent.log()}")
+
+
+async def test_statuses_from_a_real_server(cluster: Cluster) -> None:
+    await wait_healthy(cluster.agent)
+    async with pod_session("127.0.3.2") as pod:
+        assert await fetch(pod, cluster.agent, CREDS) == (200, "role-2")
+        status, text = await fetch(pod, cluster.agent, CREDS + "role-2")
+        assert status == 200, text
+        document = orjson.loads(text)
+        assert document["Code"] == "Success"
+        assert document["AccessKeyId"]
+        assert document["Expiration"].endswith("Z")
+        status, text = await fetch(pod, cluster.agent, CREDS + "role-3")
+        assert status == 403, text
+    async with pod_session(PLAIN_POD) as pod:
+        assert (await fetch(pod, cluster.agent, CREDS))[0] == 404
+    async with pod_session(FORBIDDEN_POD) as pod:
+        assert (await fetch(pod, cluster.agent, CREDS))[0] == 200
+        assert (await fetch(pod, cluster.agent, CREDS + "admin"))[0] == 403
+    async with pod_session("127.0.3.99") as pod:
+        status, text = await fetch(pod, cluster.agent, CREDS)
+        assert status == 404, text
+
+
+async def test_losing_one_of_two_servers_fails_no_request(cluster: Cluster) -> None:
+    await wait_healthy(cluster.agent)
+    results: list[tuple[str, int, str]] = []
+    stop = asyncio.Event()
+    progress = asyncio.Event()
+
+    async def worker(ip: str, role: str) -> None:
+        async with pod_session(ip) as pod:
+            while not stop.is_set():
+                for path in (CREDS, CREDS + role):
+                    status, text = await fetch(pod, cluster.agent, path)
+                    results.append((ip, status, text))
+                    progress.set()
+
+    async def wait_for(count: int) -> None:
+        while len(results) < count:
+            progress.clear()
+            await progress.wait()
+
+    workers = [asyncio.create_task(worker(ip, role)) for ip, role in PODS.items()]
+    try:
+        await asyncio.wait_for(wait_for(60), timeout=30)
+        victim = cluster.servers[0].popen
+        victim.send_signal(signal.SIGKILL)
+        await asyncio.to_thread(victim.wait)
+        killed_at = len(results)
+        await asyncio.wait_for(wait_for(killed_at + 200), timeout=60)
+    finally:
+        stop.set()
+        await asyncio.gather(*workers, return_exceptions=True)
+    failures = [r for r in results if r[1] != 200]
+    assert not failures, failures[:5]
+    assert len(results) > killed_at
+    # requests did go to the killed server and were retried on the other one
+    victim_address = f"127.0.0.1:{cluster.stacks[0].placement.server_port}"
+    assert f"on {victim_address} failed: UNAVAILABLE" in cluster.agent.log()
