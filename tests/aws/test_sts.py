@@ -27,25 +27,6 @@ def key(session: str = "kiam-web", external_id: str = "") -> CredentialKey:
     return CredentialKey(role_arn=ROLE, session_name=session, external_id=external_id)
 
 
-@pytest.fixture(autouse=True)
-def aws_env(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> None:
-    """Dummy credentials for botocore's default chain; nothing ambient leaks in."""
-    empty = tmp_path_factory.mktemp("aws") / "none"
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("AWS_CONFIG_FILE", str(empty))
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(empty))
-    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
-    for name in ("AWS_SESSION_TOKEN", "AWS_PROFILE", "AWS_DEFAULT_REGION", "AWS_REGION"):
-        monkeypatch.delenv(name, raising=False)
-
-
-@pytest.fixture
-async def sts() -> AsyncIterator[StsStandIn]:
-    async with StsStandIn() as stand_in:
-        yield stand_in
-
-
 @pytest.fixture
 async def gateway(sts: StsStandIn) -> AsyncIterator[StsGateway]:
     async with await StsGateway.create(endpoint_url=sts.url, retry=FAST) as gateway:
