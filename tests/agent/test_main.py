@@ -1,0 +1,133 @@
+"""``kiam agent`` as a process: metrics, mTLS refusal, start-up errors, graceful shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from kiam.certs import CertPaths, generate_certificates
+from kiam.testing.stack import free_port
+from tests.agent.conftest import KiamStandIn
+from tests.agent.standins import AgentProcess
+
+CREDS = "/latest/meta-data/iam/security-credentials/"
+
+
+async def get(url: str, *, source: str = "127.0.0.2") -> tuple[int, str]:
+    connector = aiohttp.TCPConnector(local_addr=(source, 0), force_close=True)
+    async with aiohttp.ClientSession(connector=connector) as session, session.get(url) as resp:
+        return resp.status, await resp.text()
+
+
+def metric_value(text: str, line_prefix: str) -> float:
+    for line in text.splitlines():
+        if line.startswith(line_prefix):
+            return float(line.rsplit(" ", 1)[1])
+    raise AssertionError(f"no metric line starts with {line_prefix!r}")
+
+
+async def test_metrics_are_served_with_kiams_names(
+    certs: CertPaths, fake_kiam: KiamStandIn, tmp_path: Path
+) -> None:
+    metrics_port = free_port()
+    agent = AgentProcess.start(
+        [
+            "--server-address",
+            fake_kiam.address,
+            "--prometheus-listen-addr",
+            f"127.0.0.1:{metrics_port}",
+        ],
+        certs=certs,
+        workdir=tmp_path,
+    )
+    try:
+        assert (await get(agent.url() + CREDS, source="127.0.1.2"))[0] == 200
+        assert (await get(agent.url() + CREDS + "role-2", source="127.0.1.2"))[0] == 200
+        assert (await get(agent.url() + CREDS, source="127.0.0.3"))[0] == 404
+        assert (await get(agent.url() + CREDS, source="127.0.0.4"))[0] == 404
+        assert (await get(agent.url() + CREDS + "broken", source="127.0.0.6"))[0] == 500
+        assert (await get(agent.url() + "/latest/user-data"))[0] == 404
+        status, text = await get(f"http://127.0.0.1:{metrics_port}/metrics")
+    finally:
+        assert agent.stop() == 0
+    assert status == 200
+    assert metric_value(text, "kiam_metadata_proxy_requests_blocked_total") == 1
+    assert metric_value(text, "kiam_metadata_empty_role_total") == 1
+    assert metric_value(text, "kiam_metadata_find_role_errors_total") == 1
+    assert metric_value(text, "kiam_metadata_credential_fetch_errors_total") == 1
+    assert metric_value(text, 'kiam_metadata_success_total{handler="credentials"}') == 1
+    assert metric_value(text, 'kiam_metadata_success_total{handler="roleName"}') == 1
+    assert metric_value(text, 'kiam_metadata_responses_total{code="404",handler="proxy"}') == 1
+    assert metric_value(text, 'kiam_metadata_responses_total{code="404",handler="roleName"}') == 2
+    assert 'kiam_metadata_handler_latency_seconds_count{handler="credentials"}' in text
+    assert metric_value(text, 'grpc_client_handled_total{grpc_code="INTERNAL"') == 1
+    assert 'grpc_client_started_total{grpc_method="GetPodRole"' in text
+    assert "process_resident_memory_bytes" in text
+
+
+async def test_server_with_another_ca_is_refused(fake_kiam: KiamStandIn, tmp_path: Path) -> None:
+    # certificates from a different CA: the server refuses us and we refuse it
+    stranger = generate_certificates(tmp_path / "other-ca")
+    agent = AgentProcess.start(
+        ["--server-address", fake_kiam.address, "--gateway-timeout-creation", "300ms"],
+        certs=stranger,
+        workdir=tmp_path,
+    )
+    try:
+        status, text = await get(agent.url() + CREDS, source="127.0.1.3")
+        assert status == 503, text
+        assert (await get(agent.url() + "/health?deep=1"))[0] == 503
+        assert (await get(agent.url() + "/health"))[0] == 200
+    finally:
+        agent.stop()
+    assert not fake_kiam.servicer.calls_from("127.0.1.3")
+    assert "no kiam server reachable yet" in agent.log()
+
+
+def test_unusable_tls_files_end_the_process_with_the_reason(tmp_path: Path) -> None:
+    empty = tmp_path / "empty.pem"
+    empty.write_text("")
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "kiam",
+            "agent",
+            "--port",
+            "0",
+            *("--cert", str(empty), "--key", str(empty), "--ca", str(empty)),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 1
+    assert "kiam agent cannot start" in done.stderr
+    assert "empty" in done.stderr
+
+
+async def test_graceful_shutdown_finishes_in_flight_requests(
+    certs: CertPaths, fake_kiam: KiamStandIn, tmp_path: Path
+) -> None:
+    agent = AgentProcess.start(
+        ["--server-address", fake_kiam.address], certs=certs, workdir=tmp_path
+    )
+    try:
+        # 127.0.0.10 is answered by the scripted server after a pause
+        pending = asyncio.create_task(get(agent.url() + CREDS, source="127.0.0.10"))
+        await asyncio.to_thread(fake_kiam.servicer.wait_for_call, "127.0.0.10")
+        agent.terminate()
+        assert await pending == (200, "draining")
+        assert await asyncio.to_thread(agent.popen.wait, 15) == 0
+    finally:
+        agent.stop()
+    with pytest.raises(aiohttp.ClientConnectionError):
+        await get(agent.url() + "/ping")
+    log = agent.log()
+    assert log.index("received SIGTERM") < log.index("kiam agent stopped")
