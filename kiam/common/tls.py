@@ -110,6 +110,7 @@ class CertificateReloader:
         self._settings = settings
         self._lock = threading.Lock()
         self._stamp = self._current_stamp()
+        self._failed: _Stamp | None = None
         self.initial = _server_configuration(read_tls(settings))
         self.reloads = 0
         """How many times new files were picked up (for tests and logs)."""
@@ -131,7 +132,9 @@ class CertificateReloader:
             try:
                 material = read_tls(self._settings)
             except TLSError as exc:
-                log.warning("TLS files changed but cannot be used yet: %s", exc)
+                if stamp != self._failed:  # once per state of the files, not per handshake
+                    log.warning("TLS files changed but cannot be used yet: %s", exc)
+                    self._failed = stamp
                 return None
             self._stamp = stamp
             self.reloads += 1

@@ -191,7 +191,9 @@ def test_reloader_returns_nothing_until_files_change(pki: CertPaths) -> None:
     assert reloader() is None
 
 
-def test_reloader_keeps_old_config_while_rotation_is_half_done(pki: CertPaths) -> None:
+def test_reloader_keeps_old_config_while_rotation_is_half_done(
+    pki: CertPaths, caplog: pytest.LogCaptureFixture
+) -> None:
     reloader = CertificateReloader(_server_tls(pki))
     pair = issue_leaf(
         ca_cert_pem=pki.ca.read_bytes(),
@@ -202,7 +204,11 @@ def test_reloader_keeps_old_config_while_rotation_is_half_done(pki: CertPaths) -
     )
     _replace(pki.server_cert, pair.cert_pem)  # the key has not arrived yet
     assert reloader() is None
+    assert reloader() is None
     assert reloader.reloads == 0
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1  # said once, not at every handshake
+    assert "does not match certificate" in warnings[0]
     _replace(pki.server_key, pair.key_pem)
     assert reloader() is not None
     assert reloader.reloads == 1
