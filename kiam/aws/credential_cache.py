@@ -111,7 +111,9 @@ class CredentialCache:
             metrics.CACHE_HIT.inc()
             return cached
         metrics.CACHE_MISS.inc()
-        flight = self._flights.get(key) or self._start_flight(key)
+        flight = self._flights.get(key)
+        if flight is None:
+            flight = self._start_flight(key)
         # shield: a cancelled caller must not cancel the call others wait for
         return await asyncio.shield(flight)
 
