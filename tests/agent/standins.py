@@ -25,6 +25,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from concurrent import futures
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -239,9 +240,13 @@ class AgentProcess:
     port: int = 0
 
     @classmethod
-    def start(cls, args: list[str], *, certs: CertPaths, workdir: Path) -> AgentProcess:
+    def start(
+        cls, args: list[str], *, certs: CertPaths, workdir: Path, wrap: Sequence[str] = ()
+    ) -> AgentProcess:
+        """Start ``kiam agent`` (``wrap`` prefixes the command, e.g. ``ip netns exec NS``)."""
         log_path = workdir / f"agent-{secrets.token_hex(4)}.log"
         command = [
+            *wrap,
             sys.executable,
             "-m",
             "kiam",

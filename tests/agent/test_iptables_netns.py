@@ -1,0 +1,169 @@
+"""The real DNAT rule, only ever inside a network namespace this test creates.
+
+Needs root, ``ip`` and ``iptables``; otherwise every test here skips and says why.
+The host's own tables are never touched: every iptables command, and the agent
+itself, runs through ``ip netns exec kiamtest-<random>``.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from kiam.certs import CertPaths
+from tests.agent.standins import AgentProcess
+
+pytestmark = pytest.mark.netns
+
+HOST = "10.200.0.1"
+PORT = "3999"
+RULE = f"-j DNAT --to-destination {HOST}:{PORT}"
+
+
+def _unavailable() -> str | None:
+    if os.geteuid() != 0:
+        return "needs root to create a network namespace"
+    for tool in ("ip", "iptables"):
+        if shutil.which(tool) is None:
+            return f"needs the {tool} command (apt-get install -y iproute2 iptables)"
+    return None
+
+
+@pytest.fixture
+def netns() -> Iterator[str]:
+    reason = _unavailable()
+    if reason:
+        print(f"skipping the iptables namespace tests: {reason}")
+        pytest.skip(reason)
+    name = f"kiamtest-{secrets.token_hex(4)}"
+    subprocess.run(["ip", "netns", "add", name], check=True, timeout=30)
+    try:
+        subprocess.run(
+            ["ip", "netns", "exec", name, "ip", "link", "set", "lo", "up"], check=True, timeout=30
+        )
+        probe = subprocess.run(
+            ["ip", "netns", "exec", name, "iptables", "-w", "5", "-t", "nat", "-S"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+        if probe.returncode != 0:
+            reason = f"iptables does not work in a namespace here: {probe.stderr.strip()}"
+            print(f"skipping: {reason}")
+            pytest.skip(reason)
+        yield name
+    finally:
+        subprocess.run(["ip", "netns", "del", name], check=False, timeout=30)
+
+
+def in_ns(netns: str, *command: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["ip", "netns", "exec", netns, *command],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def dnat_rules(netns: str) -> list[str]:
+    listing = in_ns(netns, "iptables", "-w", "5", "-t", "nat", "-S", "PREROUTING")
+    assert listing.returncode == 0, listing.stderr
+    return [line for line in listing.stdout.splitlines() if "169.254.169.254" in line]
+
+
+def wait_for_log(agent: AgentProcess, text: str, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if text in agent.log():
+            return
+        if agent.popen.poll() is not None:
+            break
+        time.sleep(0.05)
+    pytest.fail(f"{text!r} never appeared:\n{agent.log()}")
+
+
+def agent_args(*extra: str) -> list[str]:
+    return [
+        "--iptables",
+        "--host",
+        HOST,
+        "--port",
+        PORT,
+        "--host-interface",
+        "!eth0",
+        "--server-address",
+        "127.0.0.1:1",
+        "--gateway-timeout-creation",
+        "100ms",
+        *extra,
+    ]
+
+
+def test_agent_adds_the_rule_once_listening_and_removes_it_on_sigterm(
+    netns: str, certs: CertPaths, tmp_path: Path
+) -> None:
+    agent = AgentProcess.start(
+        agent_args(), certs=certs, workdir=tmp_path, wrap=["ip", "netns", "exec", netns]
+    )
+    try:
+        wait_for_log(agent, "added iptables rule")
+        log = agent.log()
+        assert log.index("listening on") < log.index("added iptables rule")
+        rules = dnat_rules(netns)
+        assert len(rules) == 1
+        assert "! -i eth0" in rules[0] and "--dport 80" in rules[0] and RULE in rules[0]
+    finally:
+        assert agent.stop() == 0
+    assert dnat_rules(netns) == []
+    log = agent.log()
+    assert log.index("kiam agent stopped") > log.index("removed iptables rule")
+
+
+def test_adding_is_idempotent_and_cleanup_removes_a_leftover(
+    netns: str, certs: CertPaths, tmp_path: Path
+) -> None:
+    agent = AgentProcess.start(
+        agent_args("--no-iptables-remove"),
+        certs=certs,
+        workdir=tmp_path,
+        wrap=["ip", "netns", "exec", netns],
+    )
+    try:
+        wait_for_log(agent, "added iptables rule")
+        # a second add (a restarted agent) finds the rule and adds no copy
+        script = (
+            "import asyncio\n"
+            "from kiam.agent.iptables import DnatRule, Iptables\n"
+            f"rule = DnatRule(host={HOST!r}, port={PORT}, interface='!eth0')\n"
+            "print(asyncio.run(Iptables().add(rule)))\n"
+        )
+        again = in_ns(netns, sys.executable, "-c", script)
+        assert (again.returncode, again.stdout.strip()) == (0, "False"), again.stderr
+        assert len(dnat_rules(netns)) == 1
+    finally:
+        assert agent.stop() == 0
+    assert len(dnat_rules(netns)) == 1  # --no-iptables-remove left it
+    certs_args = ["--cert", str(certs.agent_cert), "--key", str(certs.agent_key)]
+    cleanup = in_ns(
+        netns,
+        sys.executable,
+        "-m",
+        "kiam",
+        "agent",
+        "--iptables-cleanup",
+        *("--host", HOST, "--port", PORT, "--host-interface", "!eth0"),
+        *certs_args,
+        *("--ca", str(certs.ca)),
+    )
+    assert cleanup.returncode == 0, cleanup.stderr
+    assert dnat_rules(netns) == []
