@@ -33,8 +33,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--host", default="127.0.0.1", help="address for the proxy")
     parser.add_argument("--port", type=int, default=0, help="port for the proxy (0: any)")
     ns = parser.parse_args(argv)
-    # moto's request log goes to stderr; keep it to warnings
+    # Warnings only: werkzeug logs every request moto serves at INFO, and a parent that
+    # does not drain our stderr must not see us block on a full pipe.
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)
     try:
         asyncio.run(serve(host=ns.host, port=ns.port))
     except StsStandInError as exc:
