@@ -11,7 +11,9 @@ from kiam.agent.client import grpc_targets, translate
 
 
 def _rpc_error(code: grpc.StatusCode, details: str = "why") -> aio.AioRpcError:
-    return aio.AioRpcError(code, aio.Metadata(), aio.Metadata(), details=details)
+    return aio.AioRpcError(
+        code, aio.Metadata(), aio.Metadata(), details=details, debug_error_string=""
+    )
 
 
 @pytest.mark.parametrize(

@@ -131,3 +131,23 @@ async def test_graceful_shutdown_finishes_in_flight_requests(
         await get(agent.url() + "/ping")
     log = agent.log()
     assert log.index("received SIGTERM") < log.index("kiam agent stopped")
+
+
+async def test_dns_name_server_address_and_ip_query_for_development(
+    certs: CertPaths, fake_kiam: KiamStandIn, tmp_path: Path
+) -> None:
+    # "localhost" goes through dns:/// with round_robin and TLS checks that name
+    agent = AgentProcess.start(
+        ["--server-address", f"localhost:{fake_kiam.port}", "--allow-ip-query"],
+        certs=certs,
+        workdir=tmp_path,
+    )
+    try:
+        assert await get(agent.url() + CREDS, source="127.0.1.60") == (200, "role-60")
+        # --allow-ip-query lets the caller choose whose role it sees (development only)
+        spoofed = await get(agent.url() + CREDS + "?ip=127.0.1.61", source="127.0.1.60")
+        assert spoofed == (200, "role-61")
+        assert (await get(agent.url() + CREDS + "?ip=nonsense", source="127.0.1.60"))[0] == 400
+    finally:
+        agent.stop()
+    assert "--allow-ip-query is on" in agent.log()
