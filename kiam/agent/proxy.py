@@ -28,6 +28,8 @@ log = logging.getLogger(__name__)
 UPSTREAM_TTL = 21600
 # Renew this long before expiry, so a token is never sent when about to lapse.
 _RENEW_MARGIN = 300.0
+# After a refused token PUT, proxy without a token for this long before asking again.
+_NO_TOKEN_RETRY = 60.0
 _TOKEN_HEADER = "X-aws-ec2-metadata-token"
 _TTL_HEADER = "X-aws-ec2-metadata-token-ttl-seconds"
 # Headers worth passing back to the pod; hop-by-hop ones must not be.
@@ -60,7 +62,7 @@ class MetadataProxy:
 
     async def _upstream_token(self, *, budget: float) -> str | None:
         async with self._lock:
-            if self._token is not None and self._clock() < self._token_expires:
+            if self._clock() < self._token_expires:
                 return self._token
             try:
                 async with self._session.put(
@@ -70,7 +72,10 @@ class MetadataProxy:
                     allow_redirects=False,
                 ) as resp:
                     if resp.status != 200:
+                        # an IMDSv1-only service: go without a token, and ask again later
                         log.info("metadata service gave no session token (HTTP %d)", resp.status)
+                        self._token = None
+                        self._token_expires = self._clock() + _NO_TOKEN_RETRY
                         return None
                     token = (await resp.text()).strip()
             except (aiohttp.ClientError, TimeoutError) as exc:

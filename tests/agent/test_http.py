@@ -262,6 +262,21 @@ async def test_allowed_path_is_proxied_with_the_agents_own_token(
     assert "X-Forwarded-For" not in last.headers
 
 
+async def test_upstream_token_is_cached_and_renewed_when_refused(
+    agent: AgentProcess, fake_imds: ImdsStandIn
+) -> None:
+    path = "/latest/meta-data/placement/availability-zone"
+    assert (await call(agent, path)).status == 200
+    puts = len(fake_imds.state.paths("PUT"))
+    assert (await call(agent, path)).status == 200
+    assert len(fake_imds.state.paths("PUT")) == puts  # cached
+    with fake_imds.state.lock:
+        fake_imds.state.tokens.clear()  # the IMDS forgets every token (e.g. it restarted)
+    reply = await call(agent, path)
+    assert (reply.status, reply.text) == (200, f"upstream:{path}")
+    assert len(fake_imds.state.paths("PUT")) == puts + 1
+
+
 async def test_upstream_failure_is_502(agent: AgentProcess) -> None:
     reply = await call(agent, "/latest/meta-data/reset")
     assert reply.status == 502
