@@ -30,6 +30,7 @@ from tests.e2e.conftest import node_stack, run_in_pod
 
 pytestmark = pytest.mark.netns
 
+METRICS = "127.0.0.1:9620"
 APPS = "apps"
 LOCKED = "locked"
 
@@ -65,6 +66,19 @@ class System:
     def sts_url(self) -> str:
         return self.stack.sts_url
 
+    def answered(self, handler: str) -> float:
+        """How many 200 answers the agent's ``handler`` gave (its Prometheus counter)."""
+        status, text = self.stack.http("GET", f"http://{METRICS}/metrics")
+        assert status == 200, text
+        for line in text.splitlines():
+            if (
+                line.startswith("kiam_metadata_responses_total{")
+                and 'code="200"' in line
+                and f'handler="{handler}"' in line
+            ):
+                return float(line.split()[-1])
+        return 0.0
+
 
 @pytest.fixture(scope="module")
 def system(bed: netns.Bed, workdir: Path) -> Iterator[System]:
@@ -84,7 +98,7 @@ def system(bed: netns.Bed, workdir: Path) -> Iterator[System]:
                 session_name=spec.session_name,
             )
         stack.start_server()
-        stack.start_agent()
+        stack.start_agent(extra=["--prometheus-listen-addr", METRICS])
         stack.wait_agent_ready()
         yield System(bed=bed, stack=stack, homes=workdir / "homes")
     finally:
@@ -104,9 +118,11 @@ def test_the_dnat_rule_is_in_the_node_namespace(system: System) -> None:
 
 
 def test_boto3_default_chain_gets_the_pods_role(system: System) -> None:
+    tokens = system.answered("token")
     run = run_in_pod(system.pod("boto3"), boto3_command(system.sts_url), home=system.homes / "a")
     result = run.result
     assert result.ok, run.stderr or result.error
+    assert system.answered("token") > tokens, "boto3 did not use IMDSv2"
     assert result.arn == caller_arn("app-boto3", "kiam")
     assert result.access_key_id
 
@@ -120,9 +136,11 @@ def test_aws_cli_gets_the_pods_role(system: System) -> None:
 
 def test_javascript_sdk_v3_gets_the_pods_role(system: System) -> None:
     js_dir = ensure_js_sdk()
+    tokens = system.answered("token")
     run = run_in_pod(system.pod("js"), js_command(js_dir, system.sts_url), home=system.homes / "c")
     result = run.result
     assert result.ok, run.stderr or result.error
+    assert system.answered("token") > tokens, "the JavaScript SDK did not use IMDSv2"
     assert result.arn == caller_arn("app-js", "js")
     assert result.access_key_id
 
