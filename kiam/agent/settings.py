@@ -19,7 +19,10 @@ class AgentSettings:
     allow_ip_query: bool = False
     """Development only: ``?ip=`` overrides the caller's address."""
     allow_route_regexp: str = "^$"
-    """Normalised metadata paths matching this are proxied to the real IMDS; others 404."""
+    """Normalised metadata paths matching this are proxied to the real IMDS; others 404.
+
+    Searched (unanchored, as Go Kiam) in the whole path, version segment included:
+    ``^/latest/meta-data/placement/availability-zone$``."""
     iptables: bool = False
     """Install the DNAT rule for 169.254.169.254:80 at start."""
     iptables_remove: bool = True
