@@ -208,11 +208,14 @@ async def test_a_client_that_goes_away_is_forgotten(
 async def test_stop_ends_open_watches_promptly() -> None:
     kube = KubeEmulator()
     await kube.start()
-    async with aiohttp.ClientSession() as session:
-        async with session.get(f"{kube.url}/api/v1/pods?watch=1") as response:
+    try:
+        async with aiohttp.ClientSession() as session, \
+                session.get(f"{kube.url}/api/v1/pods?watch=1") as response:
             await kube.wait_for_watchers(1)
             await kube.stop()
             assert await _ended(response)
+    finally:
+        await kube.stop()
 
 
 async def test_legacy_watch_paths_and_events_watch(
