@@ -22,6 +22,7 @@ from kiam.agent import metrics
 from kiam.agent.client import KiamClient
 from kiam.agent.errors import (
     AgentError,
+    AgentInternalError,
     BadRequest,
     Forbidden,
     MethodNotAllowed,
@@ -96,6 +97,12 @@ class MetadataApp:
             if exc.status >= 500:
                 fields = {"path": request.raw_path, "status": exc.status, "error": str(exc)}
                 log.warning("request failed", extra={"fields": fields})
+        except Exception:
+            # a bug: still one line to the pod, the traceback to the log
+            log.exception("unexpected error", extra={"fields": {"path": request.raw_path}})
+            response = error_response(
+                AgentInternalError("internal error in kiam agent; see its log")
+            )
         if handler != RouteKind.PING.value:
             metrics.handler_latency.labels(handler).observe(time.monotonic() - started)
             metrics.responses.labels(handler, str(response.status)).inc()

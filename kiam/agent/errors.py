@@ -4,6 +4,7 @@ Foreign errors (grpc, aiohttp) are translated into these at the boundary that me
 them (``client.py``, ``proxy.py``); the HTTP layer only ever sees this tree::
 
     AgentError                      (status)
+    ├── AgentInternalError          500  a bug in the agent (details in its log only)
     ├── BadRequest                  400  malformed path, TTL header, ...
     ├── Unauthorized                401  IMDSv2 token missing (required), invalid or expired
     ├── Forbidden                   403  X-Forwarded-For on a token request
@@ -37,6 +38,10 @@ class AgentError(Exception):
     @property
     def message(self) -> str:
         return str(self)
+
+
+class AgentInternalError(AgentError):
+    status = 500
 
 
 class BadRequest(AgentError):

@@ -157,16 +157,18 @@ def dual_stack_socket(port: int) -> socket.socket:
     host without IPv6 gets an IPv4-only socket.
     """
     try:
-        sock = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+        return _bound_socket(socket.AF_INET6, "::", port)
     except OSError:
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        address: tuple[str, int] = ("0.0.0.0", port)
-    else:
-        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
-        address = ("::", port)
+        return _bound_socket(socket.AF_INET, "0.0.0.0", port)
+
+
+def _bound_socket(family: socket.AddressFamily, host: str, port: int) -> socket.socket:
+    sock = socket.socket(family, socket.SOCK_STREAM)
     try:
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(address)
+        sock.bind((host, port))
         sock.setblocking(False)
     except OSError:
         sock.close()
