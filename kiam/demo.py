@@ -108,7 +108,7 @@ def run_demo(*, netns: bool, log: LogSettings) -> int:
     previous = signal.signal(signal.SIGTERM, _raise_stopped)
     try:
         with tempfile.TemporaryDirectory(prefix="kiam-demo-") as tmp:
-            return _run(Path(tmp), netns=netns)
+            return _run(Path(tmp), netns=netns, log=log)
     except (KeyboardInterrupt, _Stopped):
         print("\ninterrupted: everything the demo started has been stopped", file=sys.stderr)
         return 130
@@ -120,7 +120,7 @@ def _raise_stopped(signum: int, frame: FrameType | None) -> None:
     raise _Stopped
 
 
-def _run(workdir: Path, *, netns: bool) -> int:
+def _run(workdir: Path, *, netns: bool, log: LogSettings) -> int:
     section("kiam demo")
     row("work directory", workdir)
     row("pods are", "network namespaces (iptables DNAT)" if netns else "loopback addresses")
@@ -143,7 +143,7 @@ def _run(workdir: Path, *, netns: bool) -> int:
             placement = Placement(server_port=free_port(), agent_port=free_port())
             ips = [f"127.0.0.{11 + i}" for i in range(len(PODS))]
         stack = Stack(workdir=workdir / "stack", placement=placement)
-        _start(stack, ips)
+        _start(stack, ips, log=log)
         if bed is not None:
             _show_netns(stack, bed)
         else:
@@ -173,7 +173,7 @@ def _signals_ignored() -> Iterator[None]:
             signal.signal(sig, handler)
 
 
-def _start(stack: Stack, ips: list[str]) -> None:
+def _start(stack: Stack, ips: list[str], *, log: LogSettings) -> None:
     section("starting")
     row("kubernetes emulator", stack.start_kube())
     row("sts stand-in", stack.start_sts())
@@ -183,9 +183,10 @@ def _start(stack: Stack, ips: list[str]) -> None:
     for pod, ip in zip(PODS, ips, strict=True):
         stack.create_pod(NAMESPACE, pod.name, ip=ip, role=pod.role, session_name=pod.session_name)
         row(f"pod {pod.name}", f"{ip:<15} role: {pod.role or '(none)'}")
-    server = stack.start_server()
+    log_flags = ["--level", log.level, *(["--json-log"] if log.json_log else [])]
+    server = stack.start_server(extra=log_flags)
     row("kiam server", f"pid {server.popen.pid}, 127.0.0.1:{stack.placement.server_port}")
-    agent = stack.start_agent()
+    agent = stack.start_agent(extra=log_flags)
     where = stack.placement.agent_listen or "every address"
     row("kiam agent", f"pid {agent.popen.pid}, port {stack.placement.agent_port} on {where}")
     stack.wait_agent_ready()

@@ -75,8 +75,14 @@ def test_demo_on_loopback_shows_every_case_and_cleans_up() -> None:
     _assert_nothing_left(_workdir(out))
 
 
-def test_ctrl_c_stops_everything() -> None:
-    demo = subprocess.Popen(DEMO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+@pytest.mark.parametrize("args", [[], ["--netns"]], ids=["loopback", "netns"])
+def test_ctrl_c_stops_everything(args: list[str]) -> None:
+    if args and (reason := netns.unavailable_reason()):
+        pytest.skip(f"kiam demo --netns skipped: {reason}")
+    rules_before = _host_nat_rules() if args else ""
+    demo = subprocess.Popen(
+        [*DEMO, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     assert demo.stdout is not None
     lines = []
     try:
@@ -95,6 +101,16 @@ def test_ctrl_c_stops_everything() -> None:
     assert demo.returncode == 130, output + err
     assert "interrupted" in err
     _assert_nothing_left(_workdir(output))
+    if args:
+        _assert_bed_gone(output)
+        assert _host_nat_rules() == rules_before
+
+
+def _assert_bed_gone(output: str) -> None:
+    node = re.search(r"node namespace:\s+(\S+)", output)
+    assert node, output
+    bed_prefix = node.group(1)[:-1]
+    assert [n for n in netns.list_namespaces() if n.startswith(bed_prefix)] == []
 
 
 @pytest.mark.netns
@@ -113,9 +129,6 @@ def test_demo_with_network_namespaces() -> None:
     assert re.search(r"boto3 in the pod:\s+arn:aws:sts::\d+:assumed-role/shop-catalog/", out)
     assert out.count("boto3 in the pod:    no credentials") == 2
     assert "Warning KiamRoleForbidden" in out
-    node = re.search(r"node namespace:\s+(\S+)", out)
-    assert node, out
-    bed_prefix = node.group(1)[:-1]
-    assert [n for n in netns.list_namespaces() if n.startswith(bed_prefix)] == []
+    _assert_bed_gone(out)
     assert _host_nat_rules() == rules_before
     _assert_nothing_left(_workdir(out))
