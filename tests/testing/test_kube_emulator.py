@@ -145,3 +145,37 @@ async def test_fifty_thousand_pods_listed_raw(
     first = orjson.loads(await page.read())
     assert len(first["items"]) == 500
     assert first["metadata"]["remainingItemCount"] == total - 500
+
+
+async def test_state_stays_bounded_as_requests_accumulate() -> None:
+    async with KubeEmulator(history_size=50) as kube, aiohttp.ClientSession(
+        base_url=kube.url
+    ) as http:
+        kube.create_pod("default", "web", ip="10.0.0.1")
+        for i in range(200):
+            kube.set_pod_status("default", "web", phase="Running" if i % 2 else "Pending")
+            async with http.get("/api/v1/namespaces/default/pods/web") as r:
+                assert r.status == 200
+            async with http.get("/api/v1/pods", params={
+                    "watch": "1", "resourceVersion": str(kube.resource_version - 1),
+                    "timeoutSeconds": "1"}) as watch:
+                assert (await watch.content.readline()).startswith(b'{"type":"MODIFIED"')
+            kube.inject_fault(path="/nowhere", status=500)
+            kube.clear_faults()
+        await kube.wait_for(lambda: kube.watcher_count() == 0)
+        stats = kube.stats()
+    assert stats["history"] <= 50
+    assert stats["watchers"] == 0
+    assert stats["timers"] == 0
+    assert stats["waiters"] == 0
+    assert stats["faults"] == 0
+    assert stats["request_keys"] == 2  # one per distinct (method, path, watch)
+
+
+async def test_malformed_fields_are_400_not_500(kube_http: aiohttp.ClientSession) -> None:
+    for body in ({"metadata": {"name": 5}}, {"metadata": {"name": "a", "labels": "x"}},
+                 {"metadata": {"name": "a", "annotations": {"k": 1}}}, [1, 2]):
+        async with kube_http.post("/api/v1/namespaces/default/pods",
+                                  data=orjson.dumps(body)) as r:
+            assert r.status == 400, body
+            assert (await r.json())["reason"] == "BadRequest"

@@ -225,6 +225,16 @@ class KubeEmulator:
     def reset_counts(self) -> None:
         self._counts.clear()
 
+    def stats(self) -> dict[str, int]:
+        """Sizes of the emulator's state (objects, history, watchers, timers, faults,
+        distinct request keys, waiters): what must not grow with the number of requests."""
+        return {
+            **self.store.stats(),
+            "faults": len(self.faults),
+            "request_keys": len(self._counts),
+            "waiters": len(self._waiters.events),
+        }
+
     # ---- watches -----------------------------------------------------------------
 
     def watcher_count(self, resource: Resource | None = None) -> int:

@@ -227,6 +227,16 @@ class Store:
             raise errors.bad_request("metadata must be an object")
         meta = dict(meta)
         obj["metadata"] = meta
+        for field in ("name", "generateName", "namespace", "resourceVersion"):
+            if field in meta and not isinstance(meta[field], str):
+                raise errors.bad_request(f"metadata.{field} must be a string")
+        for field in ("labels", "annotations"):
+            value = meta.get(field)
+            if value is not None and not (
+                isinstance(value, dict)
+                and all(isinstance(v, str) for v in value.values())
+            ):
+                raise errors.bad_request(f"metadata.{field} must map strings to strings")
         if rt.namespaced:
             if meta.get("namespace") and meta["namespace"] != namespace:
                 raise errors.bad_request(
@@ -448,6 +458,16 @@ class Store:
         if rt is not None:
             return list(self._watchers[rt.key])
         return [w for group in self._watchers.values() for w in group]
+
+    def stats(self) -> dict[str, int]:
+        """Sizes of everything that could grow: tests check they stay bounded."""
+        return {
+            "objects": sum(len(objects) for objects in self._objects.values()),
+            "history": len(self._history),
+            "watchers": len(self.watchers()),
+            "timers": len(self._timers),
+            "listeners": len(self.listeners),
+        }
 
     def compact(self) -> int:
         """Forget all history: older versions now get 410 from watches and continues."""
