@@ -89,26 +89,9 @@ async def _run(settings: AgentSettings) -> int:
     supervisor = Supervisor()
     session = aiohttp.ClientSession(auto_decompress=False)
     supervisor.on_shutdown("close clients", lambda: _close(client, session))
-    if await client.wait_ready(budget=settings.gateway_timeout_creation):
-        log.info("connected to a kiam server", extra={"fields": {"servers": ",".join(targets)}})
-    else:
-        log.warning(
-            "no kiam server reachable yet; serving 503 until one is",
-            extra={"fields": {"servers": ",".join(targets)}},
-        )
+    await _connect(client, budget=settings.gateway_timeout_creation)
     tokens = TokenStore()
-    metadata = MetadataApp(
-        config=AppConfig(
-            allow=AllowList.from_regexp(settings.allow_route_regexp),
-            imdsv2_required=settings.imdsv2 == "required",
-            allow_ip_query=settings.allow_ip_query,
-        ),
-        client=client,
-        proxy=MetadataProxy(endpoint=settings.metadata_endpoint, session=session),
-        tokens=tokens,
-    )
-    if settings.allow_ip_query:
-        log.warning("--allow-ip-query is on: callers can choose their identity (development only)")
+    metadata = _metadata_app(settings, client=client, session=session, tokens=tokens)
     runner = web.AppRunner(metadata.build(), handle_signals=False, access_log=None)
     await runner.setup()
     try:
@@ -143,6 +126,39 @@ async def _run(settings: AgentSettings) -> int:
     await supervisor.wait()
     log.info("kiam agent stopped")
     return 1 if supervisor.failed else 0
+
+
+async def _connect(client: KiamClient, *, budget: float) -> None:
+    # Start even without a server: the DaemonSet should not crash-loop while the
+    # servers roll; pods get 503 (and retry) until one answers.
+    fields = {"servers": ",".join(client.targets)}
+    if await client.wait_ready(budget=budget):
+        log.info("connected to a kiam server", extra={"fields": fields})
+    else:
+        log.warning(
+            "no kiam server reachable yet; serving 503 until one is", extra={"fields": fields}
+        )
+
+
+def _metadata_app(
+    settings: AgentSettings,
+    *,
+    client: KiamClient,
+    session: aiohttp.ClientSession,
+    tokens: TokenStore,
+) -> MetadataApp:
+    if settings.allow_ip_query:
+        log.warning("--allow-ip-query is on: callers can choose their identity (development only)")
+    return MetadataApp(
+        config=AppConfig(
+            allow=AllowList.from_regexp(settings.allow_route_regexp),
+            imdsv2_required=settings.imdsv2 == "required",
+            allow_ip_query=settings.allow_ip_query,
+        ),
+        client=client,
+        proxy=MetadataProxy(endpoint=settings.metadata_endpoint, session=session),
+        tokens=tokens,
+    )
 
 
 async def supervisor_abort(supervisor: Supervisor) -> None:
