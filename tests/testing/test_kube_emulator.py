@@ -62,7 +62,8 @@ async def test_delay_fault_slows_then_serves(
 ) -> None:
     fault = kube_emulator.inject_fault(method="GET", path="/namespaces$", delay=0.5)
     request = asyncio.create_task(kube_http.get("/api/v1/namespaces"))
-    await kube_emulator.wait_for(lambda: fault.hits == 1)
+    await kube_emulator.wait_for_requests(1, "GET", "/api/v1/namespaces")
+    assert fault.hits == 1
     assert not request.done()  # held by the fault
     async with await request as response:
         assert response.status == 200

@@ -50,7 +50,9 @@ once). Hooks are plain methods, called on the emulator's event loop:
 - watches, faults, counts: ``watcher_count``, ``drop_watches``, ``send_bookmark``,
   ``compact``, ``inject_fault`` (returns a :class:`Fault` with ``remaining``/``hits``),
   ``clear_faults``, ``request_count``, ``reset_counts``, ``resource_version``,
-  ``await wait_for(predicate, timeout=5)``, ``await wait_for_watchers(n, resource)``.
+  ``stats()`` (sizes of the state), ``await wait_for(predicate, timeout=5)``,
+  ``await wait_for_watchers(n, resource)``, ``await wait_for_requests(n, method, path,
+  watch=None)``.
 
 Semantics worth knowing (all as a real apiserver): a pod created through the API starts
 ``Pending`` with no IP whatever ``.status`` it was sent (the hooks may set it); deleting a

@@ -280,6 +280,20 @@ class KubeEmulator:
     ) -> None:
         await self.wait_for(lambda: self.watcher_count(resource) >= count, timeout=timeout)
 
+    async def wait_for_requests(
+        self,
+        count: int,
+        method: str | None = None,
+        path: str | None = None,
+        *,
+        watch: bool | None = None,
+        timeout: float = 5.0,  # noqa: ASYNC109
+    ) -> None:
+        """Wait until :meth:`request_count` with these filters reaches ``count``."""
+        await self.wait_for(
+            lambda: self.request_count(method, path, watch=watch) >= count, timeout=timeout
+        )
+
     # ---- objects -----------------------------------------------------------------
 
     def create(self, resource: Resource, obj: Mapping[str, Any], *, namespace: str = "",
