@@ -7,7 +7,7 @@ and ``kiam demo --netns``). The processes are the real console commands: ``kiam 
 ``kiam server`` and ``kiam agent`` with mTLS, ``python -m kiam.testing.kube`` and
 ``python -m kiam.testing.sts``.
 
-Kubernetes objects are created through the emulator's HTTP API with ``curl`` run in the
+Kubernetes objects are created through the emulator's HTTP API by a small Python child run in the
 same place as the emulator (from the host, a node namespace's loopback is unreachable):
 create the object, then set a pod's IP with a merge patch on the ``/status``
 subresource, as a kubelet would.
@@ -36,6 +36,28 @@ ACCOUNT = "123456789012"
 ROLE_BASE_ARN = f"arn:aws:iam::{ACCOUNT}:role/"
 _START_TIMEOUT = 30.0
 _STOP_TIMEOUT = 10.0
+
+
+# Run as `python -c` where the processes are: one request described on stdin, the answer
+# as JSON on stdout (status 0 when nothing answered).
+_HTTP_CHILD = """
+import json, sys, urllib.error, urllib.request
+spec = json.load(sys.stdin)
+headers = dict(spec["headers"])
+data = None
+if spec["body"] is not None:
+    data = spec["body"].encode()
+    headers["Content-Type"] = spec["content_type"]
+req = urllib.request.Request(spec["url"], data=data, method=spec["method"], headers=headers)
+try:
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        out = {"status": resp.status, "body": resp.read().decode(errors="replace")}
+except urllib.error.HTTPError as exc:
+    out = {"status": exc.code, "body": exc.read().decode(errors="replace")}
+except OSError as exc:
+    out = {"status": 0, "body": str(exc)}
+json.dump(out, sys.stdout)
+"""
 
 
 class StackError(Exception):
@@ -295,24 +317,29 @@ class Stack:
         content_type: str = "application/json",
         headers: Mapping[str, str] | None = None,
     ) -> tuple[int, str]:
-        """One HTTP request made with curl where the processes run; (status, body)."""
-        command = ["curl", "-sS", "-m", "10", "-X", method, "-w", "\n%{http_code}"]
-        for key, value in (headers or {}).items():
-            command += ["-H", f"{key}: {value}"]
-        stdin = None
-        if body is not None:
-            command += ["-H", f"Content-Type: {content_type}", "--data-binary", "@-"]
-            stdin = json.dumps(body)
+        """One HTTP request made where the processes run; (status, body), status 0 when
+        the connection failed. A short Python child makes it, so it works inside a
+        namespace the test process cannot reach, and needs no curl."""
+        spec = {
+            "method": method,
+            "url": url,
+            "headers": dict(headers or {}),
+            "body": None if body is None else json.dumps(body),
+            "content_type": content_type,
+        }
         done = subprocess.run(
-            self.placement.wrap([*command, url]),
-            input=stdin,
+            self.placement.wrap([sys.executable, "-c", _HTTP_CHILD]),
+            input=json.dumps(spec),
             capture_output=True,
             text=True,
-            timeout=20,
+            timeout=30,
             check=False,
         )
-        text, _, code = done.stdout.rpartition("\n")
-        return (int(code) if code.isdigit() else 0), text
+        try:
+            reply = json.loads(done.stdout)
+        except ValueError:
+            raise StackError(f"HTTP helper failed: {done.stderr.strip()[-1000:]}") from None
+        return int(reply["status"]), str(reply["body"])
 
     def kube(
         self, method: str, path: str, body: Any = None, *, content_type: str = "application/json"
