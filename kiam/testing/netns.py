@@ -220,22 +220,28 @@ def _build(bed: Bed, *, prefix_len: int) -> None:
 # ---------------------------------------------------------------- teardown
 
 
-def _kill_all(namespaces: Sequence[str], *, grace: float = 5.0) -> None:
-    """SIGTERM every process inside the namespaces, then SIGKILL what is still there."""
+def _kill_all(namespaces: Sequence[str], *, grace: float = 5.0) -> list[int]:
+    """SIGTERM every process inside the namespaces, then SIGKILL what is still there.
+
+    Returns the PIDs that survived even SIGKILL (none, unless a process is stuck in the
+    kernel)."""
     existing = set(list_namespaces())
     names = [n for n in namespaces if n in existing]
+
+    def alive() -> set[int]:
+        return {pid for name in names for pid in namespace_pids(name)}
+
     for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 2.0)):
-        pids = {pid for name in names for pid in namespace_pids(name)}
+        pids = alive()
         if not pids:
-            return
+            return []
         for pid in pids:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, sig)
         deadline = time.monotonic() + wait
-        while time.monotonic() < deadline:
-            if not any(namespace_pids(name) for name in names):
-                return
+        while time.monotonic() < deadline and alive():
             time.sleep(0.05)
+    return sorted(alive())
 
 
 def _delete_namespaces(bed_id: str, namespaces: Sequence[str]) -> None:
@@ -253,13 +259,15 @@ def _delete_namespaces(bed_id: str, namespaces: Sequence[str]) -> None:
 
 def destroy_bed(bed: Bed) -> None:
     """Kill the bed's processes, delete veths, bridge and namespaces; check none is left."""
-    _kill_all(bed.namespaces)
+    survivors = _kill_all(bed.namespaces)
     _delete_namespaces(bed.bed_id, bed.namespaces)
     left = [n for n in list_namespaces() if n in bed.namespaces]
     with contextlib.suppress(FileNotFoundError):
         _owner_file(bed.bed_id).unlink()
-    if left:
-        raise NetnsError(f"test bed {bed.bed_id}: namespaces left behind: {left}")
+    if left or survivors:
+        raise NetnsError(
+            f"test bed {bed.bed_id}: left behind: namespaces {left}, processes {survivors}"
+        )
 
 
 def _owner_alive(bed_id: str) -> bool:
