@@ -348,3 +348,51 @@ async def test_discovery_and_health(kube_http: aiohttp.ClientSession) -> None:
     assert {"pods", "pods/status", "namespaces", "events"} <= names
     async with kube_http.get("/readyz") as r:
         assert await r.text() == "ok"
+
+
+async def test_generate_name_and_list_from_version_zero(
+    kube_emulator: KubeEmulator, kube_core: client.CoreV1Api
+) -> None:
+    pod = _pod("")
+    pod.metadata.name = None
+    pod.metadata.generate_name = "web-"
+    created = await kube_core.create_namespaced_pod("default", pod)
+    assert created.metadata.name.startswith("web-")
+    assert created.metadata.generate_name == "web-"
+    listed = await kube_core.list_namespaced_pod("default", resource_version="0")
+    assert [p.metadata.name for p in listed.items] == [created.metadata.name]
+
+
+async def test_put_creates_a_missing_event_but_not_a_missing_pod(
+    kube_emulator: KubeEmulator, kube_core: client.CoreV1Api
+) -> None:
+    created = await kube_core.replace_namespaced_event("web.9", "default", _core_event("web.9"))
+    assert created.metadata.uid
+    with pytest.raises(ApiException) as caught:
+        await kube_core.replace_namespaced_pod("ghost", "default", _pod("ghost"))
+    assert caught.value.status == 404
+    with pytest.raises(ApiException) as caught:
+        await kube_core.replace_namespaced_pod("other", "default", _pod("ghost"))
+    assert caught.value.status == 400
+
+
+async def test_namespace_watch_as_the_namespace_cache_uses_it(
+    kube_emulator: KubeEmulator, kube_core: client.CoreV1Api
+) -> None:
+    response = await kube_core.list_namespace(_preload_content=False)
+    rv = orjson.loads(await response.read())["metadata"]["resourceVersion"]
+    stream = await kube_core.list_namespace(watch=True, resource_version=rv,
+                                            _preload_content=False)
+    try:
+        kube_emulator.create_namespace("team")
+        kube_emulator.patch("namespaces", "", "team", {"metadata": {"annotations": {
+            "iam.amazonaws.com/permitted": ".*"}}})
+        kube_emulator.delete("namespaces", "", "team")
+        events = [orjson.loads(await stream.content.readline()) for _ in range(3)]
+    finally:
+        stream.close()
+    assert [e["type"] for e in events] == ["ADDED", "MODIFIED", "DELETED"]
+    assert events[0]["object"]["kind"] == "Namespace"
+    assert events[0]["object"]["status"] == {"phase": "Active"}
+    assert events[1]["object"]["metadata"]["annotations"] == {
+        "iam.amazonaws.com/permitted": ".*"}
