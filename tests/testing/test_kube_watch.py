@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -238,3 +239,35 @@ async def test_legacy_watch_paths_and_events_watch(
         event = await _next(events)
     assert event["object"]["apiVersion"] == "events.k8s.io/v1"
     assert event["object"]["metadata"]["name"] == "e1"
+
+
+async def test_busy_stream_still_gets_bookmarks_and_its_timeout() -> None:
+    async with KubeEmulator(bookmark_interval=0.2) as kube:
+        kube.create_pod("default", "web")
+        async with aiohttp.ClientSession() as session, session.get(
+            f"{kube.url}/api/v1/pods",
+            params={"watch": "1", "resourceVersion": str(kube.resource_version),
+                    "allowWatchBookmarks": "true", "timeoutSeconds": "1"},
+        ) as stream:
+            await kube.wait_for_watchers(1)
+            seen: list[str] = []
+
+            async def churn() -> None:
+                for i in range(1000):
+                    kube.patch("pods", "default", "web",
+                               {"metadata": {"labels": {"i": str(i)}}})
+                    await asyncio.sleep(0.02)
+
+            churner = asyncio.create_task(churn())
+            try:
+                async with asyncio.timeout(10):
+                    while line := await stream.content.readline():
+                        seen.append(orjson.loads(line)["type"])
+                # timeoutSeconds ended the stream while changes were still coming
+                assert not churner.done()
+            finally:
+                churner.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await churner
+    assert "BOOKMARK" in seen
+    assert seen.count("MODIFIED") > 1

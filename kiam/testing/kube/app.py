@@ -275,25 +275,27 @@ class KubeApi:
         interval = self._settings.bookmark_interval
         next_bookmark = loop.time() + interval
         while True:
+            now = loop.time()
+            if watcher.bookmarks and now >= next_bookmark:
+                # Periodic, even on a busy stream, as the apiserver does.
+                watcher.want_bookmark()
+                next_bookmark = now + interval
             data = watcher.drain(current_rv=self._store.rv)
             if data:
                 await response.write(data)
-                continue
-            if watcher.closed:
+            elif watcher.closed:
                 return
             now = loop.time()
             if now >= deadline:
                 return
+            if data:
+                continue
             wait = deadline - now
             if watcher.bookmarks:
                 wait = min(wait, max(next_bookmark - now, 0.0))
-            try:
+            with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(wait):
                     await watcher.wakeup.wait()
-            except TimeoutError:
-                if watcher.bookmarks and loop.time() >= next_bookmark:
-                    watcher.want_bookmark()
-                    next_bookmark = loop.time() + interval
 
 
 def _method_not_allowed() -> KubeApiError:
