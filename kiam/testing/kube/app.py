@@ -19,7 +19,7 @@ from aiohttp import web
 from kiam.testing.kube import errors
 from kiam.testing.kube.errors import JsonObject, KubeApiError
 from kiam.testing.kube.patch import PatchError, json_patch, merge_patch
-from kiam.testing.kube.resources import BY_PATH, NAMESPACES, PODS, ResourceType, require_object
+from kiam.testing.kube.resources import BY_PATH, PODS, ResourceType, require_object
 from kiam.testing.kube.selectors import (
     FieldRequirement,
     FieldSelector,
@@ -381,4 +381,4 @@ def build_app(
     return app
 
 
-__all__ = ["NAMESPACES", "KubeApi", "Target", "WatchSettings", "build_app", "parse_path"]
+__all__ = ["KubeApi", "Target", "WatchSettings", "build_app", "parse_path"]

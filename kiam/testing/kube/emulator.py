@@ -16,7 +16,7 @@ import orjson
 from aiohttp import web
 
 from kiam.testing.kube import errors
-from kiam.testing.kube.app import Handler, WatchSettings, build_app, parse_path, status_response
+from kiam.testing.kube.app import Handler, WatchSettings, build_app, status_response
 from kiam.testing.kube.errors import JsonObject
 from kiam.testing.kube.patch import merge_patch
 from kiam.testing.kube.resources import BY_KEY, EVENTS, EVENTS_V1, NAMESPACES, PODS, ResourceType
@@ -460,11 +460,4 @@ def _pod_status(status: JsonObject, *, phase: str | None, ip: str | None,
     if phase is not None:
         status["phase"] = phase
     return status
-
-
-def path_resource(path: str) -> ResourceType | None:
-    """The resource a request path names (for callers matching request counts)."""
-    target = parse_path(path)
-    return target.rt if target else None
-
 
