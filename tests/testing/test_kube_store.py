@@ -189,3 +189,14 @@ def test_watcher_applies_selector_transitions(store: Store) -> None:
     types = [line.split(b'"')[3] for line in watcher.drain(current_rv=store.rv).splitlines()]
     assert types == [b"ADDED", b"MODIFIED", b"DELETED"]
     store.unwatch(watcher)
+
+
+def test_a_closed_watcher_never_ends_with_a_bookmark(store: Store) -> None:
+    watcher = store.watch(PODS, namespace=None, resource_version=str(store.rv),
+                          fields=FieldSelector(), labels=LabelSelector(), bookmarks=True)
+    store.create(PODS, "ns", _pod("a"))
+    watcher.want_bookmark()
+    watcher.close()  # the pending ADDED is dropped: a bookmark past it would skip it
+    watcher.want_bookmark()
+    assert watcher.drain(current_rv=store.rv) == b""
+    store.unwatch(watcher)

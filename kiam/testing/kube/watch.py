@@ -152,12 +152,14 @@ class Watcher:
         self.wakeup.set()
 
     def want_bookmark(self) -> None:
-        if self.bookmarks:
+        # a closed stream must not end with a bookmark past events it never delivered
+        if self.bookmarks and not self.closed:
             self._bookmark_wanted = True
             self.wakeup.set()
 
     def close(self) -> None:
         self.closed = True
+        self._bookmark_wanted = False
         self._pending.clear()
         self._initial.clear()
         self.wakeup.set()
@@ -178,7 +180,7 @@ class Watcher:
             line = self._pending.popleft()
             chunks.append(line)
             size += len(line)
-        if self._bookmark_wanted and not self._initial and not self._pending:
+        if self._bookmark_wanted and not self.closed and not self._initial and not self._pending:
             self._bookmark_wanted = False
             chunks.append(self.bookmark_line(current_rv))
         if not self._initial and not self._pending:
