@@ -313,6 +313,9 @@ async def test_limit_and_continue(kube_emulator: KubeEmulator, kube_core: client
     first = await kube_core.list_namespaced_pod("default", limit=2)
     assert [p.metadata.name for p in first.items] == ["p0", "p1"]
     assert first.metadata.remaining_item_count == 3
+    cached = await kube_core.list_namespaced_pod("default", limit=2, resource_version="0")
+    assert len(cached.items) == 5  # the watch cache ignores limit, as the apiserver's does
+    assert cached.metadata._continue is None
     second = await kube_core.list_namespaced_pod("default", limit=2,
                                                  _continue=first.metadata._continue)
     assert [p.metadata.name for p in second.items] == ["p2", "p3"]

@@ -179,7 +179,9 @@ class KubeApi:
             namespace=target.namespace,
             fields=fields,
             labels=labels,
-            limit=max(_int_param(request.query, "limit") or 0, 0),
+            # resourceVersion=0 reads the watch cache, which ignores limit (no paging)
+            limit=0 if request.query.get("resourceVersion") == "0" else max(
+                _int_param(request.query, "limit") or 0, 0),
             continue_token=request.query.get("continue", ""),
         )
         meta: JsonObject = {"resourceVersion": str(result.rv)}
