@@ -59,7 +59,8 @@ Semantics worth knowing (all as a real apiserver): a pod created through the API
 pod that is unscheduled (no ``spec.nodeName``) or Succeeded/Failed removes it at once,
 otherwise ``deletionTimestamp`` is set and the pod stays for its grace period
 (``gracePeriodSeconds``, else ``spec.terminationGracePeriodSeconds``, else 30);
-a no-op update does not bump the version; PUT of a missing event creates it; a list page
+a no-op update does not bump the version; PUT of a missing event creates it; a list with
+``resourceVersion=0`` ignores ``limit``; a list page
 after ``continue`` shows the current state (not a snapshot) under the first page's version.
 Namespaces are deleted at once, without deleting what they contain. A watch consumer more
 than 100,000 events behind is cut off.
