@@ -151,7 +151,7 @@ def _run(workdir: Path, *, netns: bool, log: LogSettings) -> int:
         section("done")
         print("  every pod got exactly its own role, or nothing and a reason.", flush=True)
         return 0
-    except StackError as exc:
+    except (StackError, netns_bed.NetnsError) as exc:
         print(f"\nkiam demo failed: {exc}", file=sys.stderr)
         return 1
     finally:
