@@ -1,0 +1,173 @@
+"""The benchmarks' stand-ins process: the Kubernetes emulator (and optionally the STS
+stand-in) in ONE child process, driven through their in-process hooks.
+
+Run as ``python -m bench.standins --kubeconfig PATH [--sts] [--history-size N]``. The
+first line of stdout is ``{"kube": URL, "sts": URL or ""}``; after that it reads one JSON
+command per line on stdin and answers one JSON line on stdout (see ``_COMMANDS``).
+Creating 50,000 pods through the HTTP API would take minutes; the hooks take seconds, and
+their CPU is spent here, not in the process being measured. Timestamps it reports use
+``time.monotonic()`` (CLOCK_MONOTONIC, comparable across processes on this host).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import orjson
+
+from bench.pods import ROLE_ANNOTATION, pod_body, pod_ip
+from kiam.testing.kube import PODS, KubeEmulator
+from kiam.testing.stack import ROLE_BASE_ARN
+from kiam.testing.sts import StsStandIn
+
+Reply = dict[str, Any]
+_POLL = 0.0005  # the stand-in notifies arrivals, not answers: poll for the answer
+
+
+class StandIns:
+    """The command handlers, over one emulator and an optional STS stand-in."""
+
+    def __init__(self, kube: KubeEmulator, sts: StsStandIn | None) -> None:
+        self.kube = kube
+        self.sts = sts
+        self._generation = 0
+
+    def namespace(self, *, name: str, permitted: str = ".*") -> Reply:
+        self.kube.create_namespace(name, annotations={"iam.amazonaws.com/permitted": permitted})
+        return {"rv": self.kube.resource_version}
+
+    def pods(self, *, namespace: str, count: int, start: int = 0, roles: int = 50,
+             ips: list[str] | None = None, role: str = "") -> Reply:
+        """Create Running pods with IPs (one ADDED event each); ``ips`` overrides the
+        generated 10.x addresses, ``role`` the ``role-<i % roles>`` annotation."""
+        began = time.perf_counter()
+        for i in range(start, start + count):
+            body = pod_body(namespace=namespace, name=f"pod-{i}", index=i,
+                            role=role or f"role-{i % roles}")
+            if ips is not None:
+                address = ips[i - start]
+                body["status"]["podIP"] = address
+                body["status"]["podIPs"] = [{"ip": address}]
+            self.kube.create(PODS, body, namespace=namespace, keep_status=True)
+        return {"rv": self.kube.resource_version, "seconds": time.perf_counter() - began}
+
+    def modify(self, *, namespace: str, count: int, pods: int) -> Reply:
+        """``count`` MODIFIED events (a label change, as most pod updates are irrelevant
+        to kiam) cycling over ``pod-0..pod-<pods-1>``, then one last event that gives
+        pod-0 a fresh IP: the sentinel a PodCache can wait for."""
+        self._generation += 1
+        since = self.kube.resource_version
+        for i in range(count):
+            self.kube.patch(PODS, namespace, f"pod-{i % pods}",
+                            {"metadata": {"labels": {"bench-generation": f"{self._generation}-{i}"}}})
+        sentinel = f"10.250.{self._generation // 256 % 256}.{self._generation % 256}"
+        self.kube.set_pod_status(namespace, "pod-0", pod_ip=sentinel)
+        return {"since": since, "rv": self.kube.resource_version, "sentinel_ip": sentinel,
+                "events": count + 1}
+
+    def _sts(self) -> StsStandIn:
+        if self.sts is None:
+            raise RuntimeError("started without --sts")
+        return self.sts
+
+    def sts_calls(self) -> Reply:
+        sts = self._sts()
+        return {"calls": sts.assume_role_calls(),
+                "successful": sts.successful_assume_role_calls()}
+
+    async def _answered(self, role_arn: str, count: int) -> float:
+        """Wait until ``count`` calls for ``role_arn`` (any role: "") were answered 200."""
+        sts = self._sts()
+        arn = role_arn or None
+        await sts.wait_for_calls(count, role_arn=arn)
+        while sts.successful_assume_role_calls(arn) < count:
+            await asyncio.sleep(_POLL)
+        return time.monotonic()
+
+    async def coldstart(self, *, namespace: str, count: int, roles: int,
+                        timeout: float) -> Reply:
+        """Create ``count`` pods (Pending, no IP), then set their IPs as kubelets would;
+        answer how long from the first IP to the ``roles``-th STS answer."""
+        sts = self._sts()
+        before = sts.successful_assume_role_calls()
+        for i in range(count):
+            body = pod_body(namespace=namespace, name=f"cold-{i}", index=i,
+                            role=f"cold-role-{i % roles}")
+            self.kube.create(PODS, body, namespace=namespace, keep_status=False)
+        first = time.monotonic()
+        for i in range(count):
+            self.kube.set_pod_status(namespace, f"cold-{i}", pod_ip=pod_ip(i))
+        last_event = time.monotonic()
+        async with asyncio.timeout(timeout):
+            done = await self._answered("", before + roles)
+        return {"seconds": done - first, "events_seconds": last_event - first}
+
+    async def one_pod(self, *, namespace: str, name: str, role: str, ip: str,
+                      timeout: float) -> Reply:
+        """Create one pod (Pending), set its IP; answer the time from that event until
+        the STS stand-in answered the AssumeRole for its (new) role."""
+        body = pod_body(namespace=namespace, name=name, index=0, role=role)
+        body["metadata"]["annotations"][ROLE_ANNOTATION] = role
+        self.kube.create(PODS, body, namespace=namespace, keep_status=False)
+        event = time.monotonic()
+        self.kube.set_pod_status(namespace, name, pod_ip=ip)
+        async with asyncio.timeout(timeout):
+            done = await self._answered(ROLE_BASE_ARN + role, 1)
+        return {"seconds": done - event}
+
+
+def _handlers(s: StandIns) -> dict[str, Callable[..., Reply | Awaitable[Reply]]]:
+    return {"namespace": s.namespace, "pods": s.pods, "modify": s.modify,
+            "sts_calls": s.sts_calls, "coldstart": s.coldstart, "one_pod": s.one_pod}
+
+
+async def _serve(args: argparse.Namespace) -> None:
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader(limit=1 << 20)
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    kube = KubeEmulator(history_size=args.history_size, bookmark_interval=3600.0)
+    await kube.start()
+    sts = StsStandIn() if args.sts else None
+    try:
+        if sts is not None:
+            await sts.start()
+        kube.write_kubeconfig(args.kubeconfig)
+        _say({"kube": kube.url, "sts": sts.url if sts else ""})
+        handlers = _handlers(StandIns(kube, sts))
+        while line := await reader.readline():
+            command = orjson.loads(line)
+            name = command.pop("cmd")
+            if name == "quit":
+                break
+            try:
+                result = handlers[name](**command)
+                reply = await result if asyncio.iscoroutine(result) else result
+            except Exception as exc:  # report to the parent rather than die silently
+                reply = {"error": f"{type(exc).__name__}: {exc}"}
+            _say(reply)
+    finally:
+        if sts is not None:
+            await sts.stop()
+        await kube.stop()
+
+
+def _say(reply: Reply) -> None:
+    sys.stdout.write(orjson.dumps(reply).decode() + "\n")
+    sys.stdout.flush()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.standins")
+    parser.add_argument("--kubeconfig", required=True)
+    parser.add_argument("--sts", action="store_true", help="also run the STS stand-in")
+    parser.add_argument("--history-size", type=int, default=10_000)
+    asyncio.run(_serve(parser.parse_args()))
+
+
+if __name__ == "__main__":
+    main()
