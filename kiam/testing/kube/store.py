@@ -443,7 +443,8 @@ class Store:
                     break
                 replay.append(change)
             for change in reversed(replay):
-                watcher.offer(change)
+                if change.entry.rt.key == rt.key:  # history holds every resource type
+                    watcher.offer(change)
         self._watchers[rt.key].add(watcher)
         for listener in tuple(self.listeners):
             listener()
