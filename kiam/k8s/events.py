@@ -98,14 +98,14 @@ class EventRecorder:
             key = await self._queue.get()
             pending = self._pending.pop(key)
             try:
-                await self.record(key, pending)
+                await self._record(key, pending)
             except KubeError as exc:
                 event_errors.inc()
                 log.warning(
                     "could not record event %s on pod %s: %s", pending.reason, pending.pod.key, exc
                 )
 
-    async def record(self, key: _Key, pending: _Pending) -> None:
+    async def _record(self, key: _Key, pending: _Pending) -> None:
         posted = self._posted.get(key)
         if posted is not None and pending.last - posted.last <= self._aggregate_window:
             count = posted.count + pending.count

@@ -19,7 +19,6 @@ async def test_get_list_post_patch(kube: KubeEmulator, client: KubeClient) -> No
     assert pod["status"]["podIP"] == "10.3.0.1"
     listed = orjson.loads(await client.list_raw("/api/v1/pods", {"limit": 10}))
     assert [p["metadata"]["name"] for p in listed["items"]] == ["web"]
-    body = {"metadata": {"name": "cm"}, "data": {"k": "v"}}
     event = {
         "metadata": {"name": "e1", "namespace": "team"},
         "involvedObject": {"kind": "Pod", "namespace": "team", "name": "web"},
@@ -32,7 +31,6 @@ async def test_get_list_post_patch(kube: KubeEmulator, client: KubeClient) -> No
     assert created["metadata"]["name"] == "e1"
     patched = await client.patch_json("/api/v1/namespaces/team/events/e1", {"count": 5})
     assert patched["count"] == 5
-    del body
 
 
 async def test_errors_are_translated(kube: KubeEmulator, client: KubeClient) -> None:
@@ -78,7 +76,6 @@ async def test_watch_ends_when_the_server_ends_it(kube: KubeEmulator, client: Ku
     events = client.watch(
         "/api/v1/pods", {"resourceVersion": rv, "timeoutSeconds": 1}, inactivity_timeout=5
     )
-    await kube.wait_for_watchers(0)
     async with contextlib.aclosing(events):
         kube.create_pod("team", "web", ip="10.3.0.1")
         names = [event["object"]["metadata"]["name"] async for event in events]
