@@ -70,7 +70,7 @@ def error_for_status(status: int, message: str) -> KubeError:
 def _translate(exc: BaseException, what: str) -> KubeError:
     if isinstance(exc, TimeoutError):  # also aiohttp's ServerTimeoutError
         return KubeUnavailable(f"{what}: timed out")
-    if isinstance(exc, aiohttp.ClientError):
+    if isinstance(exc, aiohttp.ClientError | OSError):
         return KubeUnavailable(f"{what}: {type(exc).__name__}: {exc}")
     return KubeError(f"{what}: {type(exc).__name__}: {exc}")
 
@@ -137,14 +137,20 @@ class KubeClient:
                 data = await response.read()
             finally:
                 response.release()
-        except (TimeoutError, aiohttp.ClientError, OpenApiException) as exc:
+        except (
+            TimeoutError,
+            OSError,
+            aiohttp.ClientError,
+            OpenApiException,
+            ConfigException,
+        ) as exc:
             raise _translate(exc, what) from exc
         raise error_for_status(response.status, f"{what}: {_status_message(data)}")
 
     async def _read(self, response: aiohttp.ClientResponse, what: str) -> bytes:
         try:
             return await response.read()
-        except (TimeoutError, aiohttp.ClientError) as exc:
+        except (TimeoutError, OSError, aiohttp.ClientError) as exc:
             raise _translate(exc, what) from exc
         finally:
             response.release()
@@ -188,7 +194,7 @@ class KubeClient:
             while True:
                 try:
                     line = await response.content.readline()
-                except (TimeoutError, aiohttp.ClientError) as exc:
+                except (TimeoutError, OSError, aiohttp.ClientError) as exc:
                     raise _translate(exc, what) from exc
                 except ValueError as exc:  # a line beyond aiohttp's buffer limit
                     raise KubeError(f"{what}: {exc}") from exc
