@@ -1,11 +1,17 @@
-"""Baseline for the agent benchmark: a bare aiohttp server answering the same credentials
-JSON from memory, with no lookup at all. Prints its URL on the first line."""
+"""Baseline for the agent benchmark: a bare aiohttp server answering the same documents
+from memory, with no lookup at all. Prints its URL on the first line.
+
+``--body-file`` holds the credentials JSON to serve (the bench copies kiam's real answer,
+so both sides send the same bytes); a path ending in ``/`` gets ``--role`` as text, as
+the role-list route does.
+"""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import signal
+from pathlib import Path
 
 from aiohttp import web
 
@@ -16,9 +22,13 @@ BODY = (
 )
 
 
-async def serve(host: str) -> None:
-    async def handle(_: web.Request) -> web.Response:
-        return web.Response(body=BODY, content_type="application/json")
+async def serve(host: str, *, body: bytes, role: str) -> None:
+    role_body = role.encode()
+
+    async def handle(request: web.Request) -> web.Response:
+        if request.path.endswith("/"):
+            return web.Response(body=role_body, content_type="text/plain")
+        return web.Response(body=body, content_type="application/json")
 
     app = web.Application()
     app.router.add_get("/{tail:.*}", handle)
@@ -39,4 +49,8 @@ async def serve(host: str) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser()
     parser.add_argument("--host", default="127.0.0.1")
-    asyncio.run(serve(parser.parse_args().host))
+    parser.add_argument("--body-file", default="")
+    parser.add_argument("--role", default="bench-role")
+    args = parser.parse_args()
+    served = Path(args.body_file).read_bytes() if args.body_file else BODY
+    asyncio.run(serve(args.host, body=served, role=args.role))

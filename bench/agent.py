@@ -1,0 +1,159 @@
+"""Agent: credentials requests per second and p50/p99 latency at fixed concurrency, cache
+warm, through the whole path: load generator (its own process; several 127.0.0.x source
+addresses = several pods) -> real ``kiam agent`` -> real ``kiam server`` (mTLS) -> the
+emulator and the STS stand-in (in the stand-ins process). Baseline: ``bench/bare_server.py``
+serving the same bytes from memory under the same load generator. The role-list route
+(``.../security-credentials/``) is measured the same way.
+"""
+
+from __future__ import annotations
+
+import http.client
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from bench.control import ROOT, BenchError, StandInsProcess
+from bench.report import Figure, print_table
+from kiam.testing.stack import Placement, Stack, free_port, process_env
+
+NAMESPACE = "bench"
+ROLE = "bench-role"
+CREDENTIALS_PATH = "/latest/meta-data/iam/security-credentials/"
+POD_IPS = [f"127.0.0.{i}" for i in range(2, 10)]
+"""Eight "pods": the agent knows a caller by its source address."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class AgentSizes:
+    concurrency: tuple[int, ...]
+    requests: int
+    rounds: int
+
+
+FULL = AgentSizes(concurrency=(16, 64), requests=4000, rounds=2)
+QUICK = AgentSizes(concurrency=(16,), requests=200, rounds=1)
+
+
+def loadgen(url: str, *, concurrency: int, requests: int) -> dict[str, float]:
+    """Run ``bench.loadgen`` against ``url`` from every pod address; its JSON result."""
+    command = [sys.executable, "-m", "bench.loadgen", url, "--concurrency", str(concurrency),
+               "--requests", str(requests)]
+    for address in POD_IPS:
+        command += ["--local-addr", address]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600, check=False,
+                          cwd=ROOT, env=process_env())
+    if done.returncode != 0:
+        raise BenchError(f"loadgen failed: {done.stderr[-2000:]}")
+    result: dict[str, float] = orjson.loads(done.stdout)
+    if result["errors"]:
+        raise BenchError(f"{url}: {result['errors']:.0f} of {requests} requests failed")
+    return result
+
+
+def fetch(url_host: str, port: int, path: str, *, source: str) -> tuple[int, bytes]:
+    """One GET from ``source`` (a pod address), with the standard library."""
+    conn = http.client.HTTPConnection(url_host, port, timeout=10, source_address=(source, 0))
+    try:
+        conn.request("GET", path)
+        response = conn.getresponse()
+        return response.status, response.read()
+    finally:
+        conn.close()
+
+
+class BareServer:
+    """``bench/bare_server.py`` in its own process."""
+
+    def __init__(self, body_file: Path) -> None:
+        self.popen = subprocess.Popen(
+            [sys.executable, "-m", "bench.bare_server", "--body-file", str(body_file),
+             "--role", ROLE],
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, cwd=ROOT, env=process_env())
+        assert self.popen.stdout is not None
+        self.url = self.popen.stdout.readline().decode().strip()
+        if not self.url:
+            self.stop()
+            raise BenchError("bare_server printed no URL")
+
+    def stop(self) -> None:
+        self.popen.terminate()
+        try:
+            self.popen.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.popen.kill()
+            self.popen.wait()
+        if self.popen.stdout is not None:
+            self.popen.stdout.close()
+
+
+def _start(workdir: Path) -> tuple[StandInsProcess, Stack]:
+    stack = Stack(workdir, placement=Placement(server_port=free_port(), agent_port=free_port()))
+    standins = StandInsProcess.start(workdir, kubeconfig=stack.kubeconfig, sts=True)
+    try:
+        standins.call("namespace", name=NAMESPACE)
+        standins.call("pods", namespace=NAMESPACE, count=len(POD_IPS), ips=POD_IPS, role=ROLE)
+        stack.kube_url, stack.sts_url = standins.kube_url, standins.sts_url
+        stack.make_certs()
+        stack.start_server()
+        stack.start_agent()
+        stack.wait_agent_ready()
+    except BaseException:
+        stack.close()
+        standins.stop()
+        raise
+    return standins, stack
+
+
+def _figures(label: str, c: int, kiam: list[dict[str, float]],
+             base: list[dict[str, float]]) -> list[Figure]:
+    def best(runs: list[dict[str, float]], key: str, *, high: bool) -> float:
+        values = [r[key] for r in runs]
+        return max(values) if high else min(values)
+
+    def fig(what: str, key: str, unit: str, high: bool) -> Figure:
+        return Figure(f"{label} c={c}: {what}", best(kiam, key, high=high),
+                      best(base, key, high=high), unit, high)
+
+    return [fig("requests/s", "rps", "/s", True), fig("p50", "p50", "s", False),
+            fig("p99", "p99", "s", False)]
+
+
+def run(*, quick: bool, workdir: Path) -> int:
+    sizes = QUICK if quick else FULL
+    standins, stack = _start(workdir)
+    bare: BareServer | None = None
+    figures: list[Figure] = []
+    try:
+        agent_port = stack.placement.agent_port
+        status, body = fetch("127.0.0.1", agent_port, CREDENTIALS_PATH + ROLE, source=POD_IPS[0])
+        if status != 200:
+            raise BenchError(f"agent answered {status} for the credentials: {body[:200]!r}")
+        doc: dict[str, Any] = orjson.loads(body)
+        if doc.get("Code") != "Success":
+            raise BenchError(f"unexpected credentials document: {sorted(doc)}")
+        # serve the very bytes kiam sends, so both sides move the same payload
+        (workdir / "body.json").write_bytes(body)
+        bare = BareServer(workdir / "body.json")
+        routes = (("credentials", CREDENTIALS_PATH + ROLE), ("role list", CREDENTIALS_PATH))
+        for label, path in routes:
+            for c in sizes.concurrency:
+                kiam_runs: list[dict[str, float]] = []
+                base_runs: list[dict[str, float]] = []
+                for i in range(sizes.rounds):
+                    targets = [(kiam_runs, stack.agent_url), (base_runs, bare.url)]
+                    for runs, url in targets if i % 2 == 0 else targets[::-1]:
+                        runs.append(loadgen(url + path, concurrency=c, requests=sizes.requests))
+                figures += _figures(label, c, kiam_runs, base_runs)
+    finally:
+        if bare is not None:
+            bare.stop()
+        stack.close()
+        standins.stop()
+    print_table("Agent: loadgen -> kiam agent -> kiam server (mTLS), cache warm",
+                "bare aiohttp server, same bytes from memory", figures)
+    return 0

@@ -1,0 +1,97 @@
+"""Server sync: time and resident memory to list+index N pods into the real PodCache.
+
+The emulator runs in the stand-ins process (its CPU is not counted); every measurement
+runs in a fresh ``bench.sync_child`` process that reports its own time and VmRSS. Baseline:
+the same pages fetched and ``orjson.loads``-ed, the decoded dicts kept. Each side is
+measured ``repeats`` times, alternating, and the best (lowest) time and memory are kept:
+on a shared machine noise only ever adds.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import orjson
+
+from bench.control import ROOT, BenchError, StandInsProcess
+from bench.report import Figure, fmt_bytes, print_table, print_values
+from kiam.testing.stack import process_env
+
+NAMESPACE = "bench"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Sample:
+    seconds: float
+    bytes_per_pod: float
+
+
+@dataclass(frozen=True, kw_only=True)
+class SyncSizes:
+    pods: tuple[int, ...]
+    repeats: int
+
+
+FULL = SyncSizes(pods=(10_000, 50_000), repeats=2)
+QUICK = SyncSizes(pods=(200,), repeats=1)
+
+
+def _measure(kubeconfig: Path, mode: str, pods: int) -> Sample:
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.sync_child", "--kubeconfig", str(kubeconfig),
+         "--mode", mode],
+        capture_output=True, text=True, timeout=600, check=False, cwd=ROOT, env=process_env(),
+    )
+    if done.returncode != 0:
+        raise BenchError(f"sync_child {mode} failed: {done.stderr[-2000:]}")
+    result = orjson.loads(done.stdout)
+    if result["pods"] != pods:
+        raise BenchError(f"sync_child {mode} saw {result['pods']} pods, expected {pods}")
+    grown = max(0.0, result["rss_after"] - result["rss_before"])
+    return Sample(seconds=result["seconds"], bytes_per_pod=grown / pods)
+
+
+def _best(samples: list[Sample]) -> Sample:
+    return Sample(seconds=min(s.seconds for s in samples),
+                  bytes_per_pod=min(s.bytes_per_pod for s in samples))
+
+
+def run(*, quick: bool, workdir: Path) -> int:
+    sizes = QUICK if quick else FULL
+    kubeconfig = workdir / "sync-kubeconfig"
+    standins = StandInsProcess.start(workdir / "sync", kubeconfig=kubeconfig)
+    figures: list[Figure] = []
+    headline: list[tuple[str, str]] = []
+    try:
+        standins.call("namespace", name=NAMESPACE)
+        created = 0
+        for pods in sizes.pods:
+            standins.call("pods", namespace=NAMESPACE, count=pods - created, start=created)
+            created = pods
+            kiam: list[Sample] = []
+            base: list[Sample] = []
+            for i in range(sizes.repeats):
+                order = ("kiam", "baseline") if i % 2 == 0 else ("baseline", "kiam")
+                for mode in order:
+                    (kiam if mode == "kiam" else base).append(
+                        _measure(kubeconfig, mode, pods))
+            k, b = _best(kiam), _best(base)
+            figures += [
+                Figure(f"list+index {pods:,} pods: time", k.seconds, b.seconds, "s", False),
+                Figure(f"list+index {pods:,} pods: RSS per pod", k.bytes_per_pod,
+                       b.bytes_per_pod, "B", False),
+            ]
+            headline = [
+                (f"memory per cached pod ({pods:,})", fmt_bytes(k.bytes_per_pod)),
+                ("... per decoded pod dict", fmt_bytes(b.bytes_per_pod)),
+                ("50,000 pods in the PodCache", fmt_bytes(k.bytes_per_pod * 50_000)),
+            ]
+    finally:
+        standins.stop()
+    print_table("Server sync: list + index into the PodCache",
+                "same pages fetched and orjson.loads-ed, dicts kept", figures)
+    print_values("Memory per pod (headline)", headline)
+    return 0
