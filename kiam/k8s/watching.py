@@ -128,7 +128,11 @@ class ListWatch(Generic[T]):
             else:
                 # the stream ended at once with nothing in it: do not reconnect in a tight loop
                 attempt += 1
-                await asyncio.sleep(self._backoff.delay(attempt))
+                delay = self._backoff.delay(attempt)
+                log.debug(
+                    "%s: empty watch ended (attempt %d), next in %.2fs", self._path, attempt, delay
+                )
+                await asyncio.sleep(delay)
 
     async def step(self) -> bool:
         """List when needed (first time, after 410, resync due), else watch once.
