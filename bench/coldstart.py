@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import boto3
+import boto3  # type: ignore[import-untyped]
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
@@ -124,7 +124,7 @@ async def _measure(standins: StandInsProcess, stack: Stack, sizes: ColdSizes) ->
             await _fetch_all(channel, [(ip, role)])
             hits += int(str((await call("sts_calls"))["calls"])) == before
     finally:
-        await channel.close()
+        await channel.close(grace=None)
     return ColdResult(batch_seconds=float(str(batch["seconds"])), calls=calls,
                       latencies=latencies, hits=hits)
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import inspect
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -26,6 +27,7 @@ from kiam.testing.stack import ROLE_BASE_ARN
 from kiam.testing.sts import StsStandIn
 
 Reply = dict[str, Any]
+_COMMAND_TIMEOUT = 300.0
 _POLL = 0.0005  # the stand-in notifies arrivals, not answers: poll for the answer
 
 
@@ -63,8 +65,8 @@ class StandIns:
         self._generation += 1
         since = self.kube.resource_version
         for i in range(count):
-            self.kube.patch(PODS, namespace, f"pod-{i % pods}",
-                            {"metadata": {"labels": {"bench-generation": f"{self._generation}-{i}"}}})
+            label = {"bench-generation": f"{self._generation}-{i}"}
+            self.kube.patch(PODS, namespace, f"pod-{i % pods}", {"metadata": {"labels": label}})
         sentinel = f"10.250.{self._generation // 256 % 256}.{self._generation % 256}"
         self.kube.set_pod_status(namespace, "pod-0", pod_ip=sentinel)
         return {"since": since, "rv": self.kube.resource_version, "sentinel_ip": sentinel,
@@ -85,12 +87,11 @@ class StandIns:
         sts = self._sts()
         arn = role_arn or None
         await sts.wait_for_calls(count, role_arn=arn)
-        while sts.successful_assume_role_calls(arn) < count:
+        while sts.successful_assume_role_calls(arn) < count:  # noqa: ASYNC110 - no event for it
             await asyncio.sleep(_POLL)
         return time.monotonic()
 
-    async def coldstart(self, *, namespace: str, count: int, roles: int,
-                        timeout: float) -> Reply:
+    async def coldstart(self, *, namespace: str, count: int, roles: int) -> Reply:
         """Create ``count`` pods (Pending, no IP), then set their IPs as kubelets would;
         answer how long from the first IP to the ``roles``-th STS answer."""
         sts = self._sts()
@@ -103,12 +104,10 @@ class StandIns:
         for i in range(count):
             self.kube.set_pod_status(namespace, f"cold-{i}", pod_ip=pod_ip(i))
         last_event = time.monotonic()
-        async with asyncio.timeout(timeout):
-            done = await self._answered("", before + roles)
+        done = await self._answered("", before + roles)
         return {"seconds": done - first, "events_seconds": last_event - first}
 
-    async def one_pod(self, *, namespace: str, name: str, role: str, ip: str,
-                      timeout: float) -> Reply:
+    async def one_pod(self, *, namespace: str, name: str, role: str, ip: str) -> Reply:
         """Create one pod (Pending), set its IP; answer the time from that event until
         the STS stand-in answered the AssumeRole for its (new) role."""
         body = pod_body(namespace=namespace, name=name, index=0, role=role)
@@ -116,8 +115,7 @@ class StandIns:
         self.kube.create(PODS, body, namespace=namespace, keep_status=False)
         event = time.monotonic()
         self.kube.set_pod_status(namespace, name, pod_ip=ip)
-        async with asyncio.timeout(timeout):
-            done = await self._answered(ROLE_BASE_ARN + role, 1)
+        done = await self._answered(ROLE_BASE_ARN + role, 1)
         return {"seconds": done - event}
 
 
@@ -144,9 +142,12 @@ async def _serve(args: argparse.Namespace) -> None:
             name = command.pop("cmd")
             if name == "quit":
                 break
+            # "timeout" bounds any command that waits (for the STS stand-in, say)
+            limit = float(command.pop("timeout", _COMMAND_TIMEOUT))
             try:
-                result = handlers[name](**command)
-                reply = await result if asyncio.iscoroutine(result) else result
+                async with asyncio.timeout(limit):
+                    result = handlers[name](**command)
+                    reply = await result if inspect.isawaitable(result) else result
             except Exception as exc:  # report to the parent rather than die silently
                 reply = {"error": f"{type(exc).__name__}: {exc}"}
             _say(reply)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from bench.control import BenchError, StandInsProcess
 from bench.report import Figure, print_table
-from kiam.k8s.client import KubeClient
+from kiam.k8s.client import KubeClient, Params
 from kiam.k8s.pod_cache import PODS_PATH, PodCache
 
 NAMESPACE = "bench"
@@ -52,7 +52,7 @@ async def _kiam_round(cache: PodCache, *, sentinel: str) -> float:
 
 
 async def _baseline_round(client: KubeClient, *, since: int, events: int) -> float:
-    params = {"resourceVersion": str(since), "allowWatchBookmarks": True,
+    params: Params = {"resourceVersion": str(since), "allowWatchBookmarks": True,
               "timeoutSeconds": int(_TIMEOUT)}
     seen = 0
     start = time.perf_counter()
