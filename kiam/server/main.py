@@ -68,7 +68,7 @@ def run_server(settings: ServerSettings, *, statsd: str = "", **_: object) -> in
     try:
         return asyncio.run(serve(settings))
     except StartupError as exc:
-        log.error("kiam server cannot start: %s", exc)
+        log.error("kiam server cannot start: %s", " ".join(str(exc).split()))
         return 1
     except KeyboardInterrupt:
         return 130
@@ -170,6 +170,10 @@ async def _kube_client(settings: ServerSettings) -> KubeClient:
         return await KubeClient.create(settings.kubeconfig)
     except KubeError as exc:
         raise StartupError(str(exc)) from None
+    except Exception as exc:
+        # e.g. yaml.YAMLError from a kubeconfig that is not YAML: still one line, exit 1
+        source = settings.kubeconfig or "in-cluster service account"
+        raise StartupError(f"cannot load Kubernetes configuration from {source}: {exc}") from None
 
 
 async def _sts_gateway(settings: ServerSettings) -> StsGateway:
@@ -268,20 +272,29 @@ async def _serve_grpc(
     in-flight RPCs, so they still get a short grace).
     """
     grace = GRACE
+    marker = asyncio.create_task(_mark_serving(health, ready), name="grpc-health-serving")
     try:
-        for event in ready:
-            await event.wait()
-        for name in ("", SERVICE_NAME):
-            await health.set(name, health_pb2.HealthCheckResponse.SERVING)
-        log.info("caches synced; serving")
         await draining.wait()
     except asyncio.CancelledError:
         grace = 1.0
         raise
     finally:
+        marker.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await marker
         service.draining = True
         await asyncio.shield(_drain(server, health, grace=grace))
         stop()
+
+
+async def _mark_serving(
+    health: health_aio.HealthServicer, ready: tuple[asyncio.Event, ...]
+) -> None:
+    for event in ready:
+        await event.wait()
+    for name in ("", SERVICE_NAME):
+        await health.set(name, health_pb2.HealthCheckResponse.SERVING)
+    log.info("caches synced; serving")
 
 
 async def _drain(server: aio.Server, health: health_aio.HealthServicer, *, grace: float) -> None:
