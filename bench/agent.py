@@ -35,7 +35,7 @@ class AgentSizes:
     rounds: int
 
 
-FULL = AgentSizes(concurrency=(16, 64), requests=4000, rounds=2)
+FULL = AgentSizes(concurrency=(16, 64), requests=5000, rounds=3)
 QUICK = AgentSizes(concurrency=(16,), requests=200, rounds=1)
 
 
