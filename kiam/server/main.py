@@ -112,6 +112,9 @@ async def serve(settings: ServerSettings) -> int:
             policy=policy,
         )
         health = health_aio.HealthServicer()
+        # grpcio's servicer starts with "" SERVING; nothing is served until the caches sync
+        for name in ("", SERVICE_NAME):
+            await health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
         server, address = _grpc_server(settings, service=service, health=health)
         await _start(server, address)
 

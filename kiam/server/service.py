@@ -197,6 +197,10 @@ class KiamService(kiam_pb2_grpc.KiamServiceServicer):
             if pod is None:
                 budget = self._budget(context)
                 if budget > 0:
+                    log.debug(
+                        "waiting for a pod with this IP",
+                        extra={"fields": {"pod.ip": ip, "wait": round(budget, 3)}},
+                    )
                     pod = await self._pods.wait_for_ip(ip, timeout=budget)
         except AmbiguousPodIP as exc:
             log.warning("ambiguous pod IP: %s", exc, extra={"fields": {"pod.ip": ip}})

@@ -1,0 +1,386 @@
+"""The real ``kiam server`` process over real gRPC with mTLS, against the Kubernetes
+emulator and the STS stand-in (both in this process). See kiam/testing/processes.py."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+import grpc
+import pytest
+from grpc import aio
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from kiam.certs import CertPaths
+from kiam.testing.processes import (
+    BASE_ARN,
+    KiamProcess,
+    ServerStack,
+    kiam_env,
+    server_stack,
+    start_server,
+)
+from kiam.wire import kiam_pb2
+from kiam.wire.credentials import parse_timestamp
+
+PERMITTED = "iam.amazonaws.com/permitted"
+ROLE = "iam.amazonaws.com/role"
+
+
+@pytest.fixture
+async def stack(tmp_path: Path, certs: CertPaths) -> AsyncIterator[ServerStack]:
+    async with server_stack(tmp_path, certs=certs, namespaces={"team": BASE_ARN + ".*"}) as s:
+        yield s
+
+
+async def role_of(stack: ServerStack, ip: str, *, timeout: float = 3.0) -> str:  # noqa: ASYNC109
+    answer = await stack.stub().GetPodRole(kiam_pb2.GetPodRoleRequest(ip=ip), timeout=timeout)
+    return answer.name
+
+
+async def creds_of(
+    stack: ServerStack,
+    ip: str,
+    role: str,
+    *,
+    timeout: float = 5.0,  # noqa: ASYNC109
+) -> kiam_pb2.Credentials:
+    request = kiam_pb2.GetPodCredentialsRequest(ip=ip, role=role)
+    return await stack.stub().GetPodCredentials(request, timeout=timeout)
+
+
+async def status_of(call: Awaitable[object]) -> grpc.StatusCode:
+    try:
+        await call
+    except aio.AioRpcError as exc:
+        return exc.code()
+    return grpc.StatusCode.OK
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], *, attempts: int = 200) -> None:
+    """Re-check (every 50 ms) a condition that depends on the server catching up."""
+    for _ in range(attempts):
+        if await check():
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError("condition never held")
+
+
+def add_pod(stack: ServerStack, name: str, ip: str | None, role: str = "reader") -> None:
+    stack.kube.create_pod("team", name, ip=ip, annotations={ROLE: role} if role else None)
+
+
+async def test_role_lookup_and_credentials(stack: ServerStack) -> None:
+    add_pod(stack, "web", "10.1.0.5", role="reader")
+    add_pod(stack, "plain", "10.1.0.6", role="")
+    assert await role_of(stack, "10.1.0.5") == "reader"
+    assert await role_of(stack, "10.1.0.6") == ""
+
+    answer = await creds_of(stack, "10.1.0.5", "reader")
+    assert answer.code == "Success"
+    assert answer.type == "AWS-HMAC"
+    assert answer.access_key_id
+    assert answer.secret_access_key
+    assert answer.token
+    assert parse_timestamp(answer.expiration) > parse_timestamp(answer.last_updated)
+    assert answer.expiration.endswith("Z")
+    calls = [c for c in stack.sts.calls if c.successful]
+    assert {(c.role_arn, c.session_name) for c in calls} == {(BASE_ARN + "reader", "kiam-kiam")}
+    # the full ARN is accepted too, and the answer comes from the cache
+    again = await creds_of(stack, "10.1.0.5", BASE_ARN + "reader")
+    assert again.access_key_id == answer.access_key_id
+    # the access key id is logged, the secret and the token never
+    await stack.server.wait_for_log(answer.access_key_id)
+    assert not any(answer.secret_access_key in line for line in stack.server.logs)
+    assert not any(answer.token in line for line in stack.server.logs)
+
+
+async def test_unknown_ip_is_not_found(stack: ServerStack) -> None:
+    status = await status_of(role_of(stack, "10.1.9.9", timeout=0.5))
+    assert status == grpc.StatusCode.NOT_FOUND
+
+
+async def test_denial_records_an_event(stack: ServerStack) -> None:
+    stack.kube.create_namespace("locked", annotations={PERMITTED: BASE_ARN + "other"})
+    stack.kube.create_pod("locked", "api", ip="10.1.0.7", annotations={ROLE: "reader"})
+    status = await status_of(creds_of(stack, "10.1.0.7", "reader"))
+    assert status == grpc.StatusCode.PERMISSION_DENIED
+    # asking for a role that is not the pod's is denied too
+    add_pod(stack, "web", "10.1.0.8", role="reader")
+    assert (
+        await status_of(creds_of(stack, "10.1.0.8", "admin")) == grpc.StatusCode.PERMISSION_DENIED
+    )
+
+    await stack.kube.wait_for(
+        lambda: len(stack.kube.events(reason="KiamRoleForbidden")) >= 2, timeout=10
+    )
+    events = stack.kube.events(reason="KiamRoleForbidden")
+    assert {(e["involvedObject"]["namespace"], e["involvedObject"]["name"]) for e in events} == {
+        ("locked", "api"),
+        ("team", "web"),
+    }
+    assert all(e["type"] == "Warning" for e in events)
+    assert stack.sts.assume_role_calls(BASE_ARN + "admin") == 0
+
+
+async def test_wait_for_pod(tmp_path: Path, certs: CertPaths) -> None:
+    namespaces = {"team": ".*"}
+    async with server_stack(
+        tmp_path, certs=certs, namespaces=namespaces, server_args=("--level", "debug")
+    ) as stack:
+        stack.kube.create_pod("team", "late", annotations={ROLE: "reader"})  # no IP yet
+        request = asyncio.create_task(creds_of(stack, "10.1.0.30", "reader", timeout=10))
+        await stack.server.wait_for_log(r"waiting for a pod with this IP.*10\.1\.0\.30")
+        stack.kube.set_pod_status("team", "late", pod_ip="10.1.0.30")
+        answer = await request
+        assert answer.code == "Success"
+
+
+async def test_ip_reuse_gives_the_new_pods_role(stack: ServerStack) -> None:
+    add_pod(stack, "a", "10.1.0.40", role="role-a")
+    assert await role_of(stack, "10.1.0.40") == "role-a"
+    stack.kube.delete_pod("team", "a", grace_period=0)
+    assert stack.kube.find("pods", "team", "a") is None
+
+    async def gone() -> bool:
+        return await status_of(role_of(stack, "10.1.0.40", timeout=0.3)) == (
+            grpc.StatusCode.NOT_FOUND
+        )
+
+    await eventually(gone)
+    add_pod(stack, "b", "10.1.0.40", role="role-b")
+    assert await role_of(stack, "10.1.0.40") == "role-b"
+    denied = await status_of(creds_of(stack, "10.1.0.40", "role-a"))
+    assert denied == grpc.StatusCode.PERMISSION_DENIED
+    answer = await creds_of(stack, "10.1.0.40", "role-b")
+    assert answer.code == "Success"
+    assert stack.sts.successful_assume_role_calls(BASE_ARN + "role-b") >= 1
+
+
+async def test_cold_start_1000_pods_50_roles_cost_50_calls(stack: ServerStack) -> None:
+    roles = [f"role-{n}" for n in range(50)]
+    ips = {f"10.2.{n // 250}.{n % 250 + 1}": roles[n % 50] for n in range(1000)}
+    for n, (ip, role) in enumerate(ips.items()):
+        add_pod(stack, f"pod-{n}", ip, role=role)
+    async with asyncio.timeout(30):
+        await stack.sts.wait_for_calls(50)
+    limit = asyncio.Semaphore(50)
+
+    async def fetch(ip: str, role: str) -> str:
+        async with limit:
+            return (await creds_of(stack, ip, role, timeout=10)).access_key_id
+
+    keys = await asyncio.gather(*(fetch(ip, role) for ip, role in ips.items()))
+    assert len(set(keys)) == 50
+    assert stack.sts.assume_role_calls() == 50
+    assert {c.role_arn for c in stack.sts.calls} == {BASE_ARN + r for r in roles}
+
+
+async def test_refresh_ahead_of_expiry(tmp_path: Path, certs: CertPaths) -> None:
+    args = ("--session-duration", "15m", "--session-refresh", "14m59s")
+    async with server_stack(
+        tmp_path, certs=certs, namespaces={"team": ".*"}, server_args=args
+    ) as stack:
+        add_pod(stack, "web", "10.1.0.50", role="reader")
+        first = await creds_of(stack, "10.1.0.50", "reader")
+        arn = BASE_ARN + "reader"
+        # a key in use is refreshed without anyone asking
+        async with asyncio.timeout(15):
+            await stack.sts.wait_for_calls(2, role_arn=arn)
+        second: list[str] = []
+
+        async def changed() -> bool:
+            answer = await creds_of(stack, "10.1.0.50", "reader")
+            second.append(answer.access_key_id)
+            return answer.access_key_id != first.access_key_id
+
+        await eventually(changed)
+        assert stack.sts.successful_assume_role_calls(arn) >= 2
+
+
+async def test_throttling_is_retried(stack: ServerStack) -> None:
+    arn = BASE_ARN + "throttled"
+    stack.sts.queue_fault("throttling", count=2, role_arn=arn)
+    add_pod(stack, "web", "10.1.0.60", role="throttled")
+    answer = await creds_of(stack, "10.1.0.60", "throttled", timeout=10)
+    assert answer.code == "Success"
+    assert stack.sts.faulted_assume_role_calls(arn) == 2
+    assert stack.sts.successful_assume_role_calls(arn) == 1
+    assert stack.sts.assume_role_calls(arn) == 3
+
+
+async def test_access_denied_is_internal_with_an_event(stack: ServerStack) -> None:
+    arn = BASE_ARN + "forbidden"
+    stack.sts.queue_fault("access-denied", count=10, role_arn=arn)
+    add_pod(stack, "web", "10.1.0.61", role="forbidden")
+    status = await status_of(creds_of(stack, "10.1.0.61", "forbidden", timeout=10))
+    assert status == grpc.StatusCode.INTERNAL
+    await stack.kube.wait_for(
+        lambda: bool(stack.kube.events("team", reason="KiamCredentialError")), timeout=10
+    )
+
+
+async def test_watch_dropped_and_410_leave_no_stale_entry(stack: ServerStack) -> None:
+    add_pod(stack, "old", "10.1.0.70", role="reader")
+    assert await role_of(stack, "10.1.0.70") == "reader"
+    lists_before = stack.kube.request_count("GET", "/api/v1/pods", watch=False)
+    # during the gap: the pod goes, a new one comes, and the history is compacted
+    assert stack.kube.drop_watches("pods") >= 1
+    stack.kube.delete_pod("team", "old", grace_period=0)
+    add_pod(stack, "new", "10.1.0.71", role="writer")
+    stack.kube.compact()
+    # the server's re-watch gets 410 and re-lists
+    await stack.kube.wait_for_requests(lists_before + 1, "GET", "/api/v1/pods", watch=False)
+    await stack.kube.wait_for_watchers(1, "pods")
+    assert await role_of(stack, "10.1.0.71") == "writer"
+    status = await status_of(role_of(stack, "10.1.0.70", timeout=0.5))
+    assert status == grpc.StatusCode.NOT_FOUND
+
+
+async def test_client_without_certificate_is_refused(stack: ServerStack) -> None:
+    ca = stack.certs.ca.read_bytes()
+    channel = stack.channel(grpc.ssl_channel_credentials(root_certificates=ca))
+    stub = health_pb2_grpc.HealthStub(channel)
+    with pytest.raises(aio.AioRpcError) as caught:
+        await stub.Check(health_pb2.HealthCheckRequest(), timeout=3)
+    assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+    # the same server answers a client with the agent certificate
+    answer = await stack.stub().GetHealth(kiam_pb2.GetHealthRequest(), timeout=3)
+    assert answer.message == "ok"
+
+
+async def test_health_reports_not_serving_while_the_api_fails(
+    tmp_path: Path, certs: CertPaths
+) -> None:
+    from kiam.testing.kube import KubeEmulator
+    from kiam.testing.sts import StsStandIn
+
+    async with KubeEmulator() as kube, StsStandIn() as sts:
+        kube.inject_fault(method="GET", path=r"^/api/v1/pods$", status=500, times=10_000)
+        server = await start_server(
+            kubeconfig=kube.write_kubeconfig(tmp_path / "kubeconfig"),
+            sts_url=sts.url,
+            certs=certs,
+        )
+        async with server:
+            await kube.wait_for_requests(1, "GET", "/api/v1/pods", watch=False)
+            channel = aio.secure_channel(
+                server.address,
+                grpc.ssl_channel_credentials(
+                    root_certificates=certs.ca.read_bytes(),
+                    private_key=certs.agent_key.read_bytes(),
+                    certificate_chain=certs.agent_cert.read_bytes(),
+                ),
+            )
+            async with channel:
+                health = health_pb2_grpc.HealthStub(channel)
+                for service in ("", "kiam.KiamService"):
+                    answer = await health.Check(
+                        health_pb2.HealthCheckRequest(service=service), timeout=3
+                    )
+                    assert answer.status == health_pb2.HealthCheckResponse.NOT_SERVING
+                kiam = kiam_pb2.GetHealthRequest()
+                from kiam.wire import kiam_pb2_grpc
+
+                status = await status_of(
+                    kiam_pb2_grpc.KiamServiceStub(channel).GetHealth(kiam, timeout=3)
+                )
+                assert status == grpc.StatusCode.UNAVAILABLE
+
+                watch = health.Watch(health_pb2.HealthCheckRequest(service=""))
+                first = await watch.read()
+                assert first.status == health_pb2.HealthCheckResponse.NOT_SERVING
+                kube.clear_faults()
+                second = await watch.read()
+                assert second.status == health_pb2.HealthCheckResponse.SERVING
+                watch.cancel()
+
+
+async def test_kiam_health_command(stack: ServerStack) -> None:
+    tls = stack.agent_tls
+    probe = await KiamProcess.start(
+        [
+            "health",
+            "--server-address",
+            stack.server.address,
+            "--cert",
+            tls.cert,
+            "--key",
+            tls.key,
+            "--ca",
+            tls.ca,
+            "--timeout",
+            "5s",
+        ],
+        env=kiam_env(),
+    )
+    assert await probe.wait(timeout=30) == 0, probe.log_tail()
+
+
+async def test_sigterm_drains_and_exits_zero(stack: ServerStack) -> None:
+    add_pod(stack, "web", "10.1.0.80", role="reader")
+    assert await role_of(stack, "10.1.0.80") == "reader"
+    assert await stack.server.stop() == 0
+    assert stack.server.count_logs("received SIGTERM") == 1
+    assert stack.server.count_logs("gRPC server stopped") == 1
+
+
+async def test_port_taken_is_one_line_and_exit_1(tmp_path: Path, certs: CertPaths) -> None:
+    from kiam.testing.kube import KubeEmulator
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        async with KubeEmulator() as kube:
+            process = await KiamProcess.start(
+                [
+                    "server",
+                    "--bind",
+                    f"127.0.0.1:{port}",
+                    "--kubeconfig",
+                    str(kube.write_kubeconfig(tmp_path / "kubeconfig")),
+                    "--role-base-arn",
+                    BASE_ARN,
+                    "--sts-endpoint",
+                    "http://127.0.0.1:9",
+                    "--cert",
+                    str(certs.server_cert),
+                    "--key",
+                    str(certs.server_key),
+                    "--ca",
+                    str(certs.ca),
+                ]
+            )
+            assert await process.wait(timeout=30) == 1
+    errors = [line for line in process.logs if "cannot start" in line]
+    assert len(errors) == 1, process.logs
+    assert f"127.0.0.1:{port}" in errors[0]
+    assert not any("Traceback" in line for line in process.logs)
+
+
+async def test_bad_kubeconfig_is_one_line_and_exit_1(tmp_path: Path, certs: CertPaths) -> None:
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text("clusters: [\n")
+    process = await KiamProcess.start(
+        [
+            "server",
+            "--bind",
+            "127.0.0.1:0",
+            "--kubeconfig",
+            str(kubeconfig),
+            "--role-base-arn",
+            BASE_ARN,
+            "--cert",
+            str(certs.server_cert),
+            "--key",
+            str(certs.server_key),
+            "--ca",
+            str(certs.ca),
+        ]
+    )
+    assert await process.wait(timeout=30) == 1
+    assert len(process.logs) == 1, process.logs
+    assert "cannot load Kubernetes configuration" in process.logs[0]
