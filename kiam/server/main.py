@@ -45,7 +45,7 @@ from kiam.k8s.namespace_cache import NamespaceCache
 from kiam.k8s.pod_cache import PodCache
 from kiam.server.metrics import ServerMetrics
 from kiam.server.policy import Policy
-from kiam.server.service import KiamService
+from kiam.server.service import NAMESPACE_WAIT, KiamService
 from kiam.server.settings import ServerSettings
 from kiam.wire import kiam_pb2_grpc
 
@@ -317,7 +317,12 @@ async def prefetch(
     await namespaces.synced.wait()
     while True:
         pod = await pods.announcements.get()
-        key = policy.key_for(pod=pod, permitted=namespaces.permitted(pod.namespace))
+        permitted = namespaces.permitted(pod.namespace)
+        if permitted is None:
+            # the two watches are independent: a new namespace may trail its first pod
+            info = await namespaces.wait_for_namespace(pod.namespace, timeout=NAMESPACE_WAIT)
+            permitted = info.permitted if info is not None else None
+        key = policy.key_for(pod=pod, permitted=permitted)
         if key is not None:
             credentials.prefetch(key)
 
@@ -325,11 +330,18 @@ async def prefetch(
 def _keys_in_use(
     *, pods: PodCache, namespaces: NamespaceCache, policy: Policy
 ) -> set[CredentialKey]:
+    """Keys of the live pods the policy would serve. Pods share a handful of
+    (namespace, role, session, external id) combinations, so each is decided once."""
     keys: set[CredentialKey] = set()
+    decided: dict[tuple[str, str, str, str], CredentialKey | None] = {}
     for pod in pods.live_pods():
-        if pod.host_network:
+        if pod.host_network or not pod.role:
             continue
-        key = policy.key_for(pod=pod, permitted=namespaces.permitted(pod.namespace))
+        combination = (pod.namespace, pod.role, pod.session_name, pod.external_id)
+        if combination not in decided:
+            permitted = namespaces.permitted(pod.namespace)
+            decided[combination] = policy.key_for(pod=pod, permitted=permitted)
+        key = decided[combination]
         if key is not None:
             keys.add(key)
     return keys
