@@ -60,7 +60,7 @@ STOP_TIMEOUT = 10.0
 READY_TIMEOUT = 30.0
 """Seconds a process gets to say it is serving (start-up imports are slow on busy CI)."""
 
-_SERVING = re.compile(r"serving on (\S+)")
+_SERVING = re.compile(r"serving on ([^\s\"]+)")  # text or --json-log
 
 
 class ProcessError(Exception):

@@ -8,7 +8,9 @@ import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
+import aiohttp
 import grpc
+import orjson
 import pytest
 from grpc import aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -384,3 +386,47 @@ async def test_bad_kubeconfig_is_one_line_and_exit_1(tmp_path: Path, certs: Cert
     assert await process.wait(timeout=30) == 1
     assert len(process.logs) == 1, process.logs
     assert "cannot load Kubernetes configuration" in process.logs[0]
+
+
+def free_port() -> int:
+    # /metrics is only told "host:port"; a just-closed ephemeral port is free in practice
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+async def test_metrics_and_json_logs(tmp_path: Path, certs: CertPaths) -> None:
+    metrics = f"127.0.0.1:{free_port()}"
+    args = ("--json-log", "--prometheus-listen-addr", metrics)
+    async with server_stack(
+        tmp_path, certs=certs, namespaces={"team": ".*"}, server_args=args
+    ) as stack:
+        add_pod(stack, "web", "10.1.0.90", role="reader")
+        answer = await creds_of(stack, "10.1.0.90", "reader")
+        assert await status_of(role_of(stack, "10.1.0.91", timeout=0.3)) == (
+            grpc.StatusCode.NOT_FOUND
+        )
+        await stack.server.wait_for_log("serving metrics")
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(f"http://{metrics}/metrics") as response,
+        ):
+            assert response.status == 200
+            text = await response.text()
+        assert (
+            'grpc_server_handled_total{grpc_code="OK",grpc_method="GetPodCredentials",'
+            'grpc_service="kiam.KiamService",grpc_type="unary"} 1.0' in text
+        )
+        assert 'grpc_code="NotFound",grpc_method="GetPodRole"' in text
+        assert "grpc_server_started_total{" in text
+        assert "kiam_sts_cache_hit_total" in text or "kiam_sts_cache_miss_total" in text
+
+        line = await stack.server.wait_for_log('"issued credentials"')
+        doc = orjson.loads(line)
+        assert doc["pod.namespace"] == "team"
+        assert doc["pod.name"] == "web"
+        assert doc["access.key.id"] == answer.access_key_id
+        for raw in stack.server.logs:
+            orjson.loads(raw)  # every line is one JSON object
+            assert answer.secret_access_key not in raw
