@@ -161,6 +161,29 @@ async def test_ip_reuse_gives_the_new_pods_role(stack: ServerStack) -> None:
     assert stack.sts.successful_assume_role_calls(BASE_ARN + "role-b") >= 1
 
 
+async def test_ip_claimed_by_pods_with_different_roles_is_refused(stack: ServerStack) -> None:
+    add_pod(stack, "x", "10.1.0.45", role="role-x")
+    add_pod(stack, "y", "10.1.0.45", role="role-y")
+
+    async def refused() -> bool:
+        status = await status_of(role_of(stack, "10.1.0.45"))
+        return status == grpc.StatusCode.FAILED_PRECONDITION
+
+    await eventually(refused)
+    status = await status_of(creds_of(stack, "10.1.0.45", "role-x"))
+    assert status == grpc.StatusCode.FAILED_PRECONDITION
+    # once one of them finishes, the other owns the IP again
+    stack.kube.set_pod_status("team", "x", phase="Succeeded")
+
+    async def owned_by_y() -> bool:
+        try:
+            return await role_of(stack, "10.1.0.45") == "role-y"
+        except aio.AioRpcError:
+            return False
+
+    await eventually(owned_by_y)
+
+
 async def test_cold_start_1000_pods_50_roles_cost_50_calls(stack: ServerStack) -> None:
     roles = [f"role-{n}" for n in range(50)]
     ips = {f"10.2.{n // 250}.{n % 250 + 1}": roles[n % 50] for n in range(1000)}
