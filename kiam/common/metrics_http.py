@@ -9,7 +9,7 @@ import logging
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
 
-from kiam.common.net import split_host_port
+from kiam.common.net import join_host_port, split_host_port
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +32,9 @@ async def serve_metrics(listen_addr: str, registry: CollectorRegistry = REGISTRY
     try:
         site = web.TCPSite(runner, host or None, port)
         await site.start()
-        log.info("serving metrics", extra={"fields": {"address": listen_addr}})
+        # the bound address, so ":0" (tests) tells which port it got
+        bound = ", ".join(join_host_port(a[0], a[1]) for a in runner.addresses)
+        log.info("serving metrics on %s", bound, extra={"fields": {"address": bound}})
         await asyncio.Event().wait()
     finally:
         with contextlib.suppress(Exception):

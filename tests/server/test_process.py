@@ -411,17 +411,8 @@ async def test_bad_kubeconfig_is_one_line_and_exit_1(tmp_path: Path, certs: Cert
     assert "cannot load Kubernetes configuration" in process.logs[0]
 
 
-def free_port() -> int:
-    # /metrics is only told "host:port"; a just-closed ephemeral port is free in practice
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
 async def test_metrics_and_json_logs(tmp_path: Path, certs: CertPaths) -> None:
-    metrics = f"127.0.0.1:{free_port()}"
-    args = ("--json-log", "--prometheus-listen-addr", metrics)
+    args = ("--json-log", "--prometheus-listen-addr", "127.0.0.1:0")
     async with server_stack(
         tmp_path, certs=certs, namespaces={"team": ".*"}, server_args=args
     ) as stack:
@@ -430,18 +421,28 @@ async def test_metrics_and_json_logs(tmp_path: Path, certs: CertPaths) -> None:
         assert await status_of(role_of(stack, "10.1.0.91", timeout=0.3)) == (
             grpc.StatusCode.NOT_FOUND
         )
-        await stack.server.wait_for_log("serving metrics")
-        async with (
-            aiohttp.ClientSession() as session,
-            session.get(f"http://{metrics}/metrics") as response,
-        ):
-            assert response.status == 200
-            text = await response.text()
+        serving = orjson.loads(await stack.server.wait_for_log("serving metrics on"))
+        metrics = serving["address"]
+        not_found = 'grpc_code="NotFound",grpc_method="GetPodRole"'
+        text = ""
+
+        async def scraped() -> bool:
+            # grpc.aio's abort() sends the status before the handler's frame unwinds,
+            # so the client can see NOT_FOUND a moment before the counter moves
+            nonlocal text
+            async with (
+                aiohttp.ClientSession() as session,
+                session.get(f"http://{metrics}/metrics") as response,
+            ):
+                assert response.status == 200
+                text = await response.text()
+            return not_found in text
+
+        await eventually(scraped)
         assert (
             'grpc_server_handled_total{grpc_code="OK",grpc_method="GetPodCredentials",'
             'grpc_service="kiam.KiamService",grpc_type="unary"} 1.0' in text
         )
-        assert 'grpc_code="NotFound",grpc_method="GetPodRole"' in text
         assert "grpc_server_started_total{" in text
         assert "kiam_sts_cache_hit_total" in text or "kiam_sts_cache_miss_total" in text
 
