@@ -4,6 +4,7 @@ emulator and the STS stand-in (both in this process). See kiam/testing/processes
 from __future__ import annotations
 
 import asyncio
+import signal
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -350,6 +351,22 @@ async def test_sigterm_drains_and_exits_zero(stack: ServerStack) -> None:
     assert await stack.server.stop() == 0
     assert stack.server.count_logs("received SIGTERM") == 1
     assert stack.server.count_logs("gRPC server stopped") == 1
+
+
+async def test_sigterm_lets_in_flight_requests_finish(tmp_path: Path, certs: CertPaths) -> None:
+    async with server_stack(
+        tmp_path, certs=certs, namespaces={"team": ".*"}, server_args=("--level", "debug")
+    ) as stack:
+        stack.kube.create_pod("team", "late", annotations={ROLE: "reader"})  # no IP yet
+        request = asyncio.create_task(role_of(stack, "10.1.0.85", timeout=4))
+        await stack.server.wait_for_log(r"waiting for a pod with this IP.*10\.1\.0\.85")
+        stack.server.signal(signal.SIGTERM)
+        await stack.server.wait_for_log("received SIGTERM")
+        # the caches keep running while the server drains, so the wait still succeeds
+        stack.kube.set_pod_status("team", "late", pod_ip="10.1.0.85")
+        assert await request == "reader"
+        assert await stack.server.wait() == 0
+        assert stack.server.count_logs("gRPC server stopped") == 1
 
 
 async def test_port_taken_is_one_line_and_exit_1(tmp_path: Path, certs: CertPaths) -> None:
