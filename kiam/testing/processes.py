@@ -242,7 +242,10 @@ async def start_server(
     args: Sequence[str] = (),
     env: Mapping[str, str] | None = None,
 ) -> ServerProcess:
-    """Start ``kiam server`` and wait until it listens (port 0 picks a free port)."""
+    """Start ``kiam server`` and wait until it listens (port 0 picks a free port).
+
+    ``base_arn=""`` leaves ``--role-base-arn`` out (pass ``--role-base-arn-autodetect``
+    in ``args`` then)."""
     argv = [
         "server",
         "--bind",
@@ -251,8 +254,7 @@ async def start_server(
         str(kubeconfig),
         "--sts-endpoint",
         sts_url,
-        "--role-base-arn",
-        base_arn,
+        *(("--role-base-arn", base_arn) if base_arn else ()),
         "--cert",
         str(certs.server_cert),
         "--key",

@@ -13,6 +13,7 @@ import aiohttp
 import grpc
 import orjson
 import pytest
+from aiohttp import web
 from grpc import aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
@@ -471,3 +472,36 @@ async def test_metrics_and_json_logs(tmp_path: Path, certs: CertPaths) -> None:
         for raw in stack.server.logs:
             orjson.loads(raw)  # every line is one JSON object
             assert answer.secret_access_key not in raw
+
+
+async def test_role_base_arn_autodetect(tmp_path: Path, certs: CertPaths) -> None:
+    profile = "arn:aws:iam::210987654321:instance-profile/nodes"
+
+    async def info(_: web.Request) -> web.Response:
+        return web.json_response({"Code": "Success", "InstanceProfileArn": profile})
+
+    async def token(_: web.Request) -> web.Response:
+        return web.Response(text="imds-token")
+
+    app = web.Application()
+    app.router.add_get("/latest/meta-data/iam/info", info)
+    app.router.add_put("/latest/api/token", token)
+    runner = web.AppRunner(app, handle_signals=False, access_log=None)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        host, port = runner.addresses[0][:2]
+        args = ("--role-base-arn-autodetect", "--metadata-endpoint", f"http://{host}:{port}")
+        async with server_stack(
+            tmp_path, certs=certs, base_arn="", server_args=args, namespaces={"team": ".*"}
+        ) as stack:
+            await stack.server.wait_for_log("detected role base ARN")
+            add_pod(stack, "web", "10.1.0.95", role="reader")
+            answer = await creds_of(stack, "10.1.0.95", "reader")
+            assert answer.code == "Success"
+            assert [c.role_arn for c in stack.sts.calls] == [
+                "arn:aws:iam::210987654321:role/reader"
+            ]
+    finally:
+        await runner.cleanup()
