@@ -19,10 +19,11 @@ API::
     # stand-ins stopped.
 
 ``server_stack(directory, *, certs=None, base_arn=BASE_ARN, server_args=(),
-namespaces=None, wait_synced=True, env=None)``:
+namespaces=None, wait_synced=True, env=None, kube=None, sts=None)``:
 ``namespaces`` maps name -> ``iam.amazonaws.com/permitted`` (created before the server
-starts); ``wait_synced`` waits for the server's "caches synced" log line (its
-grpc.health.v1 is SERVING from then on).
+starts); ``kube=``/``sts=`` reuse running stand-ins (left running); ``wait_synced``
+waits for the server's "caches synced" log line (its grpc.health.v1 is SERVING from then
+on); ``base_arn=""`` leaves ``--role-base-arn`` out.
 
 Lower level: ``start_server(kubeconfig=..., sts_url=..., certs=..., ...) -> ServerProcess``
 and ``KiamProcess.start(argv, env=...)`` for any other subcommand (the agent suite starts
@@ -314,11 +315,21 @@ async def server_stack(
     namespaces: Mapping[str, str] | None = None,
     wait_synced: bool = True,
     env: Mapping[str, str] | None = None,
+    kube: KubeEmulator | None = None,
+    sts: StsStandIn | None = None,
 ) -> AsyncIterator[ServerStack]:
-    """Kubernetes emulator + STS stand-in + certificates + a ``kiam server`` process."""
+    """Kubernetes emulator + STS stand-in + certificates + a ``kiam server`` process.
+
+    A running ``kube`` or ``sts`` passed in is used (and left running) instead of a new
+    one, e.g. to run several servers against one cluster.
+    """
     root = Path(directory)  # must exist (pytest's tmp_path)
     paths = certs or await make_certs(root / "certs")
-    async with KubeEmulator() as kube, StsStandIn() as sts:
+    async with contextlib.AsyncExitStack() as owned:
+        if kube is None:
+            kube = await owned.enter_async_context(KubeEmulator())
+        if sts is None:
+            sts = await owned.enter_async_context(StsStandIn())
         for name, permitted in (namespaces or {}).items():
             kube.create_namespace(name, annotations={"iam.amazonaws.com/permitted": permitted})
         kubeconfig = kube.write_kubeconfig(root / "kubeconfig")
