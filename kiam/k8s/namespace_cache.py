@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from typing import NoReturn
 
 from kiam.k8s.client import KubeClient
 from kiam.k8s.model import NamespaceInfo, namespace_info_from_json
+from kiam.k8s.waiters import KeyedWaiters
 from kiam.k8s.watching import DELETED, Backoff, ListWatch
 
 log = logging.getLogger(__name__)
@@ -31,7 +31,7 @@ class NamespaceCache:
         self.synced = asyncio.Event()
         """Set once the first full list is in."""
         self._namespaces: dict[str, NamespaceInfo] = {}
-        self._waiters: dict[str, list[asyncio.Future[None]]] = {}
+        self._waiters = KeyedWaiters()
         self.watch = ListWatch(
             client,
             path=NAMESPACES_PATH,
@@ -65,42 +65,18 @@ class NamespaceCache:
         timeout: float,  # noqa: ASYNC109
     ) -> NamespaceInfo | None:
         """The namespace, waiting up to ``timeout`` seconds for the watch to deliver it."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while (info := self._namespaces.get(name)) is None:
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                return None
-            waiter: asyncio.Future[None] = loop.create_future()
-            self._waiters.setdefault(name, []).append(waiter)
-            try:
-                async with asyncio.timeout(remaining):
-                    await waiter
-            except TimeoutError:
-                return self._namespaces.get(name)
-            finally:
-                waiters = self._waiters.get(name)
-                if waiters is not None:
-                    with contextlib.suppress(ValueError):
-                        waiters.remove(waiter)
-                    if not waiters:
-                        del self._waiters[name]
-        return info
-
-    def _wake(self, name: str) -> None:
-        for waiter in self._waiters.pop(name, ()):
-            if not waiter.done():
-                waiter.set_result(None)
+        return await self._waiters.wait_for(
+            name, lambda: self._namespaces.get(name), timeout=timeout
+        )
 
     def _apply(self, kind: str, info: NamespaceInfo) -> None:
         if kind == DELETED:
             self._namespaces.pop(info.name, None)
             return
         self._namespaces[info.name] = info
-        self._wake(info.name)
+        self._waiters.wake([info.name])
 
     def _replace(self, namespaces: list[NamespaceInfo]) -> None:
         self._namespaces = {info.name: info for info in namespaces}
-        for name in [name for name in self._waiters if name in self._namespaces]:
-            self._wake(name)
+        self._waiters.wake([n for n in self._waiters.waiting_keys() if n in self._namespaces])
         self.synced.set()

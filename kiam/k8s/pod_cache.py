@@ -12,7 +12,6 @@ wakes when a pod with that IP arrives: no polling, bounded by the caller's timeo
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Iterable
 from typing import NoReturn
@@ -22,6 +21,7 @@ from kiam.k8s.client import KubeClient
 from kiam.k8s.metrics import dropped_pods
 from kiam.k8s.model import PodInfo, pod_info_from_json
 from kiam.k8s.ownership import can_own_ip, credential_identity, owner_of_ip
+from kiam.k8s.waiters import KeyedWaiters
 from kiam.k8s.watching import DELETED, Backoff, ListWatch
 
 log = logging.getLogger(__name__)
@@ -79,7 +79,7 @@ class PodCache:
         """Live pods with a role, new or with changed credentials: for prefetch."""
         self._pods: dict[str, PodInfo] = {}
         self._by_ip: dict[str, _Claimants] = {}
-        self._waiters: dict[str, list[asyncio.Future[None]]] = {}
+        self._waiters = KeyedWaiters()
         self.watch = ListWatch(
             client,
             path=PODS_PATH,
@@ -120,39 +120,7 @@ class PodCache:
             ip = normalise_ip(ip)
         except ValueError:
             return None
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while (pod := self.find_by_ip(ip)) is None:
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                return None
-            waiter: asyncio.Future[None] = loop.create_future()
-            self._waiters.setdefault(ip, []).append(waiter)
-            try:
-                async with asyncio.timeout(remaining):
-                    await waiter
-            except TimeoutError:
-                return self.find_by_ip(ip)
-            finally:
-                self._forget(ip, waiter)
-        return pod
-
-    def _forget(self, ip: str, waiter: asyncio.Future[None]) -> None:
-        waiters = self._waiters.get(ip)
-        if waiters is None:
-            return
-        with contextlib.suppress(ValueError):
-            waiters.remove(waiter)
-        if not waiters:
-            del self._waiters[ip]
-
-    def _wake(self, ips: Iterable[str]) -> None:
-        if not self._waiters:
-            return
-        for ip in ips:
-            for waiter in self._waiters.pop(ip, ()):
-                if not waiter.done():
-                    waiter.set_result(None)
+        return await self._waiters.wait_for(ip, lambda: self.find_by_ip(ip), timeout=timeout)
 
     def _announce(self, pod: PodInfo, old: PodInfo | None) -> None:
         if not pod.role:
@@ -175,7 +143,7 @@ class PodCache:
             return
         self._pods[key] = pod
         _index(self._by_ip, pod)
-        self._wake(pod.ips)
+        self._waiters.wake(pod.ips)
         self._announce(pod, old)
 
     def _replace(self, pods: list[PodInfo]) -> None:
@@ -190,7 +158,7 @@ class PodCache:
         gone = len(old_pods.keys() - fresh.keys())
         for key, pod in fresh.items():
             self._announce(pod, old_pods.get(key))
-        self._wake([ip for ip in self._waiters if ip in by_ip])
+        self._waiters.wake([ip for ip in self._waiters.waiting_keys() if ip in by_ip])
         if gone:
             log.info("re-list removed %d pods deleted while the watch was away", gone)
         self.synced.set()
