@@ -7,6 +7,14 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from kiam.common.limits import raise_open_file_limit
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # The suite runs many servers and clients in one process; a normal user's default
+    # soft limit (1024) is too low for that, as it is for the daemons (which raise it too).
+    raise_open_file_limit()
+
 
 @pytest.fixture(autouse=True)
 async def _no_leaked_tasks() -> AsyncIterator[None]:

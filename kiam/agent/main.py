@@ -27,6 +27,7 @@ from kiam.agent.paths import AllowList
 from kiam.agent.proxy import MetadataProxy
 from kiam.agent.settings import AgentSettings
 from kiam.common import logs
+from kiam.common.limits import raise_open_file_limit
 from kiam.common.metrics_http import serve_metrics
 from kiam.common.net import join_host_port
 from kiam.common.supervisor import Supervisor
@@ -45,6 +46,7 @@ class StartupError(Exception):
 def run_agent(settings: AgentSettings, *, statsd: str = "", **_: object) -> int:
     """Entry point called by ``kiam.cli``; returns the exit code."""
     logs.configure(json_log=settings.log.json_log, level=settings.log.level)
+    raise_open_file_limit()
     try:
         if settings.iptables_cleanup:
             return asyncio.run(_cleanup(settings))

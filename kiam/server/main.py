@@ -34,6 +34,7 @@ from kiam.aws.credentials import CredentialKey
 from kiam.aws.errors import AwsError
 from kiam.aws.sts import StsGateway
 from kiam.common import logs
+from kiam.common.limits import raise_open_file_limit
 from kiam.common.metrics_http import serve_metrics
 from kiam.common.net import join_host_port, split_host_port
 from kiam.common.supervisor import Supervisor
@@ -65,6 +66,7 @@ class StartupError(Exception):
 def run_server(settings: ServerSettings, *, statsd: str = "", **_: object) -> int:
     """Entry point of ``kiam server`` (from :mod:`kiam.cli`); returns the exit code."""
     logs.configure(json_log=settings.log.json_log, level=settings.log.level)
+    raise_open_file_limit()
     try:
         return asyncio.run(serve(settings))
     except StartupError as exc:

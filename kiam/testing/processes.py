@@ -283,6 +283,7 @@ class ServerStack:
     server: ServerProcess
     directory: Path
     _channels: list[aio.Channel] = field(default_factory=list)
+    _stub: kiam_pb2_grpc.KiamServiceAsyncStub | None = None
 
     @property
     def agent_tls(self) -> TLSSettings:
@@ -297,10 +298,15 @@ class ServerStack:
         return channel
 
     def stub(self) -> kiam_pb2_grpc.KiamServiceAsyncStub:
-        return kiam_pb2_grpc.KiamServiceStub(self.channel())
+        """A stub on one shared channel with the agent certificate, as an agent holds one
+        (a channel per call would cost a connection and file descriptors per call)."""
+        if self._stub is None:
+            self._stub = kiam_pb2_grpc.KiamServiceStub(self.channel())
+        return self._stub
 
     async def close_channels(self) -> None:
         channels, self._channels = self._channels, []
+        self._stub = None
         for channel in channels:
             await channel.close(None)
 
