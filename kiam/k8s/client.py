@@ -15,6 +15,7 @@ from typing import Any
 
 import aiohttp
 import orjson
+import yaml  # type: ignore[import-untyped]  # kubernetes_asyncio's kubeconfig parser
 from kubernetes_asyncio.client import ApiClient, Configuration
 from kubernetes_asyncio.client.exceptions import OpenApiException
 from kubernetes_asyncio.config import ConfigException, load_incluster_config, load_kube_config
@@ -67,6 +68,16 @@ def error_for_status(status: int, message: str) -> KubeError:
     return KubeError(text, status=status)
 
 
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """What is wrong and where, without PyYAML's excerpt of the offending line: a
+    kubeconfig holds tokens and keys, and this message ends up in the log."""
+    problem = getattr(exc, "problem", None) or getattr(exc, "reason", None) or "syntax error"
+    mark = getattr(exc, "problem_mark", None)
+    if mark is None:
+        return f"not valid YAML: {problem}"
+    return f"not valid YAML: {problem} (line {mark.line + 1}, column {mark.column + 1})"
+
+
 def _translate(exc: BaseException, what: str) -> KubeError:
     if isinstance(exc, TimeoutError):  # also aiohttp's ServerTimeoutError
         return KubeUnavailable(f"{what}: timed out")
@@ -84,7 +95,8 @@ class KubeClient:
     @classmethod
     async def create(cls, kubeconfig: str) -> KubeClient:
         """From a kubeconfig file, or the in-cluster service account when ``kubeconfig`` is
-        empty. Raises KubeError when the configuration cannot be loaded."""
+        empty. Raises KubeError when the configuration cannot be loaded (missing or
+        unreadable file, not YAML, incomplete, or no service account)."""
         config = Configuration()
         try:
             if kubeconfig:
@@ -93,6 +105,10 @@ class KubeClient:
                 )
             else:
                 load_incluster_config(client_configuration=config)  # type: ignore[no-untyped-call]
+        except yaml.YAMLError as exc:
+            raise KubeError(
+                f"cannot load Kubernetes configuration from {kubeconfig}: {_yaml_problem(exc)}"
+            ) from None
         except (ConfigException, OSError, ValueError, TypeError, KeyError) as exc:
             source = kubeconfig or "in-cluster service account"
             raise KubeError(f"cannot load Kubernetes configuration from {source}: {exc}") from exc

@@ -175,10 +175,6 @@ async def _kube_client(settings: ServerSettings) -> KubeClient:
         return await KubeClient.create(settings.kubeconfig)
     except KubeError as exc:
         raise StartupError(str(exc)) from None
-    except Exception as exc:
-        # e.g. yaml.YAMLError from a kubeconfig that is not YAML: still one line, exit 1
-        source = settings.kubeconfig or "in-cluster service account"
-        raise StartupError(f"cannot load Kubernetes configuration from {source}: {exc}") from None
 
 
 async def _sts_gateway(settings: ServerSettings) -> StsGateway:

@@ -104,3 +104,16 @@ async def test_unreachable_server(tmp_path: Path) -> None:
 async def test_bad_kubeconfig_is_a_kube_error(tmp_path: Path) -> None:
     with pytest.raises(KubeError, match="missing"):
         await KubeClient.create(str(tmp_path / "missing"))
+
+
+async def test_kubeconfig_that_is_not_yaml_is_a_kube_error(tmp_path: Path) -> None:
+    path = tmp_path / "kubeconfig"
+    path.write_text("apiVersion: v1\nusers:\n- name: x\n  user:\n    token: s3cr3t-token: [\n")
+    with pytest.raises(KubeError, match="not valid YAML") as caught:
+        await KubeClient.create(str(path))
+    message = str(caught.value)
+    assert "line 5" in message
+    assert str(path) in message
+    # PyYAML quotes the offending line; a kubeconfig line can hold a token
+    assert "s3cr3t" not in message
+    assert caught.value.__cause__ is None

@@ -427,6 +427,7 @@ async def test_bad_kubeconfig_is_one_line_and_exit_1(tmp_path: Path, certs: Cert
     assert await process.wait(timeout=30) == 1
     assert len(process.logs) == 1, process.logs
     assert "cannot load Kubernetes configuration" in process.logs[0]
+    assert "not valid YAML" in process.logs[0]
 
 
 async def test_metrics_and_json_logs(tmp_path: Path, certs: CertPaths) -> None:
