@@ -229,6 +229,30 @@ async def test_forwarded_token_request_is_refused(agent: AgentProcess) -> None:
     assert reply.status == 403
 
 
+async def test_a_token_flood_from_one_pod_costs_only_its_own_tokens(agent: AgentProcess) -> None:
+    neighbour = await token(agent, source="127.0.1.34")
+    flooder = "127.0.1.35"
+    issued: list[str] = []
+    connector = aiohttp.TCPConnector(local_addr=(flooder, 0))
+    async with aiohttp.ClientSession(connector=connector) as session:
+        for _ in range(200):  # well past the per-address cap of 64
+            async with session.put(
+                agent.url() + "/latest/api/token", headers={TTL_HEADER: "21600"}
+            ) as resp:
+                assert resp.status == 200
+                issued.append(await resp.text())
+    assert len(set(issued)) == 200
+
+    async def role_with(value: str, source: str) -> int:
+        return (await call(agent, CREDS, source=source, headers={TOKEN_HEADER: value})).status
+
+    # the flooder's oldest tokens were evicted, its newest still work
+    assert await role_with(issued[0], flooder) == 401
+    assert await role_with(issued[-1], flooder) == 200
+    # another pod's token, issued before the flood, was not pushed out
+    assert await role_with(neighbour, "127.0.1.34") == 200
+
+
 async def test_required_mode(strict_agent: AgentProcess) -> None:
     source = "127.0.1.33"
     assert (await call(strict_agent, CREDS, source=source)).status == 401

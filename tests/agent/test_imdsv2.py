@@ -73,3 +73,31 @@ def test_purge_drops_only_expired() -> None:
     clock.now += 5
     assert store.purge() == 1
     assert store.check(keep, ip="10.0.0.1")
+
+
+def test_a_flood_from_one_ip_is_bounded_and_evicts_only_its_own_tokens() -> None:
+    store = TokenStore(max_tokens=1000, max_per_ip=8)
+    neighbour = store.issue(ip="10.0.0.9", ttl=21600)
+    flood = [store.issue(ip="10.0.0.1", ttl=21600) for _ in range(20_000)]
+    # memory stays bounded by the per-address cap, far below the global one
+    assert store.count("10.0.0.1") == 8
+    assert len(store) == 9
+    assert store.check(neighbour, ip="10.0.0.9")
+    # the flooder keeps its newest tokens, loses its oldest
+    assert all(store.check(t, ip="10.0.0.1") for t in flood[-8:])
+    assert not store.check(flood[-9], ip="10.0.0.1")
+    assert not store.check(flood[0], ip="10.0.0.1")
+
+
+def test_bookkeeping_follows_expiry_and_purge() -> None:
+    clock = Clock()
+    store = TokenStore(max_per_ip=2, clock=clock)
+    first = store.issue(ip="10.0.0.1", ttl=1)
+    clock.now += 2
+    assert not store.check(first, ip="10.0.0.1")  # expired: dropped on sight
+    assert store.count("10.0.0.1") == 0
+    store.issue(ip="10.0.0.1", ttl=1)
+    store.issue(ip="10.0.0.2", ttl=100)
+    clock.now += 2
+    assert store.purge() == 1
+    assert (store.count("10.0.0.1"), store.count("10.0.0.2"), len(store)) == (0, 1, 1)
