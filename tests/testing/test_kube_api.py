@@ -399,3 +399,72 @@ async def test_namespace_watch_as_the_namespace_cache_uses_it(
     assert events[0]["object"]["status"] == {"phase": "Active"}
     assert events[1]["object"]["metadata"]["annotations"] == {
         "iam.amazonaws.com/permitted": ".*"}
+
+
+def _selector_pods(kube: KubeEmulator) -> None:
+    kube.create_pod("a", "one", ip="10.0.0.1", labels={"app": "x", "tier": "1"})
+    kube.create_pod("a", "two", ip="10.0.0.2", labels={"app": "y"})
+    kube.create_pod("b", "three", node_name="node-2", labels={"app": "x"})  # Pending, no IP
+    kube.create_pod("b", "four", ip="10.0.0.4", node_name="node-2")
+
+
+@pytest.mark.parametrize(
+    ("field_selector", "expected"),
+    [
+        ("metadata.name=two", ["two"]),
+        ("metadata.namespace=b", ["four", "three"]),
+        ("spec.nodeName=node-2", ["four", "three"]),
+        ("status.phase=Pending", ["three"]),
+        ("status.phase!=Pending", ["one", "two", "four"]),
+        ("status.podIP=10.0.0.4", ["four"]),
+        ("status.podIP==10.0.0.1,metadata.namespace=a", ["one"]),
+        ("spec.nodeName=node-1,status.podIP!=10.0.0.1", ["two"]),
+    ],
+)
+async def test_field_selectors_through_kubernetes_asyncio(
+    kube_emulator: KubeEmulator, kube_core: client.CoreV1Api, field_selector: str,
+    expected: list[str],
+) -> None:
+    _selector_pods(kube_emulator)
+    listed = await kube_core.list_pod_for_all_namespaces(field_selector=field_selector)
+    assert [p.metadata.name for p in listed.items] == expected
+
+
+@pytest.mark.parametrize(
+    ("label_selector", "expected"),
+    [
+        ("app=x", ["one", "three"]),
+        ("app==x", ["one", "three"]),
+        ("app!=x", ["two", "four"]),  # a pod without the label matches !=
+        ("app in (x, y)", ["one", "two", "three"]),
+        ("app notin (x)", ["two", "four"]),
+        ("app", ["one", "two", "three"]),
+        ("!app", ["four"]),
+        ("app=x,tier", ["one"]),
+        ("app in (x),!tier", ["three"]),
+    ],
+)
+async def test_label_selectors_through_kubernetes_asyncio(
+    kube_emulator: KubeEmulator, kube_core: client.CoreV1Api, label_selector: str,
+    expected: list[str],
+) -> None:
+    _selector_pods(kube_emulator)
+    listed = await kube_core.list_pod_for_all_namespaces(label_selector=label_selector)
+    assert [p.metadata.name for p in listed.items] == expected
+
+
+async def test_bad_selectors_are_400_on_lists_and_watches(kube_core: client.CoreV1Api) -> None:
+    for kwargs in ({"field_selector": "spec.nope=1"}, {"label_selector": "app in x"},
+                   {"field_selector": "metadata.name"}):
+        with pytest.raises(ApiException) as caught:
+            await kube_core.list_pod_for_all_namespaces(**kwargs)
+        assert caught.value.status == 400, kwargs
+        assert _status(caught.value)["reason"] == "BadRequest"
+        # a watch is refused before it starts, with the same Status
+        response = await kube_core.list_pod_for_all_namespaces(
+            watch=True, _preload_content=False, **kwargs)
+        async with response:
+            body = orjson.loads(await response.read())
+        assert response.status == 400, kwargs
+        assert body["kind"] == "Status"
+        assert body["code"] == 400
