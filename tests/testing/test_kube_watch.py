@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import datetime
 from typing import Any
 
 import aiohttp
@@ -271,3 +272,33 @@ async def test_busy_stream_still_gets_bookmarks_and_its_timeout() -> None:
                     await churner
     assert "BOOKMARK" in seen
     assert seen.count("MODIFIED") > 1
+
+
+async def test_graceful_delete_as_a_watch_sees_it(
+    kube_emulator: KubeEmulator, kube_core: client.CoreV1Api
+) -> None:
+    kube_emulator.create_pod("default", "web", ip="10.0.0.5")  # default grace period
+    kube_emulator.create_pod("default", "quick", ip="10.0.0.6")
+    rv = await _list_rv(kube_core)
+    async with _watch(kube_core, resource_version=rv) as stream:
+        answer = await kube_core.delete_namespaced_pod("web", "default")
+        terminating = await _next(stream)
+        await kube_core.delete_namespaced_pod("quick", "default", grace_period_seconds=0)
+        quick_gone = await _next(stream)
+        kube_emulator.finalise_pod("default", "web")  # the kubelet is done
+        web_gone = await _next(stream)
+    assert answer.metadata.deletion_grace_period_seconds == 30  # terminationGracePeriodSeconds
+    assert _summary(terminating)[:2] == ("MODIFIED", "web")
+    meta = terminating["object"]["metadata"]
+    assert meta["deletionGracePeriodSeconds"] == 30
+    assert _seconds(meta["deletionTimestamp"]) - _seconds(meta["creationTimestamp"]) >= 29
+    assert terminating["object"]["status"]["podIP"] == "10.0.0.5"  # IP and all, still there
+    # gracePeriodSeconds=0: gone at once, no terminating state first
+    assert _summary(quick_gone)[:2] == ("DELETED", "quick")
+    assert "deletionTimestamp" not in quick_gone["object"]["metadata"]
+    assert _summary(web_gone)[:2] == ("DELETED", "web")
+    assert web_gone["object"]["status"]["podIP"] == "10.0.0.5"
+
+
+def _seconds(timestamp: str) -> float:
+    return datetime.fromisoformat(timestamp.replace("Z", "+00:00")).timestamp()
