@@ -18,7 +18,7 @@ import orjson
 import pytest
 
 from kiam.certs import CertPaths
-from kiam.testing.stack import Placement, Process, Stack, free_port
+from kiam.testing.stack import ROLE_BASE_ARN, Placement, Process, Stack, free_port
 from tests.agent.standins import AgentProcess
 
 CREDS = "/latest/meta-data/iam/security-credentials/"
@@ -26,6 +26,8 @@ NAMESPACE = "team"
 PODS = {f"127.0.3.{i}": f"role-{i}" for i in range(2, 8)}
 FORBIDDEN_POD = "127.0.3.20"
 PLAIN_POD = "127.0.3.21"
+STS_DENIED_POD, STS_DENIED_ROLE = "127.0.3.22", "role-90"
+TWIN_IP = "127.0.3.23"
 
 
 @dataclass
@@ -57,6 +59,14 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
             first.create_pod(NAMESPACE, f"pod-{ip.rsplit('.', 1)[1]}", ip=ip, role=role)
         first.create_pod(NAMESPACE, "forbidden", ip=FORBIDDEN_POD, role="admin")
         first.create_pod(NAMESPACE, "plain", ip=PLAIN_POD)
+        first.create_pod(NAMESPACE, "sts-denied", ip=STS_DENIED_POD, role=STS_DENIED_ROLE)
+        # two live pods with different roles claim one IP
+        first.create_pod(NAMESPACE, "twin-a", ip=TWIN_IP, role="role-2")
+        first.create_pod(NAMESPACE, "twin-b", ip=TWIN_IP, role="role-3")
+        # STS refuses this role every time (queued before the servers prefetch it)
+        fault = {"kind": "access-denied", "count": 10_000, "role_arn": ROLE_BASE_ARN + "role-90"}
+        status, text = first.http("POST", first.sts_url + "/_standin/faults", body=fault)
+        assert status == 200, text
         second = _second_stack(first, base / "two", free_port())
         stacks.append(second)
         servers = [first.start_server(), second.start_server()]
@@ -127,6 +137,11 @@ async def test_statuses_from_a_real_server(cluster: Cluster) -> None:
         assert document["Code"] == "Success"
         assert document["AccessKeyId"]
         assert document["Expiration"].endswith("Z")
+        # the credential line names the access key id, never the secret or the token
+        log = cluster.agent.log()
+        assert document["AccessKeyId"] in log
+        assert document["SecretAccessKey"] not in log
+        assert document["Token"] not in log
         status, text = await fetch(pod, cluster.agent, CREDS + "role-3")
         assert status == 403, text
     async with pod_session(PLAIN_POD) as pod:
@@ -137,6 +152,61 @@ async def test_statuses_from_a_real_server(cluster: Cluster) -> None:
     async with pod_session("127.0.3.99") as pod:
         status, text = await fetch(pod, cluster.agent, CREDS)
         assert status == 404, text
+
+
+async def test_conflict_and_sts_failure_from_a_real_server(cluster: Cluster) -> None:
+    await wait_healthy(cluster.agent)
+    async with pod_session(TWIN_IP) as pod:
+        status, text = await fetch(pod, cluster.agent, CREDS)
+        assert (status, text.count("\n")) == (409, 1), text
+        assert "several pods with different roles" in text
+        status, text = await fetch(pod, cluster.agent, CREDS + "role-2")
+        assert status == 409, text
+    async with pod_session(STS_DENIED_POD) as pod:
+        assert await fetch(pod, cluster.agent, CREDS) == (200, STS_DENIED_ROLE)
+        status, text = await fetch(pod, cluster.agent, CREDS + STS_DENIED_ROLE)
+        assert (status, text.count("\n")) == (500, 1), text
+        assert "could not get credentials" in text
+        assert "AccessDenied" in text
+
+
+async def test_a_dead_server_is_503_and_fails_deep_health(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    lone = _second_stack(cluster.stacks[0], tmp_path / "lone", free_port())
+    try:
+        server = lone.start_server()
+        agent = AgentProcess.start(
+            [
+                "--server-address",
+                f"127.0.0.1:{lone.placement.server_port}",
+                "--gateway-timeout-creation",
+                "20s",
+            ],
+            certs=CertPaths(directory=lone.certs),
+            workdir=tmp_path,
+        )
+        try:
+            await wait_healthy(agent)
+            server.popen.send_signal(signal.SIGKILL)
+            await asyncio.to_thread(server.popen.wait)
+            async with pod_session("127.0.3.2") as pod:
+                status, text = await fetch(pod, agent, CREDS)
+                assert (status, text.count("\n")) == (503, 1), text
+                assert "no kiam server available" in text
+                status, text = await fetch(pod, agent, CREDS + "role-2")
+                assert status == 503, text
+            async with aiohttp.ClientSession() as session:
+                status, text = await fetch(session, agent, "/health?deep=1")
+                assert (status, text.count("\n")) == (503, 1), text
+                assert "GetHealth" in text
+                # the agent itself is fine: plain /health and /ping still answer
+                assert (await fetch(session, agent, "/health"))[0] == 200
+                assert await fetch(session, agent, "/ping") == (200, "pong")
+        finally:
+            agent.stop()
+    finally:
+        lone.close()
 
 
 async def test_losing_one_of_two_servers_fails_no_request(cluster: Cluster) -> None:
