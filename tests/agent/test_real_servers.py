@@ -170,9 +170,7 @@ async def test_conflict_and_sts_failure_from_a_real_server(cluster: Cluster) -> 
         assert "AccessDenied" in text
 
 
-async def test_a_dead_server_is_503_and_fails_deep_health(
-    cluster: Cluster, tmp_path: Path
-) -> None:
+async def test_a_dead_server_is_503_and_fails_deep_health(cluster: Cluster, tmp_path: Path) -> None:
     lone = _second_stack(cluster.stacks[0], tmp_path / "lone", free_port())
     try:
         server = lone.start_server()
