@@ -28,7 +28,7 @@ from kiam.agent.proxy import MetadataProxy
 from kiam.agent.settings import AgentSettings
 from kiam.common import logs
 from kiam.common.limits import raise_open_file_limit
-from kiam.common.metrics_http import serve_metrics
+from kiam.common.metrics_http import MetricsError, start_metrics
 from kiam.common.net import join_host_port
 from kiam.common.supervisor import Supervisor
 from kiam.common.tls import TLSError, channel_credentials
@@ -102,6 +102,15 @@ async def _run(settings: AgentSettings) -> int:
         await runner.cleanup()
         await _close(client, session)
         raise StartupError(f"cannot listen on port {settings.port}: {exc.strerror}") from None
+    if settings.prometheus_listen_addr:
+        # bound now, so a taken port is one start-up line and exit 1, not a traceback
+        try:
+            metrics_runner = await start_metrics(settings.prometheus_listen_addr, metrics.REGISTRY)
+        except MetricsError as exc:
+            await runner.cleanup()
+            await _close(client, session)
+            raise StartupError(str(exc)) from None
+        supervisor.on_shutdown("stop metrics", metrics_runner.cleanup)
 
     async def stop_http() -> None:
         metadata.serving = False
@@ -122,9 +131,6 @@ async def _run(settings: AgentSettings) -> int:
 
     supervisor.install_signal_handlers()
     supervisor.start("token-purge", _purge_tokens(tokens))
-    if settings.prometheus_listen_addr:
-        serving = serve_metrics(settings.prometheus_listen_addr, metrics.REGISTRY)
-        supervisor.start("metrics", serving)
     await supervisor.wait()
     log.info("kiam agent stopped")
     return 1 if supervisor.failed else 0

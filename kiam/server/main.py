@@ -1,15 +1,16 @@
 """``kiam server``: the process that wires the caches, the policy, STS and gRPC together.
 
 Start-up happens before anything is served, and any problem there (a bad kubeconfig, a
-taken port, unusable TLS files, no base ARN) ends the process with one line and exit 1.
-Then named root tasks run under :class:`kiam.common.supervisor.Supervisor`:
+taken gRPC or ``/metrics`` port, unusable TLS files, no base ARN) ends the process with
+one line and exit 1. ``/metrics`` (with ``--prometheus-listen-addr``) is bound then and
+serves until the end. Then named root tasks run under
+:class:`kiam.common.supervisor.Supervisor`:
 
 ``pod-cache``, ``namespace-cache``  list+watch the API server
 ``events``                          posts the Warning Events the service records
 ``credential-cache``                refreshes credentials ahead of expiry while in use
 ``prefetch``                        fetches credentials for every pod with a role it sees
 ``grpc``                            serves ``kiam.KiamService`` and ``grpc.health.v1``
-``metrics``                         ``/metrics`` (with ``--prometheus-listen-addr``)
 
 Health (both ``""`` and ``kiam.KiamService``) is NOT_SERVING until both caches have
 synced. SIGTERM/SIGINT drain: health goes NOT_SERVING, the server stops accepting, in
@@ -25,6 +26,7 @@ import signal
 from collections.abc import Callable
 from typing import Any
 
+from aiohttp import web
 from grpc import aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio  # type: ignore[attr-defined]  # stubs predate aio
@@ -35,7 +37,7 @@ from kiam.aws.errors import AwsError
 from kiam.aws.sts import StsGateway
 from kiam.common import logs
 from kiam.common.limits import raise_open_file_limit
-from kiam.common.metrics_http import serve_metrics
+from kiam.common.metrics_http import MetricsError, start_metrics
 from kiam.common.net import join_host_port, split_host_port
 from kiam.common.supervisor import Supervisor
 from kiam.common.tls import TLSError, server_credentials
@@ -118,6 +120,9 @@ async def serve(settings: ServerSettings) -> int:
         for name in ("", SERVICE_NAME):
             await health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
         server, address = _grpc_server(settings, service=service, health=health)
+        if settings.prometheus_listen_addr:
+            metrics_runner = await _metrics(settings.prometheus_listen_addr)
+            stack.push_async_callback(metrics_runner.cleanup)
         await _start(server, address)
 
         supervisor = Supervisor(shutdown_timeout=SHUTDOWN_TIMEOUT)
@@ -141,8 +146,6 @@ async def serve(settings: ServerSettings) -> int:
                 stop=supervisor.stop,
             ),
         )
-        if settings.prometheus_listen_addr:
-            supervisor.start("metrics", serve_metrics(settings.prometheus_listen_addr))
         _install_signal_handlers(draining)
         await supervisor.wait()
         return 1 if supervisor.failed is not None else 0
@@ -188,6 +191,13 @@ async def _sts_gateway(settings: ServerSettings) -> StsGateway:
         )
     except (AwsError, ValueError) as exc:
         raise StartupError(f"STS: {exc}") from None
+
+
+async def _metrics(listen_addr: str) -> web.AppRunner:
+    try:
+        return await start_metrics(listen_addr)
+    except MetricsError as exc:
+        raise StartupError(str(exc)) from None
 
 
 def _grpc_options(settings: ServerSettings) -> list[tuple[str, Any]]:

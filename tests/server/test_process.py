@@ -404,6 +404,44 @@ async def test_port_taken_is_one_line_and_exit_1(tmp_path: Path, certs: CertPath
     assert not any("Traceback" in line for line in process.logs)
 
 
+async def test_metrics_port_taken_is_one_line_and_exit_1(
+    tmp_path: Path, certs: CertPaths
+) -> None:
+    from kiam.testing.kube import KubeEmulator
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        async with KubeEmulator() as kube:
+            process = await KiamProcess.start(
+                [
+                    "server",
+                    "--bind",
+                    "127.0.0.1:0",
+                    "--prometheus-listen-addr",
+                    f"127.0.0.1:{port}",
+                    "--kubeconfig",
+                    str(kube.write_kubeconfig(tmp_path / "kubeconfig")),
+                    "--role-base-arn",
+                    BASE_ARN,
+                    "--sts-endpoint",
+                    "http://127.0.0.1:9",
+                    "--cert",
+                    str(certs.server_cert),
+                    "--key",
+                    str(certs.server_key),
+                    "--ca",
+                    str(certs.ca),
+                ]
+            )
+            assert await process.wait(timeout=30) == 1
+    errors = [line for line in process.logs if "cannot start" in line]
+    assert len(errors) == 1, process.logs
+    assert f"127.0.0.1:{port} for /metrics" in errors[0]
+    assert not any("Traceback" in line for line in process.logs)
+
+
 async def test_bad_kubeconfig_is_one_line_and_exit_1(tmp_path: Path, certs: CertPaths) -> None:
     kubeconfig = tmp_path / "kubeconfig"
     kubeconfig.write_text("clusters: [\n")
