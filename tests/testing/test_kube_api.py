@@ -468,3 +468,20 @@ async def test_bad_selectors_are_400_on_lists_and_watches(kube_core: client.Core
         assert response.status == 400, kwargs
         assert body["kind"] == "Status"
         assert body["code"] == 400
+
+
+async def test_malformed_delete_options_are_400_and_leave_the_pod(
+    kube_emulator: KubeEmulator, kube_http: aiohttp.ClientSession
+) -> None:
+    kube_emulator.create_pod("default", "web", ip="10.0.0.8")
+    path = "/api/v1/namespaces/default/pods/web"
+    for options in ({"gracePeriodSeconds": "soon"}, {"gracePeriodSeconds": 1.5},
+                    {"preconditions": "uid"}, [1]):
+        async with kube_http.delete(path, data=orjson.dumps(options)) as r:
+            body = await r.json()
+        assert r.status == 400, options
+        assert body["reason"] == "BadRequest", options
+    async with kube_http.delete(path, params={"gracePeriodSeconds": "x"}) as r:
+        assert r.status == 400
+    pod = kube_emulator.get("pods", "default", "web")
+    assert "deletionTimestamp" not in pod["metadata"]

@@ -227,10 +227,14 @@ class KubeApi:
             raise errors.bad_request("DeleteOptions must be a JSON object")
         grace = _int_param(request.query, "gracePeriodSeconds")
         if grace is None and options.get("gracePeriodSeconds") is not None:
-            grace = int(options["gracePeriodSeconds"])
+            grace = options["gracePeriodSeconds"]
+            if not isinstance(grace, int) or isinstance(grace, bool):
+                raise errors.bad_request(f"invalid value for gracePeriodSeconds: {grace!r}")
+        preconditions = options.get("preconditions")
+        if preconditions is not None and not isinstance(preconditions, dict):
+            raise errors.bad_request("DeleteOptions.preconditions must be a JSON object")
         entry, _gone = self._store.delete(target.rt, self._ns(target), target.name,
-                                          grace_period=grace,
-                                          preconditions=options.get("preconditions"))
+                                          grace_period=grace, preconditions=preconditions)
         if target.rt.return_deleted_object:
             return json_response(entry.full_bytes())
         return json_response(_success(target.rt, entry))
