@@ -485,3 +485,37 @@ async def test_malformed_delete_options_are_400_and_leave_the_pod(
         assert r.status == 400
     pod = kube_emulator.get("pods", "default", "web")
     assert "deletionTimestamp" not in pod["metadata"]
+
+
+async def test_events_v1_list_patch_watch_delete(
+    kube_emulator: KubeEmulator, kube_api_client: client.ApiClient
+) -> None:
+    api = client.EventsV1Api(kube_api_client)
+    for name, pod in (("web.5", "web"), ("db.1", "db")):
+        await api.create_namespaced_event("default", client.EventsV1Event(
+            metadata=client.V1ObjectMeta(name=name), event_time="2026-01-01T00:00:00.000000Z",
+            reporting_controller="kiam.io/server", reporting_instance="server-1",
+            action="AssumeRole", reason="KiamRoleForbidden", type="Warning", note="denied",
+            regarding=client.V1ObjectReference(kind="Pod", namespace="default", name=pod)))
+    listed = await api.list_event_for_all_namespaces(
+        field_selector="regarding.name=web,reason=KiamRoleForbidden")
+    assert [e.metadata.name for e in listed.items] == ["web.5"]
+    rv = listed.metadata.resource_version
+    stream = await api.list_namespaced_event("default", watch=True, resource_version=rv,
+                                             _preload_content=False)
+    try:
+        patched = await api.patch_namespaced_event(
+            "web.5", "default", {"series": {"count": 2, "lastObservedTime":
+                                            "2026-01-01T00:00:05.000000Z"}},
+            _content_type="application/merge-patch+json")
+        assert patched.series.count == 2
+        answer = await api.delete_namespaced_event("db.1", "default")
+        events = [orjson.loads(await stream.content.readline()) for _ in range(2)]
+    finally:
+        stream.close()
+    assert answer.status == "Success"
+    assert answer.details.group == "events.k8s.io"
+    assert [(e["type"], e["object"]["metadata"]["name"]) for e in events] == [
+        ("MODIFIED", "web.5"), ("DELETED", "db.1")]
+    assert events[0]["object"]["apiVersion"] == "events.k8s.io/v1"
+    assert [e["metadata"]["name"] for e in kube_emulator.events("default")] == ["web.5"]
