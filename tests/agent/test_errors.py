@@ -1,4 +1,5 @@
-"""grpc status -> agent exception -> HTTP status (docs/architecture.md), no sockets."""
+"""grpc status -> agent exception -> HTTP status (docs/architecture.md), targets and channel
+options: no sockets."""
 
 from __future__ import annotations
 
@@ -7,7 +8,8 @@ import pytest
 from grpc import aio
 
 from kiam.agent import errors
-from kiam.agent.client import grpc_targets, translate
+from kiam.agent.client import channel_options, grpc_targets, translate
+from kiam.common.settings import KeepaliveSettings
 
 
 def _rpc_error(code: grpc.StatusCode, details: str = "why") -> aio.AioRpcError:
@@ -59,3 +61,14 @@ def test_grpc_targets(address: str, targets: list[str]) -> None:
 def test_grpc_targets_refused(address: str) -> None:
     with pytest.raises(ValueError):
         grpc_targets(address)
+
+
+def test_channel_options_carry_the_keepalive_flags_and_round_robin() -> None:
+    keepalive = KeepaliveSettings(time=7.5, timeout=1.5, permit_without_stream=True)
+    options = dict(channel_options(keepalive))
+    assert options["grpc.keepalive_time_ms"] == 7500
+    assert options["grpc.keepalive_timeout_ms"] == 1500
+    assert options["grpc.keepalive_permit_without_calls"] == 1
+    # every address behind a DNS name is used, not just the first
+    assert options["grpc.lb_policy_name"] == "round_robin"
+    assert dict(channel_options(KeepaliveSettings()))["grpc.keepalive_permit_without_calls"] == 0
