@@ -68,6 +68,7 @@ async def test_create_ignores_status_and_conflicts_are_409(
     assert created.status.pod_ip is None
     assert created.metadata.uid
     assert int(created.metadata.resource_version) == kube_emulator.resource_version
+    assert created.metadata.creation_timestamp.tzinfo is not None  # parsed: RFC 3339, UTC
     with pytest.raises(ApiException) as caught:
         await kube_core.create_namespaced_pod("default", _pod("web"))
     assert caught.value.status == 409

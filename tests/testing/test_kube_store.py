@@ -200,3 +200,23 @@ def test_a_closed_watcher_never_ends_with_a_bookmark(store: Store) -> None:
     watcher.want_bookmark()
     assert watcher.drain(current_rv=store.rv) == b""
     store.unwatch(watcher)
+
+
+def test_a_consumer_too_far_behind_is_cut_off() -> None:
+    store = Store(watch_max_pending=3)
+    store.create(NAMESPACES, "", {"metadata": {"name": "ns"}})
+    slow = store.watch(PODS, namespace=None, resource_version=str(store.rv),
+                       fields=FieldSelector(), labels=LabelSelector(), bookmarks=True)
+    keeping_up = store.watch(PODS, namespace=None, resource_version=str(store.rv),
+                             fields=FieldSelector(), labels=LabelSelector(), bookmarks=False)
+    for i in range(4):
+        store.create(PODS, "ns", _pod(f"p{i}"))
+        assert keeping_up.drain(current_rv=store.rv).count(b'"ADDED"') == 1
+    # the fourth undelivered event ends the slow stream: nothing more, not even a
+    # bookmark, so its client must relist rather than resume past what it missed
+    assert slow.closed
+    slow.want_bookmark()
+    assert slow.drain(current_rv=store.rv) == b""
+    assert not keeping_up.closed
+    store.unwatch(slow)
+    store.unwatch(keeping_up)
