@@ -219,7 +219,11 @@ class ServerProcess(KiamProcess):
 async def make_certs(directory: str | os.PathLike[str]) -> CertPaths:
     """Run ``kiam certs --out DIRECTORY`` (server names include 127.0.0.1 and localhost)."""
     process = await KiamProcess.start(["certs", "--out", str(directory)])
-    code = await process.stop(timeout=READY_TIMEOUT)
+    try:
+        # wait for it to finish: stop() would SIGTERM it, killing a slow start-up
+        code = await process.wait(timeout=READY_TIMEOUT)
+    finally:
+        await process.stop()
     if code != 0:
         raise ProcessError(f"kiam certs exited with {code}:\n{process.log_tail()}")
     return CertPaths(directory=Path(directory))
