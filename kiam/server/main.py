@@ -208,7 +208,9 @@ def _grpc_options(settings: ServerSettings) -> list[tuple[str, Any]]:
         # Agents ping every --grpc-keepalive-time-duration (10s by default), also with no
         # RPC in flight; gRPC's server default (5 minutes) would answer that with GOAWAY.
         ("grpc.keepalive_permit_without_calls", 1),
-        ("grpc.http2.min_recv_ping_interval_without_data_ms", 1000),
+        # (grpc core's name for GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS;
+        # an unknown option name is silently ignored)
+        ("grpc.http2.min_ping_interval_without_data_ms", 1000),
         ("grpc.http2.max_pings_without_data", 0),
     ]
     for name, seconds in (
