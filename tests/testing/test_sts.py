@@ -200,6 +200,11 @@ async def test_http_control_api(sts: StsStandIn, client: Any) -> None:
             assert (await r.json())["pending"] == 1
         async with http.post(f"{sts.url}/_standin/faults", json={"kind": "bogus"}) as r:
             assert r.status == 400
+            assert (await r.json())["error"].startswith("unknown fault kind 'bogus'; known: ")
+        for bad in ({}, ["throttling"], {"kind": "delay"}, {"kind": "reset", "count": 0}):
+            async with http.post(f"{sts.url}/_standin/faults", json=bad) as r:
+                assert r.status == 400, bad
+                assert (await r.json())["error"], bad
         assert await _error_code(client) == ("AccessDenied", 403)
         async with http.get(f"{sts.url}/_standin/calls") as r:
             calls = (await r.json())["calls"]

@@ -327,6 +327,11 @@ class StsStandIn:
     async def _control_fault(self, request: web.Request) -> web.Response:
         try:
             doc = await request.json()
+            if not isinstance(doc, dict) or "kind" not in doc:
+                raise ValueError('expected a JSON object with "kind"')
+            if doc["kind"] not in set(FaultKind):
+                raise ValueError(f"unknown fault kind {doc['kind']!r}; known: "
+                                 + ", ".join(FaultKind))
             self.queue_fault(
                 str(doc["kind"]),
                 count=int(doc.get("count", 1)),
