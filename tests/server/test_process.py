@@ -101,6 +101,22 @@ async def test_role_lookup_and_credentials(stack: ServerStack) -> None:
     assert not any(answer.token in line for line in stack.server.logs)
 
 
+async def test_raw_protobuf_on_go_kiams_method_paths(stack: ServerStack) -> None:
+    # bytes as a Go Kiam agent sends them, on its method paths, without our generated code
+    add_pod(stack, "web", "10.1.0.9", role="reader")
+    channel = stack.channel()
+    get_role = channel.unary_unary("/kiam.KiamService/GetPodRole")
+    answer = await get_role(b"\x0a\x0810.1.0.9", timeout=3)
+    assert answer == b"\x0a\x06reader"
+    get_credentials = channel.unary_unary("/kiam.KiamService/GetPodCredentials")
+    raw = await get_credentials(b"\x0a\x0810.1.0.9\x12\x06reader", timeout=5)
+    credentials = kiam_pb2.Credentials.FromString(raw)
+    assert credentials.code == "Success"
+    assert credentials.access_key_id
+    health = await channel.unary_unary("/kiam.KiamService/GetHealth")(b"", timeout=3)
+    assert health == b"\x0a\x02ok"
+
+
 async def test_unknown_ip_is_not_found(stack: ServerStack) -> None:
     status = await status_of(role_of(stack, "10.1.9.9", timeout=0.5))
     assert status == grpc.StatusCode.NOT_FOUND
