@@ -156,6 +156,10 @@ async def test_wait_for_pod(tmp_path: Path, certs: CertPaths) -> None:
         stack.kube.set_pod_status("team", "late", pod_ip="10.1.0.30")
         answer = await request
         assert answer.code == "Success"
+        # even at debug level (botocore's own debug logs print response bodies)
+        await stack.server.wait_for_log(answer.access_key_id)
+        assert not any(answer.secret_access_key in line for line in stack.server.logs)
+        assert not any(answer.token in line for line in stack.server.logs)
 
 
 async def test_ip_reuse_gives_the_new_pods_role(stack: ServerStack) -> None:
