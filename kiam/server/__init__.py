@@ -1,0 +1,10 @@
+"""``kiam server``: answers agents over gRPC (mutual TLS) with pods' roles and credentials.
+
+- :mod:`kiam.server.policy` (pure): may this pod have the role it asks for; its STS key
+- :mod:`kiam.server.service`: ``kiam.KiamService`` and its gRPC status codes
+- :mod:`kiam.server.metrics`: gRPC server counters (Go grpc-prometheus names)
+- :mod:`kiam.server.settings`: ``ServerSettings``, one field per flag
+- :mod:`kiam.server.main`: ``run_server``: start-up, the supervised tasks, shutdown
+
+Contracts: docs/architecture.md; the product contract is SPEC §3.
+"""
