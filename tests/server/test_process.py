@@ -379,10 +379,16 @@ async def test_sigterm_lets_in_flight_requests_finish(tmp_path: Path, certs: Cer
         tmp_path, certs=certs, namespaces={"team": ".*"}, server_args=("--level", "debug")
     ) as stack:
         stack.kube.create_pod("team", "late", annotations={ROLE: "reader"})  # no IP yet
+        health = health_pb2_grpc.HealthStub(stack.channel())
+        watch = health.Watch(health_pb2.HealthCheckRequest(service="kiam.KiamService"))
+        assert (await watch.read()).status == health_pb2.HealthCheckResponse.SERVING
         request = asyncio.create_task(role_of(stack, "10.1.0.85", timeout=4))
         await stack.server.wait_for_log(r"waiting for a pod with this IP.*10\.1\.0\.85")
         stack.server.signal(signal.SIGTERM)
         await stack.server.wait_for_log("received SIGTERM")
+        # load balancers and `kiam health` see the server leave at once
+        assert (await watch.read()).status == health_pb2.HealthCheckResponse.NOT_SERVING
+        watch.cancel()
         # the caches keep running while the server drains, so the wait still succeeds
         stack.kube.set_pod_status("team", "late", pod_ip="10.1.0.85")
         assert await request == "reader"
