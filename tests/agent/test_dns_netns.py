@@ -12,19 +12,18 @@ Needs root and ``ip``; otherwise the test skips and says why.
 
 from __future__ import annotations
 
-import json
 import os
 import secrets
 import shutil
 import signal
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from kiam.certs import CertPaths
+from tests.agent.netns_helpers import read_answers, start_client, start_named_server, stop_process
 from tests.agent.standins import AgentProcess
 
 pytestmark = pytest.mark.netns
@@ -32,25 +31,6 @@ pytestmark = pytest.mark.netns
 NAME = "kiam-server"
 ADDRESSES = ("127.0.0.2", "127.0.0.3")
 PORT = 9611
-CREDS = "/latest/meta-data/iam/security-credentials/"
-REPO = Path(__file__).resolve().parents[2]
-
-# GETs the role list ``count`` times, one connection each, printing one JSON line per
-# answer as it comes, so the test can act part-way through.
-_CLIENT = """
-import json, sys, urllib.error, urllib.request
-port, count = int(sys.argv[1]), int(sys.argv[2])
-for _ in range(count):
-    url = f"http://127.0.0.1:{port}/latest/meta-data/iam/security-credentials/"
-    try:
-        with urllib.request.urlopen(url, timeout=10) as resp:
-            out = [resp.status, resp.read().decode()]
-    except urllib.error.HTTPError as exc:
-        out = [exc.code, exc.read().decode()]
-    except OSError as exc:
-        out = [0, str(exc)]
-    print(json.dumps(out), flush=True)
-"""
 
 
 def _unavailable() -> str | None:
@@ -100,63 +80,13 @@ def netns(tmp_path: Path) -> Iterator[list[str]]:
         _run("ip", "netns", "del", name)
 
 
-def _start_server(
-    wrap: list[str], certs: CertPaths, address: str, name: str
-) -> subprocess.Popen[str]:
-    command = [
-        *wrap,
-        sys.executable,
-        "-m",
-        "tests.agent.named_server",
-        *("--bind", f"{address}:{PORT}", "--certs", str(certs.directory), "--name", name),
-    ]
-    server = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, text=True)
-    assert server.stdout is not None
-    line = server.stdout.readline().strip()
-    if line != "ready":
-        server.kill()
-        _stop(server)
-        pytest.fail(f"scripted server {name} did not start (exit {server.poll()})")
-    return server
-
-
-def _stop(process: subprocess.Popen[str]) -> None:
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-    try:
-        process.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
-    if process.stdout is not None:
-        process.stdout.close()
-
-
-def _client(wrap: list[str], port: int, count: int) -> subprocess.Popen[str]:
-    command = [*wrap, sys.executable, "-c", _CLIENT, str(port), str(count)]
-    return subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
-
-
-def _answers(client: subprocess.Popen[str], count: int | None = None) -> list[tuple[int, str]]:
-    """Read ``count`` answers (all of them when None) as (status, body)."""
-    assert client.stdout is not None
-    answers: list[tuple[int, str]] = []
-    while count is None or len(answers) < count:
-        line = client.stdout.readline()
-        if not line:
-            break
-        status, body = json.loads(line)
-        answers.append((int(status), str(body)))
-    return answers
-
-
 def test_a_dns_name_with_two_addresses_spreads_and_survives_losing_one(
     netns: list[str], certs: CertPaths, tmp_path: Path
 ) -> None:
     servers: dict[str, subprocess.Popen[str]] = {}
     try:
         for name, address in zip(("a", "b"), ADDRESSES, strict=True):
-            servers[name] = _start_server(netns, certs, address, name)
+            servers[name] = start_named_server(netns, certs, bind=f"{address}:{PORT}", name=name)
         agent = AgentProcess.start(
             ["--server-address", f"{NAME}:{PORT}", "--gateway-timeout-creation", "10s"],
             certs=certs,
@@ -165,22 +95,22 @@ def test_a_dns_name_with_two_addresses_spreads_and_survives_losing_one(
         )
     except BaseException:
         for server in servers.values():
-            _stop(server)
+            stop_process(server)
         raise
     try:
         # both addresses behind the one name serve requests (round_robin)
-        with _client(netns, agent.port, 40) as warm:
-            before = _answers(warm)
+        with start_client(netns, agent.port, 40) as warm:
+            before = read_answers(warm)
             assert warm.wait(timeout=30) == 0
         assert {status for status, _ in before} == {200}, before[:5]
         assert {body for _, body in before} == {"from-a", "from-b"}, agent.log()
 
         # kill one server while a pod keeps asking: no request fails
-        with _client(netns, agent.port, 300) as load:
-            during = _answers(load, 30)
+        with start_client(netns, agent.port, 300) as load:
+            during = read_answers(load, 30)
             servers["a"].send_signal(signal.SIGKILL)
             servers["a"].wait(timeout=10)
-            during += _answers(load)
+            during += read_answers(load)
             assert load.wait(timeout=60) == 0
         assert len(during) == 300
         failures = [answer for answer in during if answer[0] != 200]
@@ -190,4 +120,4 @@ def test_a_dns_name_with_two_addresses_spreads_and_survives_losing_one(
     finally:
         agent.stop()
         for server in servers.values():
-            _stop(server)
+            stop_process(server)

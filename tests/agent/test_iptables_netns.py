@@ -16,9 +16,18 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import orjson
 import pytest
 
 from kiam.certs import CertPaths
+from tests.agent.netns_helpers import (
+    CREDS,
+    next_line,
+    read_answers,
+    start_client,
+    start_named_server,
+    stop_process,
+)
 from tests.agent.standins import AgentProcess
 
 pytestmark = pytest.mark.netns
@@ -167,3 +176,39 @@ def test_adding_is_idempotent_and_cleanup_removes_a_leftover(
     )
     assert cleanup.returncode == 0, cleanup.stderr
     assert dnat_rules(netns) == []
+
+
+def test_sigterm_lets_an_in_flight_request_finish_before_the_rule_goes(
+    netns: str, certs: CertPaths, tmp_path: Path
+) -> None:
+    wrap = ["ip", "netns", "exec", netns]
+    release = tmp_path / "release"
+    # 127.0.0.1 of the namespace's own loopback: an address the server certificate names
+    server = start_named_server(wrap, certs, bind="127.0.0.1:9612", name="a", hold_file=release)
+    try:
+        agent = AgentProcess.start(
+            agent_args("--server-address", "127.0.0.1:9612", "--gateway-timeout-creation", "10s"),
+            certs=certs,
+            workdir=tmp_path,
+            wrap=wrap,
+        )
+        try:
+            wait_for_log(agent, "added iptables rule")
+            with start_client(wrap, agent.port, 1, path=CREDS + "from-a") as client:
+                assert next_line(server, timeout=20) == "held", agent.log()
+                agent.terminate()
+                wait_for_log(agent, "received SIGTERM")
+                # a request is in flight, so the rule stays, however long we look
+                time.sleep(0.5)
+                assert len(dnat_rules(netns)) == 1
+                release.touch()
+                [(status, body)] = read_answers(client)
+                assert (status, orjson.loads(body)["AccessKeyId"]) == (200, "ASIAFROMA")
+            assert agent.popen.wait(timeout=15) == 0
+        finally:
+            agent.stop()
+    finally:
+        stop_process(server)
+    assert dnat_rules(netns) == []
+    log = agent.log()
+    assert log.index("served credentials") < log.index("removed iptables rule")

@@ -1,0 +1,108 @@
+"""Processes for the agent's namespace tests, where the test process cannot listen or
+connect itself: the scripted :mod:`tests.agent.named_server` and a small HTTP client.
+
+``wrap`` is the command prefix that runs a command in the namespace
+(``ip netns exec NAME ...``).
+"""
+
+from __future__ import annotations
+
+import json
+import select
+import signal
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+
+from kiam.certs import CertPaths
+
+REPO = Path(__file__).resolve().parents[2]
+CREDS = "/latest/meta-data/iam/security-credentials/"
+
+# GETs ``path`` ``count`` times, one connection each, printing one JSON line per
+# answer as it comes, so the test can act part-way through.
+_CLIENT = """
+import json, sys, urllib.error, urllib.request
+port, count, path = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+for _ in range(count):
+    url = f"http://127.0.0.1:{port}{path}"
+    try:
+        with urllib.request.urlopen(url, timeout=10) as resp:
+            out = [resp.status, resp.read().decode()]
+    except urllib.error.HTTPError as exc:
+        out = [exc.code, exc.read().decode()]
+    except OSError as exc:
+        out = [0, str(exc)]
+    print(json.dumps(out), flush=True)
+"""
+
+
+def start_named_server(
+    wrap: Sequence[str],
+    certs: CertPaths,
+    *,
+    bind: str,
+    name: str,
+    hold_file: Path | None = None,
+) -> subprocess.Popen[str]:
+    """Start a named server at ``bind`` (``host:port``) and wait until it listens."""
+    command = [
+        *wrap,
+        sys.executable,
+        "-m",
+        "tests.agent.named_server",
+        *("--bind", bind, "--certs", str(certs.directory), "--name", name),
+    ]
+    if hold_file is not None:
+        command += ["--hold-file", str(hold_file)]
+    server = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, text=True)
+    if next_line(server, timeout=30) != "ready":
+        server.kill()
+        stop_process(server)
+        pytest.fail(f"scripted server {name} did not start (exit {server.poll()})")
+    return server
+
+
+def next_line(process: subprocess.Popen[str], *, timeout: float) -> str:
+    """The next line ``process`` prints, stripped; ``""`` when none comes in ``timeout``."""
+    assert process.stdout is not None
+    # the pipe is only read here, a line at a time, so nothing waits in a buffer unseen
+    ready, _, _ = select.select([process.stdout], [], [], timeout)
+    return process.stdout.readline().strip() if ready else ""
+
+
+def stop_process(process: subprocess.Popen[str]) -> None:
+    """SIGTERM, wait, SIGKILL if need be; close its output pipe."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+    if process.stdout is not None:
+        process.stdout.close()
+
+
+def start_client(
+    wrap: Sequence[str], port: int, count: int, *, path: str = CREDS
+) -> subprocess.Popen[str]:
+    """``count`` GETs of ``path`` (the role list) from the agent on 127.0.0.1:``port``."""
+    command = [*wrap, sys.executable, "-c", _CLIENT, str(port), str(count), path]
+    return subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+
+
+def read_answers(client: subprocess.Popen[str], count: int | None = None) -> list[tuple[int, str]]:
+    """Read ``count`` answers (all of them when None) as (status, body)."""
+    assert client.stdout is not None
+    answers: list[tuple[int, str]] = []
+    while count is None or len(answers) < count:
+        line = client.stdout.readline()
+        if not line:
+            break
+        status, body = json.loads(line)
+        answers.append((int(status), str(body)))
+    return answers
