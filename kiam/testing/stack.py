@@ -25,10 +25,12 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 ACCOUNT = "123456789012"
@@ -169,7 +171,9 @@ class Stack:
     def spawn(self, name: str, command: Sequence[str], *, env: Mapping[str, str]) -> Process:
         out = self.workdir / f"{name}.out"
         err = self.workdir / f"{name}.err"
-        with out.open("wb") as stdout, err.open("wb") as stderr:
+        # A Ctrl-C raised inside Popen after the fork would lose the child: it would run on,
+        # unrecorded, and close() would never stop it. Hold the signal until it is recorded.
+        with _signals_deferred(), out.open("wb") as stdout, err.open("wb") as stderr:
             popen = subprocess.Popen(
                 self.placement.wrap(command),
                 stdout=stdout,
@@ -178,8 +182,8 @@ class Stack:
                 env=dict(env),
                 cwd=self.workdir,
             )
-        proc = Process(name=name, popen=popen, stdout_path=out, stderr_path=err)
-        self.processes[name] = proc
+            proc = Process(name=name, popen=popen, stdout_path=out, stderr_path=err)
+            self.processes[name] = proc
         return proc
 
     def run(self, command: Sequence[str], *, timeout: float = 30.0) -> str:
@@ -411,6 +415,35 @@ class Stack:
         """Stop every process, last started first (the agent before the server, ...)."""
         for name in reversed(list(self.processes)):
             self.processes[name].stop()
+
+
+@contextlib.contextmanager
+def _signals_deferred() -> Iterator[None]:
+    """Hold SIGINT and SIGTERM for the duration of the block; act on them at its end.
+
+    Python-level handlers (not a blocked signal mask) so that the child started inside
+    the block gets the default dispositions back at exec, and stays stoppable. Only the
+    main thread may set handlers; elsewhere the block runs unprotected."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held: list[int] = []
+
+    def hold(signum: int, frame: FrameType | None) -> None:
+        held.append(signum)
+
+    previous = {sig: signal.signal(sig, hold) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        for signum in dict.fromkeys(held):
+            handler = previous[signal.Signals(signum)]
+            if callable(handler):
+                handler(signum, None)
+            elif handler == signal.SIG_DFL:
+                signal.raise_signal(signum)
 
 
 def _kiam(*args: str) -> list[str]:
