@@ -7,6 +7,7 @@ code of SPEC §2 can be produced, including the ones a real server rarely gives.
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 
 import aiohttp
@@ -131,6 +132,19 @@ async def test_ip_query_is_ignored_by_default(agent: AgentProcess, fake_kiam: Ki
     assert len(fake_kiam.servicer.calls_from("127.0.0.2")) == before
 
 
+async def test_identity_headers_are_ignored(agent: AgentProcess, fake_kiam: KiamStandIn) -> None:
+    # only the TCP peer says who the caller is, whatever headers claim
+    before = len(fake_kiam.servicer.calls_from("127.0.0.2"))
+    claims = {
+        "X-Forwarded-For": "127.0.0.2",
+        "X-Real-IP": "127.0.0.2",
+        "Forwarded": "for=127.0.0.2",
+    }
+    reply = await call(agent, CREDS, source="127.0.1.26", headers=claims)
+    assert (reply.status, reply.text) == (200, "role-26")
+    assert len(fake_kiam.servicer.calls_from("127.0.0.2")) == before
+
+
 # ------------------------------------------------------------------ error statuses
 
 
@@ -205,6 +219,16 @@ async def test_imdsv2_flow(agent: AgentProcess) -> None:
     assert stolen.status == 401
     forged = await call(agent, CREDS, source=source, headers={TOKEN_HEADER: "forged"})
     assert forged.status == 401
+
+
+async def test_expired_token_is_401(agent: AgentProcess) -> None:
+    source = "127.0.1.36"
+    value = await token(agent, source=source, ttl="1")
+    assert (await call(agent, CREDS, source=source, headers={TOKEN_HEADER: value})).status == 200
+    await asyncio.sleep(1.2)  # past the 1-second TTL; expiry is never early
+    reply = await call(agent, CREDS, source=source, headers={TOKEN_HEADER: value})
+    assert reply.status == 401
+    assert "invalid, expired" in reply.text
 
 
 async def test_imdsv1_fallback_when_optional(agent: AgentProcess) -> None:

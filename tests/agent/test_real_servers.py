@@ -17,6 +17,7 @@ import aiohttp
 import orjson
 import pytest
 
+from kiam.agent.imdsv2 import TOKEN_HEADER, TTL_HEADER
 from kiam.certs import CertPaths
 from kiam.testing.stack import ROLE_BASE_ARN, Placement, Process, Stack, free_port
 from tests.agent.standins import AgentProcess
@@ -152,6 +153,30 @@ async def test_statuses_from_a_real_server(cluster: Cluster) -> None:
     async with pod_session("127.0.3.99") as pod:
         status, text = await fetch(pod, cluster.agent, CREDS)
         assert status == 404, text
+
+
+async def test_imdsv2_flow_through_a_real_server(cluster: Cluster) -> None:
+    await wait_healthy(cluster.agent)
+    async with pod_session("127.0.3.4") as pod:
+        async with pod.put(
+            cluster.agent.url() + "/latest/api/token", headers={TTL_HEADER: "21600"}
+        ) as resp:
+            assert resp.status == 200
+            value = await resp.text()
+        with_token = {TOKEN_HEADER: value}
+        async with pod.get(cluster.agent.url() + CREDS, headers=with_token) as resp:
+            assert (resp.status, await resp.text()) == (200, "role-4")
+        for _ in range(300):  # the first STS call of a cold stand-in may miss the budget
+            async with pod.get(cluster.agent.url() + CREDS + "role-4", headers=with_token) as resp:
+                status, text = resp.status, await resp.text()
+            if status != 504:
+                break
+            await asyncio.sleep(0.1)
+        assert status == 200, text
+        assert orjson.loads(text)["Code"] == "Success"
+        forged = {TOKEN_HEADER: value + "x"}
+        async with pod.get(cluster.agent.url() + CREDS, headers=forged) as resp:
+            assert resp.status == 401
 
 
 async def test_conflict_and_sts_failure_from_a_real_server(cluster: Cluster) -> None:
