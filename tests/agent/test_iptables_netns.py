@@ -212,3 +212,26 @@ def test_sigterm_lets_an_in_flight_request_finish_before_the_rule_goes(
     assert dnat_rules(netns) == []
     log = agent.log()
     assert log.index("served credentials") < log.index("removed iptables rule")
+
+
+@pytest.mark.parametrize(("interface", "match"), [("veth+", "-i veth+"), ("!cali+", "! -i cali+")])
+def test_prefix_wildcards_reach_the_real_iptables(netns: str, interface: str, match: str) -> None:
+    script = (
+        "import asyncio\n"
+        "from kiam.agent.iptables import DnatRule, Iptables\n"
+        f"rule = DnatRule(host={HOST!r}, port={PORT}, interface={interface!r})\n"
+        "async def main():\n"
+        "    print(await Iptables().add(rule), await Iptables().add(rule))\n"
+        "asyncio.run(main())\n"
+    )
+    added = in_ns(netns, sys.executable, "-c", script)
+    assert (added.returncode, added.stdout.strip()) == (0, "True False"), added.stderr
+    [rule] = dnat_rules(netns)
+    assert f"{match} " in rule and RULE in rule
+    removal = script.replace(
+        "print(await Iptables().add(rule), await Iptables().add(rule))",
+        "print(await Iptables().remove(rule))",
+    )
+    removed = in_ns(netns, sys.executable, "-c", removal)
+    assert (removed.returncode, removed.stdout.strip()) == (0, "1"), removed.stderr
+    assert dnat_rules(netns) == []
