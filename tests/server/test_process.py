@@ -430,9 +430,7 @@ async def test_port_taken_is_one_line_and_exit_1(tmp_path: Path, certs: CertPath
     assert not any("Traceback" in line for line in process.logs)
 
 
-async def test_metrics_port_taken_is_one_line_and_exit_1(
-    tmp_path: Path, certs: CertPaths
-) -> None:
+async def test_metrics_port_taken_is_one_line_and_exit_1(tmp_path: Path, certs: CertPaths) -> None:
     from kiam.testing.kube import KubeEmulator
 
     with socket.socket() as taken:
@@ -492,6 +490,49 @@ async def test_bad_kubeconfig_is_one_line_and_exit_1(tmp_path: Path, certs: Cert
     assert len(process.logs) == 1, process.logs
     assert "cannot load Kubernetes configuration" in process.logs[0]
     assert "not valid YAML" in process.logs[0]
+
+
+def _server_flags(tmp_path: Path, certs: CertPaths, *, flag: str, value: str) -> list[str]:
+    """Working server flags, but ``flag`` set to ``value`` (a ``.pem`` name: a garbage
+    file in ``tmp_path``; ``{ca}``: the CA certificate)."""
+    settings = {
+        "--bind": "127.0.0.1:0",
+        "--role-base-arn": BASE_ARN,
+        "--cert": str(certs.server_cert),
+        "--key": str(certs.server_key),
+        "--ca": str(certs.ca),
+    }
+    if value.endswith(".pem"):
+        value = str(tmp_path / value)
+        Path(value).write_text("garbage\n")
+    settings[flag] = value.replace("{ca}", str(certs.ca))
+    return [part for item in settings.items() for part in item]
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "expected"),
+    [
+        ("--cert", "garbage.pem", "garbage.pem: not a PEM certificate"),
+        ("--key", "{ca}", "not an unencrypted PEM private key"),
+        ("--role-base-arn", "arn:aws:iam::123456789012:user/", "arn:aws:iam::123456789012:user/"),
+        ("--bind", "127.0.0.1", "--bind"),
+    ],
+)
+async def test_unusable_settings_are_one_line_and_exit_1(
+    tmp_path: Path, certs: CertPaths, flag: str, value: str, expected: str
+) -> None:
+    from kiam.testing.kube import KubeEmulator
+
+    flags = _server_flags(tmp_path, certs, flag=flag, value=value)
+    async with KubeEmulator() as kube:
+        argv = ["server", "--kubeconfig", str(kube.write_kubeconfig(tmp_path / "kubeconfig"))]
+        argv += ["--sts-endpoint", "http://127.0.0.1:9", *flags]
+        process = await KiamProcess.start(argv)
+        assert await process.wait(timeout=30) == 1
+    errors = [line for line in process.logs if "cannot start" in line]
+    assert len(errors) == 1, process.logs
+    assert expected in errors[0]
+    assert not any("Traceback" in line for line in process.logs)
 
 
 async def test_metrics_and_json_logs(tmp_path: Path, certs: CertPaths) -> None:
