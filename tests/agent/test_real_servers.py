@@ -3,6 +3,13 @@
 Everything is a console command with ``kiam certs`` certificates over mTLS: the
 Kubernetes emulator and STS stand-in (``kiam.testing.stack``), two servers, and the
 agent given both servers as a comma-separated list. Pods are loopback source addresses.
+
+Statuses produced here from real servers: 200, 401 (forged token), 403 (another role; the
+namespace forbids the role), 404 (no pod; no role), 409 (two pods claim the IP), 500 (STS
+refuses, through the stand-in's fault queue), 503 (the only server killed, and
+``/health?deep=1`` failing with it). 400/405 are the agent's own (test_http.py); 502 and
+504 need a server misbehaving in ways a real one does not on demand, so they come from
+the scripted server in test_http.py.
 """
 
 from __future__ import annotations
