@@ -114,7 +114,8 @@ class MetadataApp:
         allowed = _ROUTE_METHODS.get(route.kind, _READ_METHODS)
         if request.method not in allowed:
             raise MethodNotAllowed(
-                f"method {request.method} not allowed here; use {', '.join(allowed)}"
+                f"method {request.method} not allowed here; use {', '.join(allowed)}",
+                allow=allowed,
             )
         if route.kind is RouteKind.PING:
             return web.Response(text="pong", content_type="text/plain")
@@ -211,4 +212,7 @@ def _left(deadline: float) -> float:
 
 def error_response(exc: AgentError) -> web.Response:
     """The one-line reason as text, with the status of the exception's class."""
-    return web.Response(status=exc.status, text=exc.message + "\n", content_type="text/plain")
+    headers = {"Allow": ", ".join(exc.allow)} if isinstance(exc, MethodNotAllowed) else None
+    return web.Response(
+        status=exc.status, text=exc.message + "\n", content_type="text/plain", headers=headers
+    )

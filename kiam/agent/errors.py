@@ -63,6 +63,11 @@ class NotFound(AgentError):
 class MethodNotAllowed(AgentError):
     status = 405
 
+    def __init__(self, message: str, *, allow: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.allow = allow
+        """The methods the route takes: the ``Allow`` header HTTP requires on a 405."""
+
 
 class PodNotFound(AgentError):
     status = 404

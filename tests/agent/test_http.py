@@ -187,8 +187,10 @@ async def test_unavailable_is_retried_and_permission_denied_is_not(
 async def test_bad_request_and_method(agent: AgentProcess) -> None:
     bad = await raw_request(agent.port, "/latest/meta-data/%2e%2e/iam/")
     assert bad.status == 400
-    assert (await call(agent, CREDS, method="POST")).status == 405
-    assert (await call(agent, "/latest/api/token", method="GET")).status == 405
+    post = await call(agent, CREDS, method="POST")
+    assert (post.status, post.headers["Allow"]) == (405, "GET, HEAD")
+    get = await call(agent, "/latest/api/token", method="GET")
+    assert (get.status, get.headers["Allow"]) == (405, "PUT")
 
 
 async def test_unknown_path_is_blocked(agent: AgentProcess, fake_imds: ImdsStandIn) -> None:
