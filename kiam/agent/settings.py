@@ -14,8 +14,9 @@ class AgentSettings:
     keepalive: KeepaliveSettings = field(default_factory=KeepaliveSettings)
     port: int = 3100
     """HTTP port the metadata proxy listens on."""
-    listen_address: str = "0.0.0.0"
-    """Address the metadata proxy binds (pods reach it through the DNAT rule)."""
+    listen_address: str = ""
+    """Address the metadata proxy binds; empty binds every address, IPv4 and IPv6 (pods
+    reach it through the DNAT rule)."""
     allow_ip_query: bool = False
     """Development only: ``?ip=`` overrides the caller's address."""
     allow_route_regexp: str = "^$"
