@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import shutil
 import signal
 import subprocess
 import sys
@@ -105,31 +106,77 @@ def run_demo(*, netns: bool, log: LogSettings) -> int:
     if netns and (reason := netns_bed.unavailable_reason()):
         print(f"kiam demo --netns: {reason}", file=sys.stderr)
         return 2
-    previous = signal.signal(signal.SIGTERM, _raise_stopped)
-    try:
-        with tempfile.TemporaryDirectory(prefix="kiam-demo-") as tmp:
-            return _run(Path(tmp), netns=netns, log=log)
-    except (KeyboardInterrupt, _Stopped):
+    started = _Started(workdir=Path(tempfile.mkdtemp(prefix="kiam-demo-")))
+    with _interrupts():
+        try:
+            try:
+                code = _run(started, netns=netns, log=log)
+            except (KeyboardInterrupt, _Stopped):
+                code = 130
+            finally:
+                started.close()
+        except (KeyboardInterrupt, _Stopped):
+            # The one interrupt (see _interrupts) came as the clean-up began: finish it.
+            started.close()
+            code = 130
+    if code == 130:
         print("\ninterrupted: everything the demo started has been stopped", file=sys.stderr)
-        return 130
+    return code
+
+
+@contextlib.contextmanager
+def _interrupts() -> Iterator[None]:
+    """Ctrl-C (SIGINT) or SIGTERM unwind the demo once; any later one is ignored.
+
+    Raising only once is what lets the clean-up run to the end whenever the signal comes,
+    even at the very start of a ``finally`` and with a second Ctrl-C. A SIGINT the demo
+    inherited as ignored (a background job) stays ignored, as it does for any program."""
+
+    def fire(signum: int, frame: FrameType | None) -> None:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, signal.SIG_IGN)
+        raise KeyboardInterrupt if signum == signal.SIGINT else _Stopped
+
+    sigs = [signal.SIGTERM]
+    if signal.getsignal(signal.SIGINT) != signal.SIG_IGN:
+        sigs.append(signal.SIGINT)
+    previous = {sig: signal.signal(sig, fire) for sig in sigs}
+    try:
+        yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
-def _raise_stopped(signum: int, frame: FrameType | None) -> None:
-    raise _Stopped
+@dataclass
+class _Started:
+    """What the demo has started so far; :meth:`close` stops it all and may run twice."""
 
-
-def _run(workdir: Path, *, netns: bool, log: LogSettings) -> int:
-    section("kiam demo")
-    row("work directory", workdir)
-    row("pods are", "network namespaces (iptables DNAT)" if netns else "loopback addresses")
-    bed: netns_bed.Bed | None = None
+    workdir: Path
     stack: Stack | None = None
+    bed: netns_bed.Bed | None = None
+
+    def close(self) -> None:
+        with _signals_ignored():
+            try:
+                if self.stack is not None:
+                    self.stack.close()
+                if self.bed is not None:
+                    netns_bed.destroy_bed(self.bed)
+            except netns_bed.NetnsError as exc:
+                print(f"kiam demo: clean-up: {exc}", file=sys.stderr)
+            finally:
+                shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+def _run(started: _Started, *, netns: bool, log: LogSettings) -> int:
+    section("kiam demo")
+    row("work directory", started.workdir)
+    row("pods are", "network namespaces (iptables DNAT)" if netns else "loopback addresses")
     try:
         if netns:
             netns_bed.cleanup_leftovers()
-            bed = netns_bed.create_bed(pods=len(PODS))
+            bed = started.bed = netns_bed.create_bed(pods=len(PODS))
             row("node namespace", f"{bed.node} (bridge {bed.bridge} {bed.bridge_ip})")
             placement = Placement(
                 wrap=bed.node_argv,
@@ -142,10 +189,10 @@ def _run(workdir: Path, *, netns: bool, log: LogSettings) -> int:
         else:
             placement = Placement(server_port=free_port(), agent_port=free_port())
             ips = [f"127.0.0.{11 + i}" for i in range(len(PODS))]
-        stack = Stack(workdir=workdir / "stack", placement=placement)
+        stack = started.stack = Stack(workdir=started.workdir / "stack", placement=placement)
         _start(stack, ips, log=log)
-        if bed is not None:
-            _show_netns(stack, bed)
+        if started.bed is not None:
+            _show_netns(stack, started.bed)
         else:
             asyncio.run(_show_loopback(stack, ips))
         section("done")
@@ -154,12 +201,6 @@ def _run(workdir: Path, *, netns: bool, log: LogSettings) -> int:
     except (StackError, netns_bed.NetnsError) as exc:
         print(f"\nkiam demo failed: {exc}", file=sys.stderr)
         return 1
-    finally:
-        with _signals_ignored():
-            if stack is not None:
-                stack.close()
-            if bed is not None:
-                netns_bed.destroy_bed(bed)
 
 
 @contextlib.contextmanager

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import os
 import re
+import select
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -79,30 +81,65 @@ def test_demo_on_loopback_shows_every_case_and_cleans_up() -> None:
     _assert_nothing_left(_workdir(out))
 
 
+def _start_demo(args: list[str]) -> subprocess.Popen[bytes]:
+    """The demo with Ctrl-C at its default disposition, whatever this process has.
+
+    A test runner started as a background job without job control ignores SIGINT, and a
+    child would inherit that; a handler installed here is reset to the default at exec."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        # Its own process group: if the demo must be killed, its children go with it.
+        return subprocess.Popen(
+            [*DEMO, *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+        )
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _read_until(proc: subprocess.Popen[bytes], marker: bytes, *, timeout: float) -> bytes:
+    """Read the demo's stdout until ``marker`` ends a line, it exits, or ``timeout`` passes.
+
+    Raw reads (no buffered file object), so that ``communicate`` later gets the rest."""
+    assert proc.stdout is not None
+    fd = proc.stdout.fileno()
+    seen = b""
+    deadline = time.monotonic() + timeout
+    while marker not in seen.rpartition(b"\n")[0]:  # only whole lines count
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            break
+        ready, _, _ = select.select([fd], [], [], remaining)
+        if not ready:
+            break
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            break
+        seen += chunk
+    return seen
+
+
 @pytest.mark.parametrize("args", [[], ["--netns"]], ids=["loopback", "netns"])
 def test_ctrl_c_stops_everything(args: list[str]) -> None:
     if args and (reason := netns.unavailable_reason()):
         pytest.skip(f"kiam demo --netns skipped: {reason}")
-    demo = subprocess.Popen(
-        [*DEMO, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
-    assert demo.stdout is not None
-    lines = []
+    demo = _start_demo(args)
     try:
         # interrupt once the server and agent are running
-        for line in demo.stdout:
-            lines.append(line)
-            if "kiam agent:" in line:
-                break
+        head = _read_until(demo, b"kiam agent:", timeout=DEMO_TIMEOUT)
+        assert b"kiam agent:" in head, head.decode(errors="replace")
         demo.send_signal(signal.SIGINT)
         rest, err = demo.communicate(timeout=DEMO_TIMEOUT)
     finally:
         if demo.poll() is None:
-            demo.kill()
+            os.killpg(demo.pid, signal.SIGKILL)
             demo.wait()
-    output = "".join(lines) + rest
-    assert demo.returncode == 130, output + err
-    assert "interrupted" in err
+    output = (head + rest).decode(errors="replace")
+    errors = err.decode(errors="replace")
+    assert demo.returncode == 130, output + errors
+    assert "interrupted" in errors
     _assert_nothing_left(_workdir(output))
     if args:
         _assert_bed_gone(output)
