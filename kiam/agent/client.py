@@ -8,10 +8,11 @@ TLS verifies the name we dial (the server certificate carries ``kiam-server...``
 ``localhost``, ``127.0.0.1`` and ``::1``), so no target-name override is needed.
 
 Each call has one deadline (the caller's budget). UNAVAILABLE is retried on the next
-channel (or, with one channel, once more on the same one, where ``round_robin`` moves
-to another address) while the budget lasts; every other status is final, and
-PERMISSION_DENIED in particular is never retried. grpc errors are translated into
-:mod:`kiam.agent.errors` here, using the table in docs/architecture.md.
+channel (with fewer than three channels, round the list again: behind a DNS name
+``round_robin`` moves each retry to another address) while the budget lasts; every
+other status is final, and PERMISSION_DENIED in particular is never retried. grpc
+errors are translated into :mod:`kiam.agent.errors` here, using the table in
+docs/architecture.md.
 """
 
 from __future__ import annotations
@@ -182,7 +183,9 @@ class KiamClient:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + budget
         order = self._order()
-        attempts = max(2, len(order))
+        # every channel once, and at least three tries: behind one DNS name, round_robin
+        # moves each retry to another address, and a name may hide more than one dead one
+        attempts = max(3, len(order))
         last: AgentError = ServerTimeout(f"{method}: no time left to ask a kiam server")
         for attempt in range(attempts):
             remaining = deadline - loop.time()
