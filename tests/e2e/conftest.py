@@ -21,6 +21,13 @@ from kiam.testing.stack import Placement, Stack
 SDK_TIMEOUT = 60.0
 
 
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Say why the end-to-end suite did not run, even under ``pytest -q`` (no ``-rs``)."""
+    reason = netns.unavailable_reason()
+    if reason:
+        terminalreporter.write_line(f"end-to-end (network namespace) tests skipped: {reason}")
+
+
 def require_bed() -> None:
     reason = netns.unavailable_reason()
     if reason:

@@ -141,9 +141,11 @@ def test_boto3_default_chain_gets_the_pods_role(system: System) -> None:
 
 
 def test_aws_cli_gets_the_pods_role(system: System) -> None:
+    tokens = system.answered("token")
     run = run_in_pod(system.pod("cli"), awscli_command(system.sts_url), home=system.homes / "b")
     result = run.result
     assert result.ok, run.stderr or result.error
+    assert system.answered("token") > tokens, "the AWS CLI did not use IMDSv2"
     assert result.arn == caller_arn("app-cli", "cli")
 
 
