@@ -101,13 +101,26 @@ def test_unavailable_reason_names_root_when_not_root() -> None:
 
 
 def test_pick_subnet_avoids_networks_in_use() -> None:
+    import os
     import random
+    import secrets
+    import shutil
 
-    rng = random.Random(7)
+    if shutil.which("ip") is None:
+        pytest.skip("pick_subnet reads the host's networks with 'ip' (Debian package iproute2)")
     first = netns.pick_subnet(random.Random(7))
     assert first.prefixlen == 24
     assert str(first).startswith("10.")
-    assert netns.pick_subnet(rng) == first
+    assert not any(first.overlaps(used) for used in netns._used_networks())
+    # A live bed holding that subnet (this process is its owner): the same draw avoids it.
+    netns.STATE_DIR.mkdir(parents=True, exist_ok=True)
+    owner = netns.STATE_DIR / f"{secrets.token_hex(3)}.owner"
+    owner.write_text(f"{os.getpid()} {first}\n")
+    try:
+        second = netns.pick_subnet(random.Random(7))
+    finally:
+        owner.unlink()
+    assert not second.overlaps(first)
 
 
 def test_pod_command_clears_the_environment(tmp_path: object) -> None:
