@@ -190,6 +190,19 @@ def test_no_pod_receives_another_pods_credentials(system: System) -> None:
     assert js.result.access_key_id == seen["js"][1]
 
 
+@pytest.mark.parametrize("other", ["cli", "js"])
+def test_a_pod_asking_for_another_pods_role_is_refused(system: System, other: str) -> None:
+    wanted = PODS[other].role
+    probe = run_in_pod(
+        system.pod("boto3"), imds_probe_command("v2", ask_for=wanted), home=system.homes / "i"
+    )
+    doc = json.loads(probe.stdout)
+    assert doc.get("role") == "app-boto3", doc
+    assert doc["credentials_status"] == 403, doc
+    assert "access_key_id" not in doc
+    assert wanted in doc.get("error", "") or "app-boto3" in doc.get("error", ""), doc
+
+
 def test_a_forbidden_role_gets_nothing_and_an_event(system: System) -> None:
     pod = system.pod("denied")
     run = run_in_pod(pod, boto3_command(system.sts_url), home=system.homes / "g")

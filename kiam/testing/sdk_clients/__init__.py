@@ -115,8 +115,12 @@ def js_command(js_dir: Path, endpoint: str) -> list[str]:
     return [node, str(js_dir / "caller.mjs"), endpoint]
 
 
-def imds_probe_command(version: str, url: str = "http://169.254.169.254") -> list[str]:
-    return [sys.executable, "-m", "kiam.testing.sdk_clients.imds_probe", version, url]
+def imds_probe_command(
+    version: str, url: str = "http://169.254.169.254", *, ask_for: str = ""
+) -> list[str]:
+    """The metadata walk by hand; ``ask_for`` requests that role's credentials instead."""
+    extra = [ask_for] if ask_for else []
+    return [sys.executable, "-m", "kiam.testing.sdk_clients.imds_probe", version, url, *extra]
 
 
 # ---------------------------------------------------------------- npm

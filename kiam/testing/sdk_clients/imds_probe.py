@@ -1,10 +1,11 @@
 """Run inside a test pod: talk to the metadata service by hand, as IMDSv1 or IMDSv2.
 
-    python -m kiam.testing.sdk_clients.imds_probe v1|v2 [URL]
+    python -m kiam.testing.sdk_clients.imds_probe v1|v2 [URL [ROLE]]
 
 v1 sends plain GETs; v2 first PUTs ``/latest/api/token`` and sends the token on every
 GET. Prints one JSON line: the status of each step, the role listed, and the access key
-id of the credentials (never the secret or token).
+id of the credentials (never the secret or token). With ROLE, the credentials asked for
+are ROLE's instead of the listed role's (what a pod trying another pod's role would do).
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ def _request(method: str, url: str, headers: dict[str, str]) -> tuple[int, str]:
         return 0, f"{type(exc).__name__}: {exc}"
 
 
-def probe(version: str, base: str) -> dict[str, Any]:
+def probe(version: str, base: str, *, ask_for: str = "") -> dict[str, Any]:
     headers: dict[str, str] = {}
     result: dict[str, Any] = {"version": version}
     if version == "v2":
@@ -50,7 +51,7 @@ def probe(version: str, base: str) -> dict[str, Any]:
         return result
     role = body.strip()
     result["role"] = role
-    status, body = _request("GET", base + _PATH + role, headers)
+    status, body = _request("GET", base + _PATH + (ask_for or role), headers)
     result["credentials_status"] = status
     if status != 200:
         result["error"] = body.strip()
@@ -62,11 +63,12 @@ def probe(version: str, base: str) -> dict[str, Any]:
 
 
 def main(argv: list[str]) -> int:
-    if not argv or argv[0] not in ("v1", "v2") or len(argv) > 2:
-        print("usage: imds_probe v1|v2 [URL]", file=sys.stderr)
+    if not argv or argv[0] not in ("v1", "v2") or len(argv) > 3:
+        print("usage: imds_probe v1|v2 [URL [ROLE]]", file=sys.stderr)
         return 2
-    base = (argv[1] if len(argv) == 2 else DEFAULT_URL).rstrip("/")
-    print(json.dumps(probe(argv[0], base)), flush=True)
+    base = (argv[1] if len(argv) >= 2 else DEFAULT_URL).rstrip("/")
+    ask_for = argv[2] if len(argv) == 3 else ""
+    print(json.dumps(probe(argv[0], base, ask_for=ask_for)), flush=True)
     return 0
 
 
