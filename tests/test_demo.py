@@ -43,6 +43,11 @@ def _processes_using(path: Path) -> list[int]:
     return found
 
 
+def _assert_no_secrets(text: str) -> None:
+    """No secret access key (40 characters) or session token printed, whole or in part."""
+    assert not re.findall(r"[A-Za-z0-9/+]{40,}", text)
+
+
 def _assert_nothing_left(workdir: Path) -> None:
     assert not workdir.exists(), f"{workdir} was left behind"
     assert _processes_using(workdir) == []
@@ -78,6 +83,7 @@ def test_demo_on_loopback_shows_every_case_and_cleans_up() -> None:
     assert re.search(r"GET role:\s+404 .*no iam.amazonaws.com/role annotation", out), out
     assert len(re.findall(r"AccessKeyId:\s+ASIA\w+", out)) == 2
     assert 'SecretAccessKey"' not in out and "hidden" in out
+    _assert_no_secrets(out + done.stderr)
     _assert_nothing_left(_workdir(out))
 
 
@@ -168,6 +174,7 @@ def test_demo_with_network_namespaces() -> None:
     assert re.search(r"boto3 in the pod:\s+arn:aws:sts::\d+:assumed-role/shop-catalog/", out)
     assert out.count("boto3 in the pod:    no credentials") == 2
     assert "Warning KiamRoleForbidden" in out
+    _assert_no_secrets(out + done.stderr)
     _assert_bed_gone(out)
     _assert_host_untouched(out)
     _assert_nothing_left(_workdir(out))
