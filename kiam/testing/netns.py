@@ -47,7 +47,8 @@ PREFIX = "kiamt"
 BRIDGE_PREFIX = "kbr"
 VETH_PREFIX = "kv"
 STATE_DIR = Path(tempfile.gettempdir()) / "kiam-netns"
-"""One ``<id>.owner`` file per live bed: the owner's PID and the subnet."""
+"""One ``<id>.owner`` file per live bed: the owner's PID and the subnet. The directory
+goes when its last bed does."""
 
 _NAME_RE = re.compile(rf"^{PREFIX}([0-9a-f]{{6}})(n|p\d+)$")
 _COMMAND_TIMEOUT = 20.0
@@ -187,14 +188,34 @@ def create_bed(*, pods: int = 3) -> Bed:
             PodNetns(name=f"{PREFIX}{bed_id}p{i}", ip=str(hosts[9 + i])) for i in range(pods)
         ),
     )
-    STATE_DIR.mkdir(parents=True, exist_ok=True)
-    _owner_file(bed_id).write_text(f"{os.getpid()} {net}\n")
+    _write_owner(bed_id, f"{os.getpid()} {net}\n")
     try:
         _build(bed, prefix_len=net.prefixlen)
     except BaseException:
         destroy_bed(bed)
         raise
     return bed
+
+
+def _write_owner(bed_id: str, text: str) -> None:
+    # Another bed's teardown may remove the (then empty) state directory between our
+    # mkdir and the write: make it again.
+    for _ in range(5):
+        STATE_DIR.mkdir(parents=True, exist_ok=True)
+        try:
+            _owner_file(bed_id).write_text(text)
+            return
+        except FileNotFoundError:
+            continue
+    raise NetnsError(f"cannot record the test bed's owner in {STATE_DIR}")
+
+
+def _forget_owner(bed_id: str) -> None:
+    """Remove the bed's owner file, and the state directory once no bed is left in it."""
+    with contextlib.suppress(FileNotFoundError):
+        _owner_file(bed_id).unlink()
+    with contextlib.suppress(OSError):  # not empty: another bed is alive
+        STATE_DIR.rmdir()
 
 
 def _build(bed: Bed, *, prefix_len: int) -> None:
@@ -262,8 +283,7 @@ def destroy_bed(bed: Bed) -> None:
     survivors = _kill_all(bed.namespaces)
     _delete_namespaces(bed.bed_id, bed.namespaces)
     left = [n for n in list_namespaces() if n in bed.namespaces]
-    with contextlib.suppress(FileNotFoundError):
-        _owner_file(bed.bed_id).unlink()
+    _forget_owner(bed.bed_id)
     if left or survivors:
         raise NetnsError(
             f"test bed {bed.bed_id}: left behind: namespaces {left}, processes {survivors}"
@@ -298,14 +318,12 @@ def cleanup_leftovers() -> list[str]:
             continue
         _kill_all(names)
         _delete_namespaces(bed_id, names)
-        with contextlib.suppress(FileNotFoundError):
-            _owner_file(bed_id).unlink()
+        _forget_owner(bed_id)
         removed.extend(names)
     if STATE_DIR.is_dir():
         for owner in STATE_DIR.glob("*.owner"):
             if not _owner_alive(owner.stem):
-                with contextlib.suppress(FileNotFoundError):
-                    owner.unlink()
+                _forget_owner(owner.stem)
     return removed
 
 

@@ -152,3 +152,15 @@ def test_parse_result(stdout: str, ok: bool, key: str, arn: str) -> None:
     assert (result.ok, result.access_key_id, result.arn) == (ok, key, arn)
     if not ok:
         assert result.error
+
+
+@pytest.mark.netns
+def test_teardown_leaves_no_state_file() -> None:
+    require_bed()
+    bed = netns.create_bed(pods=1)
+    owner = netns.STATE_DIR / f"{bed.bed_id}.owner"
+    assert owner.is_file()
+    netns.destroy_bed(bed)
+    assert not owner.exists()
+    # The directory goes with the last bed (another run's beds may still be alive).
+    assert not netns.STATE_DIR.exists() or list(netns.STATE_DIR.glob("*.owner"))
