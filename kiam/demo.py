@@ -187,7 +187,11 @@ def _run(started: _Started, *, netns: bool, log: LogSettings) -> int:
             )
             ips = [pod.ip for pod in bed.pods]
         else:
-            placement = Placement(server_port=free_port(), agent_port=free_port())
+            server_port = free_port()
+            agent_port = free_port()
+            while agent_port == server_port:  # the kernel may hand out one port twice
+                agent_port = free_port()
+            placement = Placement(server_port=server_port, agent_port=agent_port)
             ips = [f"127.0.0.{11 + i}" for i in range(len(PODS))]
         stack = started.stack = Stack(workdir=started.workdir / "stack", placement=placement)
         _start(stack, ips, log=log)
