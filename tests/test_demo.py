@@ -127,8 +127,13 @@ def _read_until(proc: subprocess.Popen[bytes], marker: bytes, *, timeout: float)
     return seen
 
 
-@pytest.mark.parametrize("args", [[], ["--netns"]], ids=["loopback", "netns"])
-def test_ctrl_c_stops_everything(args: list[str]) -> None:
+@pytest.mark.parametrize(
+    ("args", "whole_group"),
+    [([], False), (["--netns"], False), ([], True)],
+    # "terminal": Ctrl-C in a terminal reaches the demo's children at the same moment
+    ids=["loopback", "netns", "loopback-terminal"],
+)
+def test_ctrl_c_stops_everything(args: list[str], whole_group: bool) -> None:
     if args and (reason := netns.unavailable_reason()):
         pytest.skip(f"kiam demo --netns skipped: {reason}")
     demo = _start_demo(args)
@@ -136,7 +141,10 @@ def test_ctrl_c_stops_everything(args: list[str]) -> None:
         # interrupt once the server and agent are running
         head = _read_until(demo, b"kiam agent:", timeout=DEMO_TIMEOUT)
         assert b"kiam agent:" in head, head.decode(errors="replace")
-        demo.send_signal(signal.SIGINT)
+        if whole_group:
+            os.killpg(demo.pid, signal.SIGINT)
+        else:
+            demo.send_signal(signal.SIGINT)
         rest, err = demo.communicate(timeout=DEMO_TIMEOUT)
     finally:
         if demo.poll() is None:
