@@ -14,6 +14,10 @@ subresource, as a kubelet would.
 
 Synchronous on purpose (like :mod:`kiam.testing.netns`): starting and stopping processes
 is set-up work; asyncio callers use ``asyncio.to_thread``.
+
+:meth:`Stack.close` stops every process :meth:`Stack.spawn` started, last first (SIGTERM,
+then SIGKILL after ten seconds): a Ctrl-C or SIGTERM arriving while a child is being
+started is held until the child is recorded, so none can escape the clean-up.
 """
 
 from __future__ import annotations
