@@ -23,6 +23,7 @@ started is held until the child is recorded, so none can escape the clean-up.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import json
 import os
 import signal
@@ -42,6 +43,22 @@ ACCOUNT = "123456789012"
 ROLE_BASE_ARN = f"arn:aws:iam::{ACCOUNT}:role/"
 _START_TIMEOUT = 30.0
 _STOP_TIMEOUT = 10.0
+
+
+_PR_SET_PDEATHSIG = 1
+# Looked up here, in the parent: the child may only call it (no loading after a fork).
+_prctl = ctypes.CDLL(None, use_errno=True).prctl
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: SIGTERM it when the process that started it dies.
+
+    Whatever kills the demo or a test run (even SIGKILL, which no clean-up sees), the
+    stand-ins and daemons it started do not outlive it. ``ip netns exec`` execs the
+    command, which keeps the setting. Only an async-signal-safe system call runs
+    between fork and exec, which is what makes ``preexec_fn`` safe here.
+    """
+    _prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
 
 
 # Run as `python -c` where the processes are: one request described on stdin, the answer
@@ -185,6 +202,7 @@ class Stack:
                 stdin=subprocess.DEVNULL,
                 env=dict(env),
                 cwd=self.workdir,
+                preexec_fn=_die_with_parent,  # noqa: PLW1509 (see _die_with_parent)
             )
             proc = Process(name=name, popen=popen, stdout_path=out, stderr_path=err)
             self.processes[name] = proc
