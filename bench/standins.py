@@ -22,8 +22,8 @@ from typing import Any
 import orjson
 
 from bench.pods import ROLE_ANNOTATION, pod_body, pod_ip
+from kiam.testing.commands import ROLE_BASE_ARN
 from kiam.testing.kube import PODS, KubeEmulator
-from kiam.testing.stack import ROLE_BASE_ARN
 from kiam.testing.sts import StsStandIn
 
 Reply = dict[str, Any]

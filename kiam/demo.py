@@ -39,8 +39,9 @@ import aiohttp
 from kiam.common import logs
 from kiam.common.settings import LogSettings
 from kiam.testing import netns as netns_bed
+from kiam.testing.commands import ACCOUNT
 from kiam.testing.sdk_clients import boto3_command, imds_probe_command, parse_result, pod_command
-from kiam.testing.stack import ACCOUNT, Placement, Stack, StackError, free_port
+from kiam.testing.stack import Placement, Stack, StackError, free_port
 
 NAMESPACE = "shop"
 PERMITTED = f"arn:aws:iam::{ACCOUNT}:role/shop-.*"

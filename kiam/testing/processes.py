@@ -38,7 +38,6 @@ import contextlib
 import os
 import re
 import signal
-import sys
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,11 +50,18 @@ from grpc import aio
 from kiam.certs import CertPaths
 from kiam.common.settings import TLSSettings
 from kiam.common.tls import channel_credentials
+from kiam.testing.commands import (
+    ROLE_BASE_ARN,
+    aws_test_env,
+    kiam_command,
+    server_args,
+    tls_args,
+)
 from kiam.testing.kube import KubeEmulator
 from kiam.testing.sts import StsStandIn
 from kiam.wire import kiam_pb2_grpc
 
-BASE_ARN = "arn:aws:iam::123456789012:role/"
+BASE_ARN = ROLE_BASE_ARN
 STOP_TIMEOUT = 10.0
 """Seconds a process gets after SIGTERM before SIGKILL."""
 READY_TIMEOUT = 30.0
@@ -68,29 +74,10 @@ class ProcessError(Exception):
     """A kiam process failed to start or ended unexpectedly; carries its log tail."""
 
 
-def kiam_command() -> list[str]:
-    """The ``kiam`` console script of this interpreter's environment."""
-    script = Path(sys.executable).parent / "kiam"
-    if script.exists():
-        return [str(script)]
-    return [sys.executable, "-m", "kiam"]
-
-
 def kiam_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     """Our environment without ambient AWS settings, plus dummy credentials and a region,
     so botocore never reads a profile or asks a real metadata service."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
-    env.update(
-        AWS_ACCESS_KEY_ID="testing-access-key",
-        AWS_SECRET_ACCESS_KEY="testing-secret-key",
-        AWS_DEFAULT_REGION="us-east-1",
-        AWS_CONFIG_FILE=os.devnull,
-        AWS_SHARED_CREDENTIALS_FILE=os.devnull,
-        AWS_EC2_METADATA_DISABLED="true",
-        PYTHONUNBUFFERED="1",
-    )
-    env.update(extra or {})
-    return env
+    return aws_test_env(**(extra or {}))
 
 
 class KiamProcess:
@@ -251,23 +238,14 @@ async def start_server(
 
     ``base_arn=""`` leaves ``--role-base-arn`` out (pass ``--role-base-arn-autodetect``
     in ``args`` then)."""
-    argv = [
-        "server",
-        "--bind",
-        bind,
-        "--kubeconfig",
-        str(kubeconfig),
-        "--sts-endpoint",
-        sts_url,
-        *(("--role-base-arn", base_arn) if base_arn else ()),
-        "--cert",
-        str(certs.server_cert),
-        "--key",
-        str(certs.server_key),
-        "--ca",
-        str(certs.ca),
-        *args,
-    ]
+    argv = server_args(
+        bind=bind,
+        kubeconfig=kubeconfig,
+        sts_url=sts_url,
+        tls=tls_args(cert=certs.server_cert, key=certs.server_key, ca=certs.ca),
+        base_arn=base_arn,
+        extra=args,
+    )
     server = await ServerProcess.start(argv, env=kiam_env(env))
     try:
         await server.wait_serving()

@@ -25,7 +25,6 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import json
-import os
 import signal
 import socket
 import subprocess
@@ -38,9 +37,14 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-ACCOUNT = "123456789012"
-"""moto's default account: the STS stand-in issues credentials for roles in it."""
-ROLE_BASE_ARN = f"arn:aws:iam::{ACCOUNT}:role/"
+from kiam.testing.commands import (
+    aws_test_env,
+    isolated_env,
+    kiam_command,
+    server_args,
+    tls_args,
+)
+
 _START_TIMEOUT = 30.0
 _STOP_TIMEOUT = 10.0
 
@@ -119,10 +123,7 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 def process_env(**extra: str) -> dict[str, str]:
     """This process's environment without any AWS setting, plus ``extra``."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
-    env["PYTHONUNBUFFERED"] = "1"
-    env.update(extra)
-    return env
+    return isolated_env(**extra)
 
 
 @dataclass
@@ -258,29 +259,15 @@ class Stack:
     def start_server(self, *, extra: Sequence[str] = ()) -> Process:
         if not (self.kube_url and self.sts_url):
             raise StackError("start the Kubernetes emulator and the STS stand-in first")
-        command = _kiam(
-            "server",
-            "--bind",
-            f"127.0.0.1:{self.placement.server_port}",
-            "--kubeconfig",
-            str(self.kubeconfig),
-            "--role-base-arn",
-            ROLE_BASE_ARN,
-            "--sts-endpoint",
-            self.sts_url,
-            "--region",
-            "us-east-1",
-            "--sync",
-            "1m",
-            *self._tls("server"),
-            *extra,
+        args = server_args(
+            bind=f"127.0.0.1:{self.placement.server_port}",
+            kubeconfig=self.kubeconfig,
+            sts_url=self.sts_url,
+            tls=self._tls("server"),
+            extra=("--region", "us-east-1", "--sync", "1m", *extra),
         )
         # Dummy keys for the stand-in, which checks none; never the real metadata service.
-        env = process_env(
-            AWS_ACCESS_KEY_ID="testing",
-            AWS_SECRET_ACCESS_KEY="testing",
-            AWS_EC2_METADATA_DISABLED="true",
-        )
+        command, env = _kiam(*args), aws_test_env()
         return self.spawn("server", command, env=env)
 
     def start_agent(self, *, extra: Sequence[str] = ()) -> Process:
@@ -302,14 +289,7 @@ class Stack:
 
     def _tls(self, who: str) -> list[str]:
         c = self.certs
-        return [
-            "--cert",
-            str(c / f"{who}.pem"),
-            "--key",
-            str(c / f"{who}-key.pem"),
-            "--ca",
-            str(c / "ca.pem"),
-        ]
+        return tls_args(cert=c / f"{who}.pem", key=c / f"{who}-key.pem", ca=c / "ca.pem")
 
     @property
     def agent_url(self) -> str:
@@ -469,4 +449,4 @@ def _signals_deferred() -> Iterator[None]:
 
 
 def _kiam(*args: str) -> list[str]:
-    return [sys.executable, "-m", "kiam", *args]
+    return kiam_command(*args)

@@ -26,7 +26,8 @@ import pytest
 
 from kiam.agent.imdsv2 import TOKEN_HEADER, TTL_HEADER
 from kiam.certs import CertPaths
-from kiam.testing.stack import ROLE_BASE_ARN, Placement, Process, Stack, free_port
+from kiam.testing.commands import ROLE_BASE_ARN
+from kiam.testing.stack import Placement, Process, Stack, free_port
 from tests.agent.standins import AgentProcess
 
 CREDS = "/latest/meta-data/iam/security-credentials/"

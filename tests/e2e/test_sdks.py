@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from kiam.testing import netns
+from kiam.testing.commands import ACCOUNT
 from kiam.testing.sdk_clients import (
     awscli_command,
     boto3_command,
@@ -25,7 +26,7 @@ from kiam.testing.sdk_clients import (
     imds_probe_command,
     js_command,
 )
-from kiam.testing.stack import ACCOUNT, Stack
+from kiam.testing.stack import Stack
 from tests.e2e.conftest import node_stack, run_in_pod
 
 pytestmark = pytest.mark.netns

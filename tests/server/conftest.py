@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from kiam.certs import CertPaths
-from kiam.testing.processes import kiam_command, kiam_env
+from kiam.testing.commands import kiam_command
+from kiam.testing.processes import kiam_env
 
 
 @pytest.fixture(scope="session")
@@ -16,7 +17,7 @@ def certs(tmp_path_factory: pytest.TempPathFactory) -> CertPaths:
     """``kiam certs --out DIR`` run once: the real command, as operators run it."""
     directory = tmp_path_factory.mktemp("certs") / "pki"
     subprocess.run(
-        [*kiam_command(), "certs", "--out", str(directory)],
+        kiam_command("certs", "--out", str(directory)),
         check=True,
         capture_output=True,
         env=kiam_env(),
