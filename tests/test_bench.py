@@ -46,6 +46,7 @@ def _tables(output: str) -> dict[str, list[re.Match[str]]]:
         ("sync", ["Server sync"]),
         ("watch", ["Watch ingest"]),
         ("coldstart", ["Cold start"]),
+        ("emulator", ["Emulator endurance"]),
     ],
 )
 def test_benchmark_prints_figures_with_baseline_and_ratio(name: str, titles: list[str]) -> None:
