@@ -18,6 +18,7 @@ from grpc import aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from kiam.certs import CertPaths
+from kiam.testing.commands import server_args, tls_args
 from kiam.testing.processes import (
     BASE_ARN,
     KiamProcess,
@@ -405,23 +406,12 @@ async def test_port_taken_is_one_line_and_exit_1(tmp_path: Path, certs: CertPath
         port = taken.getsockname()[1]
         async with KubeEmulator() as kube:
             process = await KiamProcess.start(
-                [
-                    "server",
-                    "--bind",
-                    f"127.0.0.1:{port}",
-                    "--kubeconfig",
-                    str(kube.write_kubeconfig(tmp_path / "kubeconfig")),
-                    "--role-base-arn",
-                    BASE_ARN,
-                    "--sts-endpoint",
-                    "http://127.0.0.1:9",
-                    "--cert",
-                    str(certs.server_cert),
-                    "--key",
-                    str(certs.server_key),
-                    "--ca",
-                    str(certs.ca),
-                ]
+                server_args(
+                    bind=f"127.0.0.1:{port}",
+                    kubeconfig=kube.write_kubeconfig(tmp_path / "kubeconfig"),
+                    sts_url="http://127.0.0.1:9",
+                    tls=tls_args(cert=certs.server_cert, key=certs.server_key, ca=certs.ca),
+                )
             )
             assert await process.wait(timeout=30) == 1
     errors = [line for line in process.logs if "cannot start" in line]
@@ -439,25 +429,13 @@ async def test_metrics_port_taken_is_one_line_and_exit_1(tmp_path: Path, certs: 
         port = taken.getsockname()[1]
         async with KubeEmulator() as kube:
             process = await KiamProcess.start(
-                [
-                    "server",
-                    "--bind",
-                    "127.0.0.1:0",
-                    "--prometheus-listen-addr",
-                    f"127.0.0.1:{port}",
-                    "--kubeconfig",
-                    str(kube.write_kubeconfig(tmp_path / "kubeconfig")),
-                    "--role-base-arn",
-                    BASE_ARN,
-                    "--sts-endpoint",
-                    "http://127.0.0.1:9",
-                    "--cert",
-                    str(certs.server_cert),
-                    "--key",
-                    str(certs.server_key),
-                    "--ca",
-                    str(certs.ca),
-                ]
+                server_args(
+                    bind="127.0.0.1:0",
+                    kubeconfig=kube.write_kubeconfig(tmp_path / "kubeconfig"),
+                    sts_url="http://127.0.0.1:9",
+                    tls=tls_args(cert=certs.server_cert, key=certs.server_key, ca=certs.ca),
+                    extra=("--prometheus-listen-addr", f"127.0.0.1:{port}"),
+                )
             )
             assert await process.wait(timeout=30) == 1
     errors = [line for line in process.logs if "cannot start" in line]
