@@ -92,15 +92,18 @@ def test_helm_templates_read_only_defined_values() -> None:
 def test_helm_values_parse_as_flags() -> None:
     values = yaml.safe_load((HELM / "values.yaml").read_text())
     server = values["server"]
-    build_parser().parse_args([
+    # parse_args exits (failing the test) on a value the flag refuses
+    parsed = build_parser().parse_args([
         "server", "--cert", "c", "--key", "k", "--ca", "a",
         f"--session-duration={server['sessionDuration']}",
         f"--session-refresh={server['sessionRefresh']}", f"--sync={server['sync']}",
     ])
-    build_parser().parse_args([
+    assert parsed.session_duration >= 900 > parsed.session_refresh
+    agent = build_parser().parse_args([
         "agent", "--cert", "c", "--key", "k", "--ca", "a",
         f"--imdsv2={values['agent']['imdsv2']}",
     ])
+    assert agent.imdsv2 == values["agent"]["imdsv2"]
 
 
 def test_dashboard_charts_kiam_metrics() -> None:
