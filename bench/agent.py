@@ -19,7 +19,8 @@ import orjson
 
 from bench.control import ROOT, BenchError, StandInsProcess
 from bench.report import Figure, print_table
-from kiam.testing.stack import Placement, Stack, free_port, process_env
+from kiam.testing.commands import isolated_env
+from kiam.testing.stack import Placement, Stack, free_port
 
 NAMESPACE = "bench"
 ROLE = "bench-role"
@@ -46,7 +47,7 @@ def loadgen(url: str, *, concurrency: int, requests: int) -> dict[str, float]:
     for address in POD_IPS:
         command += ["--local-addr", address]
     done = subprocess.run(command, capture_output=True, text=True, timeout=600, check=False,
-                          cwd=ROOT, env=process_env())
+                          cwd=ROOT, env=isolated_env())
     if done.returncode != 0:
         raise BenchError(f"loadgen failed: {done.stderr[-2000:]}")
     result: dict[str, float] = orjson.loads(done.stdout)
@@ -73,7 +74,7 @@ class BareServer:
         self.popen = subprocess.Popen(
             [sys.executable, "-m", "bench.bare_server", "--body-file", str(body_file),
              "--role", ROLE],
-            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, cwd=ROOT, env=process_env())
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, cwd=ROOT, env=isolated_env())
         assert self.popen.stdout is not None
         self.url = self.popen.stdout.readline().decode().strip()
         if not self.url:

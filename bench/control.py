@@ -12,7 +12,7 @@ from typing import IO, Any
 
 import orjson
 
-from kiam.testing.stack import process_env
+from kiam.testing.commands import isolated_env
 
 ROOT = Path(__file__).resolve().parents[1]
 """The repository: the working directory of ``python -m bench.*`` children."""
@@ -42,7 +42,7 @@ class StandInsProcess:
             command.append("--sts")
         with stderr_path.open("wb") as stderr:
             popen = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     stderr=stderr, env=process_env(), cwd=ROOT)
+                                     stderr=stderr, env=isolated_env(), cwd=ROOT)
         proc = cls(popen=popen, stderr_path=stderr_path, kube_url="", sts_url="")
         try:
             first = proc._read()

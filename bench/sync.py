@@ -18,7 +18,7 @@ import orjson
 
 from bench.control import ROOT, BenchError, StandInsProcess
 from bench.report import Figure, fmt_bytes, print_table, print_values
-from kiam.testing.stack import process_env
+from kiam.testing.commands import isolated_env
 
 NAMESPACE = "bench"
 
@@ -43,7 +43,7 @@ def _measure(kubeconfig: Path, mode: str, pods: int) -> Sample:
     done = subprocess.run(
         [sys.executable, "-m", "bench.sync_child", "--kubeconfig", str(kubeconfig),
          "--mode", mode],
-        capture_output=True, text=True, timeout=600, check=False, cwd=ROOT, env=process_env(),
+        capture_output=True, text=True, timeout=600, check=False, cwd=ROOT, env=isolated_env(),
     )
     if done.returncode != 0:
         raise BenchError(f"sync_child {mode} failed: {done.stderr[-2000:]}")

@@ -27,7 +27,7 @@ on); ``base_arn=""`` leaves ``--role-base-arn`` out.
 
 Lower level: ``start_server(kubeconfig=..., sts_url=..., certs=..., ...) -> ServerProcess``
 and ``KiamProcess.start(argv, env=...)`` for any other subcommand (the agent suite starts
-``kiam agent`` with it: ``await KiamProcess.start(["agent", ...], env=kiam_env())`` then
+``kiam agent`` with it: ``await KiamProcess.start(["agent", ...], env=aws_test_env())`` then
 ``wait_for_log("...")``). ``KiamProcess.stop()`` sends SIGTERM and returns the exit code.
 """
 
@@ -74,12 +74,6 @@ class ProcessError(Exception):
     """A kiam process failed to start or ended unexpectedly; carries its log tail."""
 
 
-def kiam_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
-    """Our environment without ambient AWS settings, plus dummy credentials and a region,
-    so botocore never reads a profile or asks a real metadata service."""
-    return aws_test_env(**(extra or {}))
-
-
 class KiamProcess:
     """One ``kiam`` subcommand as a child process; its stdout and stderr are collected
     line by line into :attr:`logs` (so the pipes never fill up)."""
@@ -103,7 +97,7 @@ class KiamProcess:
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
-            env=dict(env) if env is not None else kiam_env(),
+            env=dict(env) if env is not None else aws_test_env(),
         )
         return cls(process, argv)
 
@@ -246,7 +240,7 @@ async def start_server(
         base_arn=base_arn,
         extra=args,
     )
-    server = await ServerProcess.start(argv, env=kiam_env(env))
+    server = await ServerProcess.start(argv, env=aws_test_env(**(env or {})))
     try:
         await server.wait_serving()
     except BaseException:

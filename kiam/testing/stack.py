@@ -121,11 +121,6 @@ def free_port(host: str = "127.0.0.1") -> int:
         return port
 
 
-def process_env(**extra: str) -> dict[str, str]:
-    """This process's environment without any AWS setting, plus ``extra``."""
-    return isolated_env(**extra)
-
-
 @dataclass
 class Process:
     """A started process, its output files, and how to stop it."""
@@ -217,7 +212,7 @@ class Stack:
             text=True,
             timeout=timeout,
             check=False,
-            env=process_env(),
+            env=isolated_env(),
         )
         if done.returncode != 0:
             raise StackError(f"{' '.join(command)}: exit {done.returncode}: {done.stderr}")
@@ -237,7 +232,7 @@ class Stack:
                 "--kubeconfig",
                 str(self.kubeconfig),
             ],
-            env=process_env(),
+            env=isolated_env(),
         )
         self.kube_url = proc.first_line().rstrip("/")
         return self.kube_url
@@ -247,7 +242,7 @@ class Stack:
         proc = self.spawn(
             "sts",
             [sys.executable, "-m", "kiam.testing.sts", "--host", host, "--port", "0"],
-            env=process_env(),
+            env=isolated_env(),
         )
         self.sts_url = proc.first_line().rstrip("/")
         return self.sts_url
@@ -285,7 +280,7 @@ class Stack:
         if p.iptables_host:
             args += ["--iptables", "--host", p.iptables_host]
             args += ["--host-interface", p.iptables_interface]
-        return self.spawn("agent", _kiam(*args, *extra), env=process_env())
+        return self.spawn("agent", _kiam(*args, *extra), env=isolated_env())
 
     def _tls(self, who: str) -> list[str]:
         c = self.certs

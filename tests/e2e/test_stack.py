@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from kiam.testing.stack import Placement, Stack, process_env
+from kiam.testing.commands import isolated_env
+from kiam.testing.stack import Placement, Stack
 
 
 def _interrupted_wrap(argv: Sequence[str]) -> list[str]:
@@ -26,7 +27,7 @@ def test_ctrl_c_while_a_child_starts_still_records_it(tmp_path: Path) -> None:
     sleeper = [sys.executable, "-c", "import time; time.sleep(60)"]
     try:
         with pytest.raises(KeyboardInterrupt):
-            stack.spawn("sleeper", sleeper, env=process_env())
+            stack.spawn("sleeper", sleeper, env=isolated_env())
         assert "sleeper" in stack.processes, "the started child was lost"
         assert stack.processes["sleeper"].popen.poll() is None
     finally:
@@ -41,10 +42,11 @@ def test_children_die_with_the_process_that_started_them(tmp_path: Path) -> None
     parent_code = (
         "import sys, time\n"
         "from pathlib import Path\n"
-        "from kiam.testing.stack import Placement, Stack, process_env\n"
+        "from kiam.testing.commands import isolated_env\n"
+        "from kiam.testing.stack import Placement, Stack\n"
         "stack = Stack(workdir=Path(sys.argv[1]), placement=Placement())\n"
         "child = stack.spawn('sleeper', [sys.executable, '-c', 'import time; time.sleep(60)'],"
-        " env=process_env())\n"
+        " env=isolated_env())\n"
         "print(child.popen.pid, flush=True)\n"
         "time.sleep(60)\n"
     )

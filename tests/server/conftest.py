@@ -8,8 +8,7 @@ from pathlib import Path
 import pytest
 
 from kiam.certs import CertPaths
-from kiam.testing.commands import kiam_command
-from kiam.testing.processes import kiam_env
+from kiam.testing.commands import aws_test_env, kiam_command
 
 
 @pytest.fixture(scope="session")
@@ -20,7 +19,7 @@ def certs(tmp_path_factory: pytest.TempPathFactory) -> CertPaths:
         kiam_command("certs", "--out", str(directory)),
         check=True,
         capture_output=True,
-        env=kiam_env(),
+        env=aws_test_env(),
         timeout=60,
     )
     return CertPaths(directory=Path(directory))

@@ -18,12 +18,11 @@ from grpc import aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from kiam.certs import CertPaths
-from kiam.testing.commands import server_args, tls_args
+from kiam.testing.commands import aws_test_env, server_args, tls_args
 from kiam.testing.processes import (
     BASE_ARN,
     KiamProcess,
     ServerStack,
-    kiam_env,
     server_stack,
     start_server,
 )
@@ -362,7 +361,7 @@ async def test_kiam_health_command(stack: ServerStack) -> None:
             "--timeout",
             "5s",
         ],
-        env=kiam_env(),
+        env=aws_test_env(),
     )
     assert await probe.wait(timeout=30) == 0, probe.log_tail()
 
