@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 SYSPKG_STAMP := $(VENV)/.syspkgs
 
-.PHONY: test lint demo bench proto clean install syspkgs
+.PHONY: test lint demo bench mutation proto clean install syspkgs
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -32,7 +32,7 @@ syspkgs:
 	fi
 
 lint: $(STAMP)
-	$(BIN)/ruff check kiam tests bench
+	$(BIN)/ruff check kiam tests bench tools
 	$(BIN)/mypy
 
 test: $(STAMP) syspkgs lint
@@ -43,6 +43,10 @@ demo: $(STAMP) syspkgs
 
 bench: $(STAMP)
 	$(BIN)/python -m bench $(BENCH_ARGS)
+
+# mutmut over the modules that decide who gets which role (docs/policy.md)
+mutation: $(STAMP)
+	$(BIN)/python -m tools.mutation $(MUTATION_ARGS)
 
 proto: $(STAMP)
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m grpc_tools.protoc -I . \

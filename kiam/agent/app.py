@@ -199,7 +199,7 @@ class MetadataApp:
         if route.kind is RouteKind.IAM_BLOCKED or not self.config.allow.permits(route.path):
             metrics.proxy_blocked.inc()
             raise NotFound(
-                f"request blocked by allow-route-regexp {self.config.allow.pattern.pattern!r}: "
+                f"request blocked by allow-route-regexp {self.config.allow.expression!r}: "
                 f"{route.path}"
             )
         upstream = await self.proxy.get(route.path, method=request.method, budget=_left(deadline))

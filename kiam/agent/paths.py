@@ -17,10 +17,11 @@ Normalisation (``normalise_path``):
   dropped, which collapses ``//``; a trailing ``/`` is kept, since IMDS lists differ
   from leaves by it.
 
-Classification (``classify``) follows SPEC §2. ``{v}`` is any single version segment
-(``latest``, ``2016-09-02``...). The credential routes are matched case-sensitively,
-as IMDS does; any other casing of the ``iam/security-credentials`` subtree is never
-proxied (it is answered 404), so no allow-list can forward another role's path.
+Classification (``classify``) follows the agent's route table (docs/architecture.md).
+``{v}`` is any single version segment (``latest``, ``2016-09-02``...). The credential
+routes are matched case-sensitively, as IMDS does; any other casing of the
+``iam/security-credentials`` subtree is never proxied (it is answered 404), so no
+allow-list can forward another role's path.
 
 The allow-list regular expression (``--allow-route-regexp``) is searched (unanchored,
 as Go's ``MatchString``) in the whole normalised path including the version segment,
@@ -60,10 +61,8 @@ def normalise_path(raw_path: str) -> str:
         raise BadRequest("percent-encoded '/', '.', '\\' or NUL is not allowed in the path")
     if "%" in _ESCAPE.sub("", raw_path):
         raise BadRequest("malformed percent-encoding in the path")
-    try:
-        decoded = _ESCAPE.sub(lambda m: chr(int(m.group(1), 16)), raw_path)
-    except ValueError:
-        raise BadRequest("malformed percent-encoding in the path") from None
+    # every escape left is two hex digits (checked above), so int() cannot fail
+    decoded = _ESCAPE.sub(lambda m: chr(int(m.group(1), 16)), raw_path)
     if not _SAFE.fullmatch(decoded):
         raise BadRequest(
             "the decoded path may hold only letters, digits, '/' and -._~!$&'()*+,;=:@"
@@ -136,12 +135,19 @@ def classify(path: str) -> Route:
 class AllowList:
     """``--allow-route-regexp``: which normalised paths may be proxied to the real IMDS."""
 
-    pattern: re.Pattern[str]
+    expression: str
+    """The flag's value as the operator wrote it (for messages)."""
+    pattern: re.Pattern[str] | None
+    """None: the default, which proxies nothing."""
 
     @classmethod
     def from_regexp(cls, regexp: str) -> AllowList:
-        # Kiam treats an empty expression as the default, which allows nothing.
-        return cls(re.compile(regexp or "^$"))
+        """The operator's expression, compiled as written (never wrapped or joined)."""
+        # Kiam treats "" as its default "^$": no normalised path (which always starts
+        # with "/") can match either, so both mean "proxy nothing".
+        if not regexp:
+            return cls(regexp, None)
+        return cls(regexp, re.compile(regexp))
 
     def permits(self, path: str) -> bool:
-        return self.pattern.search(path) is not None
+        return self.pattern is not None and self.pattern.search(path) is not None

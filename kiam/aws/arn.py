@@ -1,4 +1,5 @@
-"""Role ARNs: resolving the pod annotation against the base ARN, and AWS partitions.
+"""Role ARNs: resolving the pod annotation against the base ARN; AWS partitions and the
+region table (which STS host a ``--region`` means).
 
 Pure functions, no I/O. A role annotation is either a full role ARN (of any account and
 any partition, kept as it is) or a name relative to ``--role-base-arn``: ``name``,
@@ -8,6 +9,7 @@ any partition, kept as it is) or a name relative to ``--role-base-arn``: ``name`
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from typing import NewType
 
 RoleArn = NewType("RoleArn", str)
@@ -73,15 +75,7 @@ def resolve_role_arn(annotation: str, base_arn: str) -> RoleArn:
 
 def role_name(arn: str) -> str:
     """The last path segment of a role ARN: the name IMDS lists under security-credentials."""
-    return arn.rsplit("/", 1)[-1]
-
-
-def partition_of_arn(arn: str) -> str:
-    """``aws``, ``aws-cn``, ... from any ARN; raise InvalidRoleArn if it is not one."""
-    parts = arn.split(":", 2)
-    if len(parts) < 3 or parts[0] != "arn" or not parts[1]:
-        raise InvalidRoleArn(f"not an ARN: {arn!r}")
-    return parts[1]
+    return arn.rpartition("/")[2]
 
 
 def base_arn_from_instance_profile(arn: str) -> str:
@@ -115,16 +109,46 @@ _DNS_SUFFIX = {
     "aws-iso-b": "sc2s.sgov.gov",
     "aws-eusc": "amazonaws.eu",
 }
-_REGION = re.compile(r"^[a-z]{2}(?:-[a-z]+)+-\d+$", re.ASCII)
+_REGION = re.compile(r"^(?:[a-z]{2}|eusc)(?:-[a-z]+)+-\d+$", re.ASCII)
+# The FIPS pseudo-regions of AWS's endpoint table for STS (botocore's endpoints.json, the
+# table Go Kiam's resolver reads for any region containing "fips"): each names a host and
+# the region that signs for it. In GovCloud the regular STS endpoint is the FIPS one.
+_FIPS_ENDPOINTS = {
+    "us-east-1-fips": "sts-fips.us-east-1.amazonaws.com",
+    "us-east-2-fips": "sts-fips.us-east-2.amazonaws.com",
+    "us-west-1-fips": "sts-fips.us-west-1.amazonaws.com",
+    "us-west-2-fips": "sts-fips.us-west-2.amazonaws.com",
+    "us-gov-east-1-fips": "sts.us-gov-east-1.amazonaws.com",
+    "us-gov-west-1-fips": "sts.us-gov-west-1.amazonaws.com",
+}
 
 
-def sts_endpoint_host(region: str) -> str:
-    """Host name of the regional STS endpoint, e.g. ``sts.cn-north-1.amazonaws.com.cn``."""
+@dataclass(frozen=True, slots=True)
+class StsEndpoint:
+    """Where ``--region`` sends AssumeRole, and the region that signs the calls."""
+
+    host: str
+    signing_region: str
+
+    @property
+    def url(self) -> str:
+        return f"https://{self.host}"
+
+
+def sts_endpoint(region: str) -> StsEndpoint:
+    """The STS endpoint of ``region`` (see docs/MIGRATING.md for the forms Go Kiam took).
+
+    A regular region gets its partition's regional endpoint, e.g.
+    ``sts.cn-north-1.amazonaws.com.cn``; a FIPS region (``us-east-1-fips``) the FIPS host
+    AWS's endpoint table names. Raises ValueError for anything else.
+    """
+    if fips_host := _FIPS_ENDPOINTS.get(region):
+        return StsEndpoint(host=fips_host, signing_region=region.removesuffix("-fips"))
     if _REGION.fullmatch(region) is None:
-        raise ValueError(f"invalid AWS region {region!r}")
-    return f"sts.{region}.{_DNS_SUFFIX[partition_of_region(region)]}"
-
-
-def sts_endpoint_url(region: str) -> str:
-    """``https://`` URL of the regional STS endpoint."""
-    return f"https://{sts_endpoint_host(region)}"
+        fips = ", ".join(_FIPS_ENDPOINTS)
+        raise ValueError(
+            f"invalid AWS region {region!r}: expected a region such as eu-west-1, "
+            f"or one of the FIPS regions {fips}"
+        )
+    suffix = _DNS_SUFFIX[partition_of_region(region)]
+    return StsEndpoint(host=f"sts.{region}.{suffix}", signing_region=region)

@@ -35,7 +35,7 @@ from botocore.exceptions import (
 from botocore.exceptions import ConnectionError as BotoConnectionError
 
 from kiam.aws import metrics
-from kiam.aws.arn import InvalidRoleArn, RoleArn, is_role_arn, sts_endpoint_url
+from kiam.aws.arn import InvalidRoleArn, RoleArn, is_role_arn, sts_endpoint
 from kiam.aws.credentials import CredentialKey, Credentials
 from kiam.aws.errors import AwsError, StsAccessDenied, StsFailure, StsThrottled, StsUnavailable
 from kiam.aws.retry import RetryPolicy
@@ -133,14 +133,13 @@ def credentials_from_response(response: dict[str, Any], *, now: datetime) -> Cre
 
 
 def resolve_endpoint(*, region: str, endpoint_url: str) -> tuple[str, str]:
-    """(region name, endpoint URL): ``endpoint_url`` wins; a region picks its partition's
-    regional endpoint; neither means the global endpoint, as Go Kiam uses."""
-    region_name = region or GLOBAL_REGION
-    if endpoint_url:
-        return region_name, endpoint_url
-    if region:
-        return region_name, sts_endpoint_url(region)
-    return region_name, GLOBAL_ENDPOINT
+    """(signing region, endpoint URL): ``endpoint_url`` wins; a region picks its STS
+    endpoint (``kiam.aws.arn.sts_endpoint``); neither means the global endpoint, as Go
+    Kiam uses. Raises ValueError for a region that is not one."""
+    if not region:
+        return GLOBAL_REGION, endpoint_url or GLOBAL_ENDPOINT
+    endpoint = sts_endpoint(region)
+    return endpoint.signing_region, endpoint_url or endpoint.url
 
 
 class _FixedProvider(CredentialProvider):  # type: ignore[misc]

@@ -1,15 +1,15 @@
 """Which pod may have which role: pure decisions, no I/O.
 
-Rules (SPEC §3):
+Rules (docs/policy.md):
 
 - the pod must carry an ``iam.amazonaws.com/role`` annotation that resolves (against the
   base ARN) to a valid role ARN;
 - the requested role must resolve to that same ARN, or equal its name (the last path
   segment, which is what ``GetPodRole`` answers and IMDS lists);
 - the namespace's ``iam.amazonaws.com/permitted`` expression must match the resolved ARN:
-  the whole ARN (``^(?:…)$``) by default, anywhere in it (``re.search``) with
+  the whole ARN (``fullmatch``) by default, anywhere in it (``search``) with
   ``--disable-strict-namespace-regexp``. A missing or empty expression permits nothing;
-  an expression that does not compile permits nothing and the reason names it.
+  an expression that does not compile on its own permits nothing and the reason names it.
 
 The credentials are always issued for the pod's own annotated role, keyed by
 (role ARN, ``kiam-<session name>``, external id).
@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import functools
 import re
+import warnings
 from dataclasses import dataclass
 
 from kiam.aws.arn import InvalidRoleArn, RoleArn, resolve_role_arn, role_name
@@ -47,26 +48,32 @@ class Denied:
 
 Decision = Allowed | Denied
 
-# Leading global flags such as ``(?i)`` are legal at the start of a Go (RE2) expression,
-# but Python rejects them once we wrap the expression in a group: hoist them out.
-_GLOBAL_FLAGS = re.compile(r"^\(\?[aiLmsux]+\)")
-
-
 @functools.lru_cache(maxsize=256)
-def compile_permitted(expression: str, *, strict: bool) -> re.Pattern[str] | str:
+def compile_permitted(expression: str) -> re.Pattern[str] | str:
     """The compiled namespace expression, or the reason it does not compile.
 
-    Cached: there are few namespaces, and every request consults one.
+    The expression is compiled exactly as the operator wrote it, never wrapped or joined
+    into a larger pattern: wrapping can make text that is not an expression compile (see
+    docs/policy.md, "the escape"). Strict matching is ``fullmatch`` on this pattern, so
+    the anchors cannot be escaped by an unbalanced group and leading flags such as
+    ``(?i)`` stay legal. Cached: there are few namespaces, and every request consults one.
     """
-    flags = ""
-    body = expression
-    if strict and (match := _GLOBAL_FLAGS.match(expression)):
-        flags, body = match.group(0), expression[match.end() :]
-    source = f"{flags}^(?:{body})$" if strict else expression
     try:
-        return re.compile(source)
+        with warnings.catch_warnings():
+            # re warns (FutureWarning) about sets such as "[[" whose meaning may change in
+            # a later Python; today's meaning is the one we apply, and the operator's text
+            # must not turn into a warning on every server's stderr.
+            warnings.simplefilter("ignore")
+            return re.compile(expression)
     except re.error as exc:
         return f"invalid {PERMITTED_ANNOTATION} expression {expression!r}: {exc}"
+
+
+def permits(pattern: re.Pattern[str], role_arn: str, *, strict: bool) -> bool:
+    """Strict: the whole ARN matches. Loose: the expression matches anywhere in it."""
+    if strict:
+        return pattern.fullmatch(role_arn) is not None
+    return pattern.search(role_arn) is not None
 
 
 def namespace_denial(
@@ -78,11 +85,10 @@ def namespace_denial(
             reason=f"namespace {namespace} has no {PERMITTED_ANNOTATION} annotation, "
             f"so it permits no role (wanted {role_arn})"
         )
-    pattern = compile_permitted(permitted, strict=strict)
+    pattern = compile_permitted(permitted)
     if isinstance(pattern, str):
         return Denied(reason=f"namespace {namespace}: {pattern}")
-    matched = pattern.match(role_arn) if strict else pattern.search(role_arn)
-    if matched is None:
+    if not permits(pattern, role_arn, strict=strict):
         return Denied(
             reason=f"namespace {namespace} does not permit role {role_arn} "
             f"({PERMITTED_ANNOTATION}={permitted!r})"

@@ -31,32 +31,49 @@ def test_normalise(raw: str, expected: str) -> None:
     assert normalise_path(raw) == expected
 
 
+NOT_ABSOLUTE = "request path must start with '/'"
+ENCODED_SEPARATOR = "percent-encoded '/', '.', '\\' or NUL is not allowed in the path"
+MALFORMED = "malformed percent-encoding in the path"
+UNSAFE = "the decoded path may hold only letters, digits, '/' and -._~!$&'()*+,;=:@"
+ABOVE_ROOT = "'..' above the root is not allowed in the path"
+TOO_LONG = "request path longer than 2048 characters"
+
+
 @pytest.mark.parametrize(
-    "raw",
+    ("raw", "reason"),
     [
-        "latest/meta-data",  # not absolute
-        "/latest/meta-data/%2e%2e/iam",  # encoded dots
-        "/latest/meta-data/%2E%2E/iam",
-        "/latest%2fmeta-data",  # encoded slash
-        "/latest%2Fmeta-data",
-        "/latest/%5c..%5ciam",  # encoded backslash
-        "/latest/meta-data/%00",
-        "/latest/meta-data/%252e%252e/iam",  # double encoding
-        "/latest/meta-data/%3f",  # '?' after decoding
-        "/latest/meta-data/%23",  # '#'
-        "/latest/meta-data/%20x",  # space
-        "/latest/meta-data/%c3%a9",  # non-ASCII
-        "/latest/meta-data/%zz",  # malformed escape
-        "/latest/meta-data/%4",
-        "/latest\\..\\iam",
-        "/..",  # above the root
-        "/latest/../../etc",
-        "/" + "a" * 3000,
+        ("latest/meta-data", NOT_ABSOLUTE),
+        ("/latest/meta-data/%2e%2e/iam", ENCODED_SEPARATOR),  # encoded dots
+        ("/latest/meta-data/%2E%2E/iam", ENCODED_SEPARATOR),
+        ("/latest%2fmeta-data", ENCODED_SEPARATOR),  # encoded slash
+        ("/latest%2Fmeta-data", ENCODED_SEPARATOR),
+        ("/latest/%5c..%5ciam", ENCODED_SEPARATOR),  # encoded backslash
+        ("/latest/meta-data/%00", ENCODED_SEPARATOR),
+        ("/latest/meta-data/%252e%252e/iam", UNSAFE),  # double encoding
+        ("/latest/meta-data/%3f", UNSAFE),  # '?' after decoding
+        ("/latest/meta-data/%23", UNSAFE),  # '#'
+        ("/latest/meta-data/%20x", UNSAFE),  # space
+        ("/latest/meta-data/%c3%a9", UNSAFE),  # non-ASCII
+        ("/latest/meta-data/%zz", MALFORMED),  # malformed escape
+        ("/latest/meta-data/%4", MALFORMED),
+        ("/latest/meta-data/%", MALFORMED),
+        ("/latest/%41%", MALFORMED),  # a good escape does not hide a bad one
+        ("/latest\\..\\iam", UNSAFE),
+        ("/..", ABOVE_ROOT),
+        ("/latest/../../etc", ABOVE_ROOT),
+        ("/" + "a" * 3000, TOO_LONG),
+        ("/" + "a" * 2048, TOO_LONG),  # 2049 characters: one past the limit
     ],
 )
-def test_normalise_refuses(raw: str) -> None:
-    with pytest.raises(BadRequest):
+def test_normalise_refuses(raw: str, reason: str) -> None:
+    with pytest.raises(BadRequest) as refused:
         normalise_path(raw)
+    assert str(refused.value) == reason
+
+
+def test_normalise_accepts_a_path_of_exactly_the_limit() -> None:
+    path = "/" + "a" * 2047
+    assert normalise_path(path) == path
 
 
 def test_split_target_drops_the_query() -> None:
@@ -74,6 +91,9 @@ def test_split_target_drops_the_query() -> None:
         ("/health", RouteKind.HEALTH, ""),
         ("/latest/api/token", RouteKind.TOKEN, ""),
         ("/2021-03-23/api/token", RouteKind.TOKEN, ""),
+        ("/latest/api/token/x", RouteKind.PROXY, ""),  # deeper than the token route
+        ("/latest/api/tokens", RouteKind.PROXY, ""),
+        ("/api/token", RouteKind.PROXY, ""),
         ("/latest/meta-data/iam/security-credentials", RouteKind.ROLE_NAME, ""),
         ("/latest/meta-data/iam/security-credentials/", RouteKind.ROLE_NAME, ""),
         ("/2016-09-02/meta-data/iam/security-credentials/", RouteKind.ROLE_NAME, ""),
@@ -98,11 +118,35 @@ def test_blocked_iam_paths_count_as_proxy_in_metrics() -> None:
     assert classify("/latest/meta-data/iam/security-credentials/").handler == "roleName"
 
 
-def test_allow_list_default_allows_nothing() -> None:
-    allow = AllowList.from_regexp("^$")
-    assert not allow.permits("/")
-    assert not allow.permits("/latest/meta-data/instance-id")
-    assert not AllowList.from_regexp("").permits("/latest/meta-data/instance-id")
+ORDINARY_PATHS = (
+    "/",
+    "/latest/",
+    "/latest/meta-data/",
+    "/latest/meta-data/instance-id",
+    "/latest/meta-data/placement/availability-zone",
+    "/latest/user-data",
+    "/latest/dynamic/instance-identity/document",
+    "/2016-09-02/meta-data/local-ipv4",
+    "/latest/meta-data/iam/info",
+)
+
+
+@pytest.mark.parametrize("default", ["^$", ""])
+@pytest.mark.parametrize("path", ORDINARY_PATHS)
+def test_allow_list_default_allows_nothing(default: str, path: str) -> None:
+    assert not AllowList.from_regexp(default).permits(path)
+
+
+def test_allow_list_keeps_the_operator_expression_for_messages() -> None:
+    assert AllowList.from_regexp("").expression == ""
+    assert AllowList.from_regexp("^$").expression == "^$"
+    assert AllowList.from_regexp("").pattern is None
+    assert AllowList.from_regexp("^/latest/user-data$").expression == "^/latest/user-data$"
+
+
+def test_allow_list_permits_what_its_expression_matches() -> None:
+    everything = AllowList.from_regexp(".*")
+    assert all(everything.permits(path) for path in ORDINARY_PATHS)
 
 
 def test_allow_list_is_searched_in_the_whole_path_as_go_kiam_did() -> None:

@@ -80,6 +80,8 @@ def test_no_credentials_message_says_where_they_come_from() -> None:
         ("us-gov-east-1", "", ("us-gov-east-1", "https://sts.us-gov-east-1.amazonaws.com")),
         ("eu-west-1", "http://127.0.0.1:5000", ("eu-west-1", "http://127.0.0.1:5000")),
         ("", "http://127.0.0.1:5000", ("us-east-1", "http://127.0.0.1:5000")),
+        ("us-east-1-fips", "", ("us-east-1", "https://sts-fips.us-east-1.amazonaws.com")),
+        ("us-west-2-fips", "http://127.0.0.1:5000", ("us-west-2", "http://127.0.0.1:5000")),
     ],
 )
 def test_resolve_endpoint(region: str, endpoint: str, expected: tuple[str, str]) -> None:

@@ -168,3 +168,19 @@ def test_default_clock_is_the_wall_clock() -> None:
     far_future = pod("old", role="a", deleting="2999-01-01T00:00:00Z")
     with pytest.raises(AmbiguousPodIP):
         owner_of_ip([far_future, new_b])
+
+
+def test_agreeing_claimants_all_past_their_grace_period_answer_the_newest() -> None:
+    # Rule 3 comes before rule 4: pods that would all get the same credentials need no
+    # grace-period reasoning, even when every one of them is terminating and expired.
+    older = pod("old", role="a", created="2026-06-01T10:00:00Z", deleting=GRACE_ENDED)
+    newer = pod("new", role="a", created="2026-06-01T11:00:00Z", deleting=GRACE_ENDED)
+    assert _owner(older, newer) is newer
+    assert _owner(newer, older) is newer
+
+
+def test_ambiguity_without_an_ip_says_one_ip() -> None:
+    with pytest.raises(AmbiguousPodIP) as refused:
+        owner_of_ip([old_a, new_b], now=NOW)
+    assert refused.value.ip == ""
+    assert str(refused.value).startswith("one IP is claimed by live pods with different roles")

@@ -75,7 +75,13 @@ def test_allowed(annotation: str, requested: str, permitted: str, allowed_arn: s
         ("app", "", ".*", "not (empty)"),
         ("path/app", "other/app", ".*", "not other/app"),
         ("app", "arn:aws:iam::999999999999:role/app", ".*", "annotated with role"),
-        ("bad name!", "bad name!", ".*", "iam.amazonaws.com/role"),
+        (
+            "bad name!",
+            "bad name!",
+            ".*",
+            "pod team/web-1: iam.amazonaws.com/role: invalid role 'bad name!': "
+            f"'{BASE}bad name!' is not a role ARN",
+        ),
         ("app", "app", None, "has no iam.amazonaws.com/permitted annotation"),
         ("app", "app", "", "has no iam.amazonaws.com/permitted annotation"),
         # anchored: a prefix or a name alone does not match the whole ARN
@@ -83,6 +89,22 @@ def test_allowed(annotation: str, requested: str, permitted: str, allowed_arn: s
         ("app", "app", BASE + "ap", "does not permit role"),
         ("app", "app", BASE + "app.+", "does not permit role"),
         ("app", "app", "([", "invalid iam.amazonaws.com/permitted expression '(['"),
+        # an expression that only compiles once wrapped in a group permits nothing
+        (
+            "admin",
+            "admin",
+            BASE + "a)|(zzz",
+            f"namespace team: invalid iam.amazonaws.com/permitted expression '{BASE}a)|(zzz'",
+        ),
+        ("zzz", "zzz", BASE + "a)|(zzz", "invalid iam.amazonaws.com/permitted expression"),
+        ("a", "a", BASE + "a)|(zzz", "invalid iam.amazonaws.com/permitted expression"),
+        ("app-admin", "app-admin", BASE + "app", "does not permit role"),
+        ("webx", "webx", BASE + "(app|web)", "does not permit role"),
+        # each alternative of full ARNs is anchored, not only the first and the last
+        ("app-admin", "app-admin", f"{BASE}app|{BASE}db", "does not permit role"),
+        ("x-db", "x-db", f"{BASE}app|{BASE}db", "does not permit role"),
+        # "$" before a trailing newline, or (?m) line anchors, do not loosen strict matching
+        ("app", "app", f"(?m){BASE}ap$", "does not permit role"),
     ],
 )
 def test_denied(annotation: str, requested: str, permitted: str | None, reason_part: str) -> None:
@@ -159,6 +181,58 @@ def test_role_name_of(annotation: str, name: str) -> None:
 
 
 def test_compiled_expressions_are_cached() -> None:
-    first = compile_permitted("cached-.*", strict=True)
-    assert compile_permitted("cached-.*", strict=True) is first
-    assert compile_permitted("cached-.*", strict=False) is not first
+    first = compile_permitted("cached-.*")
+    assert compile_permitted("cached-.*") is first
+    assert compile_permitted("cached-.+") is not first
+
+
+def test_strict_is_the_default() -> None:
+    # --disable-strict-namespace-regexp is opt-in: a bare Policy anchors the expression
+    policy = Policy(base_arn=BASE)
+    assert policy.strict is True
+    assert isinstance(policy.decide(pod=pod("app"), requested_role="app", permitted="app"), Denied)
+    assert policy.key_for(pod=pod("app"), permitted="app") is None
+
+
+@pytest.mark.parametrize(
+    ("annotation", "permitted"),
+    [
+        # each matches only part of the pod's ARN: strict key_for must not prefetch it
+        ("app", "app"),
+        ("app-admin", BASE + "app"),
+        ("app", "role/app"),
+        ("admin", BASE + "a)|(zzz"),
+    ],
+)
+def test_strict_key_for_refuses_a_partial_match(annotation: str, permitted: str) -> None:
+    assert STRICT.key_for(pod=pod(annotation), permitted=permitted) is None
+
+
+def test_loose_key_for_accepts_a_partial_match() -> None:
+    assert LOOSE.key_for(pod=pod("app"), permitted="role/app") == CredentialKey(
+        role_arn=BASE + "app",  # type: ignore[arg-type]
+        session_name="kiam-kiam",
+    )
+
+
+@pytest.mark.parametrize(
+    ("annotation", "permitted"),
+    [
+        ("web", BASE + "(app|web)"),
+        ("app", f"{BASE}app|{BASE}db"),
+        ("db", f"{BASE}app|{BASE}db"),
+        ("app", f"(?i){BASE.upper()}APP"),
+        ("app", "(?i)arn:aws:iam::123456789012:ROLE/.*"),
+    ],
+)
+def test_strict_allows_a_whole_match(annotation: str, permitted: str) -> None:
+    decision = STRICT.decide(pod=pod(annotation), requested_role=annotation, permitted=permitted)
+    assert isinstance(decision, Allowed)
+    assert decision.role_arn == BASE + annotation
+
+
+def test_an_expression_python_warns_about_is_applied_without_a_warning() -> None:
+    # re raises FutureWarning for "[[" (pytest turns warnings into errors here)
+    assert not isinstance(compile_permitted(BASE + "[[a]"), str)
+    decision = STRICT.decide(pod=pod("a"), requested_role="a", permitted=BASE + "[[a]")
+    assert isinstance(decision, Allowed)

@@ -97,4 +97,5 @@ def test_ci_runs_make_test_from_the_repository_root(tmp_path: Path) -> None:
     done = subprocess.run([str(ROOT / ".ci" / "run")], env={"PATH": str(bin_dir)},
                           cwd=tmp_path, capture_output=True, text=True, timeout=60, check=False)
     assert done.returncode == 0, done.stderr
-    assert record.read_text().splitlines() == [f"{ROOT} test"]
+    # the README's test command first, then mutation testing (docs/policy.md)
+    assert record.read_text().splitlines() == [f"{ROOT} test", f"{ROOT} mutation"]

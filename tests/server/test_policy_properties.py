@@ -1,0 +1,91 @@
+"""Property tests of the namespace rule (docs/policy.md), over generated role names and
+expressions built from the pieces operators write (names, ``.*``, groups, ``|``) and
+the pieces that break wrapping (unbalanced parentheses, a trailing backslash)."""
+
+from __future__ import annotations
+
+import re
+import warnings
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from kiam.server.policy import Allowed, Denied, Policy
+from tests.server.test_policy import BASE, pod
+
+STRICT = Policy(base_arn=BASE, strict=True)
+LOOSE = Policy(base_arn=BASE, strict=False)
+
+role_names = st.text(alphabet="abcxyz-_.@=", min_size=1, max_size=12)
+fragments = st.one_of(
+    role_names,
+    st.sampled_from(
+        [BASE, "arn:aws:iam::", "role/", ".*", ".+", "(", ")", "|", ")|(", "\\", "[", "]",
+         "(?i)", "^", "$", "a)|(", "?"]
+    ),
+)
+expressions = st.lists(fragments, min_size=0, max_size=6).map("".join)
+
+
+def _compiles(expression: str) -> re.Pattern[str] | None:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "[[" and such: see kiam/server/policy.py
+            return re.compile(expression)
+    except re.error:
+        return None
+
+
+@settings(max_examples=400, deadline=None, database=None)
+@given(name=role_names, expression=expressions)
+def test_strict_permits_exactly_a_compiling_expression_that_fullmatches(
+    name: str, expression: str
+) -> None:
+    arn = BASE + name
+    decision = STRICT.decide(pod=pod(name), requested_role=name, permitted=expression)
+    bare = _compiles(expression)
+    expected = bool(expression) and bare is not None and bare.fullmatch(arn) is not None
+    assert isinstance(decision, Allowed) is expected, (arn, expression, decision)
+    if isinstance(decision, Denied) and expression and bare is None:
+        assert "invalid iam.amazonaws.com/permitted expression" in decision.reason
+
+
+@settings(max_examples=300, deadline=None, database=None)
+@given(name=role_names, expression=expressions)
+def test_loose_permits_exactly_a_compiling_expression_found_in_the_arn(
+    name: str, expression: str
+) -> None:
+    arn = BASE + name
+    decision = LOOSE.decide(pod=pod(name), requested_role=name, permitted=expression)
+    bare = _compiles(expression)
+    expected = bool(expression) and bare is not None and bare.search(arn) is not None
+    assert isinstance(decision, Allowed) is expected, (arn, expression, decision)
+
+
+@settings(max_examples=300, deadline=None, database=None)
+@given(name=role_names, expression=expressions)
+def test_strict_never_permits_more_than_loose(name: str, expression: str) -> None:
+    strict = STRICT.decide(pod=pod(name), requested_role=name, permitted=expression)
+    loose = LOOSE.decide(pod=pod(name), requested_role=name, permitted=expression)
+    if isinstance(strict, Allowed):
+        assert loose == strict
+
+
+@settings(max_examples=200, deadline=None, database=None)
+@given(name=role_names, missing=st.sampled_from([None, ""]), strict=st.booleans())
+def test_a_namespace_without_the_annotation_permits_nothing(
+    name: str, missing: str | None, strict: bool
+) -> None:
+    policy = STRICT if strict else LOOSE
+    decision = policy.decide(pod=pod(name), requested_role=name, permitted=missing)
+    assert isinstance(decision, Denied)
+    assert "has no iam.amazonaws.com/permitted annotation" in decision.reason
+    assert policy.key_for(pod=pod(name), permitted=missing) is None
+
+
+@settings(max_examples=200, deadline=None, database=None)
+@given(name=role_names, other=role_names)
+def test_an_exact_arn_permits_only_that_role(name: str, other: str) -> None:
+    expression = re.escape(BASE + name)
+    decision = STRICT.decide(pod=pod(other), requested_role=other, permitted=expression)
+    assert isinstance(decision, Allowed) is (other == name)

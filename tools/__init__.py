@@ -1,0 +1,1 @@
+"""Developer chores that are neither product nor test bed (``make mutation``)."""
