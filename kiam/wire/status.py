@@ -146,11 +146,8 @@ def markdown_table() -> str:
         code, label = "any other", "its Go name, e.g. `Unknown`"
         if answer.code is not None:
             code, label = answer.code.name, f"`{metric_label(answer.code)}`"
-        http = str(answer.http)
-        notes = [note for note in (answer.why,) if note]
-        if answer.retried:
-            notes.insert(0, "retried on another server first")
-        if notes:
-            http += f" ({'; '.join(notes)})"
+        retried = "retried on another server first" if answer.retried else ""
+        notes = "; ".join(note for note in (retried, answer.why) if note)
+        http = f"{answer.http} ({notes})" if notes else str(answer.http)
         lines.append(f"| {answer.situation} | {code} | {label} | {http} |")
     return "\n".join(lines) + "\n"
