@@ -3,6 +3,8 @@
 As in Go Kiam the probe retries every 100 ms until ``--timeout`` runs out, so a server
 that is still starting does not fail a liveness probe at once. Several servers may be
 named (comma-separated); each round tries them in turn and the first answer wins.
+Addresses, channels and keepalive are the agent's (:mod:`kiam.wire.client`): a name
+without a port gets 9610, and a DNS name is dialled as ``dns:///name:port``.
 
 Prints ``healthy: <message>`` (stdout, exit 0) or the reason for the last failure
 (stderr, exit 1): unreachable, TLS refused, timed out, or the server's own status.
@@ -21,6 +23,7 @@ from kiam.common.logs import configure
 from kiam.common.settings import HealthSettings
 from kiam.common.tls import TLSError, channel_credentials
 from kiam.wire import kiam_pb2, kiam_pb2_grpc
+from kiam.wire.client import describe, grpc_targets, secure_channel
 
 log = logging.getLogger(__name__)
 
@@ -38,46 +41,22 @@ class Healthy:
     message: str
 
 
-def server_addresses(text: str) -> list[str]:
-    """The ``host:port`` targets in ``--server-address`` (comma-separated, blanks dropped)."""
-    addresses = [part.strip() for part in text.split(",") if part.strip()]
-    if not addresses:
-        raise HealthCheckError("no server address given")
-    return addresses
-
-
-def describe_rpc_error(address: str, error: grpc.aio.AioRpcError) -> str:
-    """A reason a person can act on, from a gRPC failure."""
-    code = error.code()
-    details = error.details() or ""
-    lowered = details.lower()
-    if code is grpc.StatusCode.UNAVAILABLE:
-        if any(word in lowered for word in ("ssl", "tls", "handshake", "certificate")):
-            reason = "TLS refused"
-        elif "socket closed" in lowered:
-            # what a client sees when the server rejects its certificate
-            reason = "connection closed during the handshake (certificate not accepted?)"
-        elif "failed to connect" in lowered or "connection refused" in lowered:
-            reason = "unreachable"
-        else:
-            reason = "server unavailable"
-    elif code is grpc.StatusCode.DEADLINE_EXCEEDED:
-        reason = "timed out"
-    else:
-        reason = f"server answered {code.name}"
-    return f"{address}: {reason}: {details}" if details else f"{address}: {reason}"
-
-
 async def probe(settings: HealthSettings) -> Healthy:
     """Call GetHealth until a server answers or ``settings.timeout`` passes.
 
     Raises :class:`HealthCheckError` (with the last failure) or :class:`TLSError`.
     """
-    addresses = server_addresses(settings.server_address)
-    credentials = channel_credentials(settings.tls)
+    try:
+        targets = grpc_targets(settings.server_address)
+    except ValueError as exc:
+        raise HealthCheckError(f"--server-address: {exc}") from None
+    credentials = await asyncio.to_thread(channel_credentials, settings.tls)
     loop = asyncio.get_running_loop()
     deadline = loop.time() + settings.timeout
-    channels = {address: grpc.aio.secure_channel(address, credentials) for address in addresses}
+    channels = {
+        target: secure_channel(target, credentials=credentials, keepalive=settings.keepalive)
+        for target in targets
+    }
     last = "no attempt finished before the deadline"
     try:
         while True:
@@ -93,7 +72,7 @@ async def probe(settings: HealthSettings) -> Healthy:
                 try:
                     status = await stub.GetHealth(kiam_pb2.GetHealthRequest(), timeout=attempt)
                 except grpc.aio.AioRpcError as exc:
-                    last = describe_rpc_error(address, exc)
+                    last = describe(address, exc)
                     log.debug("health probe failed: %s", last)
                     continue
                 return Healthy(address=address, message=status.message)

@@ -15,13 +15,7 @@ import pytest
 from kiam.certs import CertPaths, generate_certificates
 from kiam.common.settings import HealthSettings, TLSSettings
 from kiam.common.tls import TLSError, server_credentials
-from kiam.health import (
-    HealthCheckError,
-    describe_rpc_error,
-    probe,
-    run_health,
-    server_addresses,
-)
+from kiam.health import HealthCheckError, probe, run_health
 from kiam.wire import kiam_pb2, kiam_pb2_grpc
 
 KIAM = Path(sys.executable).parent / "kiam"
@@ -100,29 +94,9 @@ def _settings(pki: CertPaths, address: str, *, timeout: float = 2.0) -> HealthSe
     return HealthSettings(tls=tls, server_address=address, timeout=timeout)
 
 
-def test_server_addresses_split_commas() -> None:
-    assert server_addresses(" a:1, ,b:2 ") == ["a:1", "b:2"]
-    with pytest.raises(HealthCheckError, match="no server address"):
-        server_addresses(" , ")
-
-
-@pytest.mark.parametrize(
-    ("code", "details", "reason"),
-    [
-        (grpc.StatusCode.UNAVAILABLE, "failed to connect: Connection refused", "unreachable"),
-        (grpc.StatusCode.UNAVAILABLE, "Tls handshake failed (TSI_PROTOCOL_FAILURE)", "TLS refused"),
-        (grpc.StatusCode.UNAVAILABLE, "ipv4:127.0.0.1:1: Socket closed", "certificate not"),
-        (grpc.StatusCode.UNAVAILABLE, "shutting down", "server unavailable"),
-        (grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded", "timed out"),
-        (grpc.StatusCode.INTERNAL, "boom", "server answered INTERNAL"),
-    ],
-)
-def test_describe_rpc_error(code: grpc.StatusCode, details: str, reason: str) -> None:
-    error = grpc.aio.AioRpcError(code, grpc.aio.Metadata(), grpc.aio.Metadata(), details, "")
-    text = describe_rpc_error("srv:9610", error)
-    assert text.startswith("srv:9610: ")
-    assert reason in text
-    assert text.endswith(details)
+async def test_no_server_address(pki: CertPaths) -> None:
+    with pytest.raises(HealthCheckError, match="--server-address: no server address"):
+        await probe(_settings(pki, " , "))
 
 
 async def test_healthy_server(server: Server, pki: CertPaths) -> None:
@@ -135,6 +109,14 @@ async def test_unreachable_server(closed_address: str, pki: CertPaths) -> None:
     with pytest.raises(HealthCheckError, match="unreachable") as info:
         await probe(_settings(pki, closed_address, timeout=0.5))
     assert closed_address in str(info.value)
+
+
+async def test_a_dns_name_is_dialled_through_the_dns_resolver(
+    server: Server, pki: CertPaths
+) -> None:
+    port = server.address.rpartition(":")[2]
+    healthy = await probe(_settings(pki, f"localhost:{port}"))
+    assert (healthy.address, healthy.message) == (f"dns:///localhost:{port}", "ok")
 
 
 async def test_second_server_answers_when_first_is_down(

@@ -1,24 +1,18 @@
-"""gRPC client to the kiam servers, the agent's only way to reach them.
+"""The agent's client of the kiam servers, its only way to reach them.
 
-``--server-address`` may name one ``host:port``, a DNS name with several addresses, or a
-comma-separated list of either. Every entry gets one channel: an IP literal is dialled
-as is; a DNS name goes through ``dns:///host:port`` with the ``round_robin`` policy, so
-grpc spreads calls over every address behind the name and re-resolves when they change.
-TLS verifies the name we dial (the server certificate carries ``kiam-server...``,
-``localhost``, ``127.0.0.1`` and ``::1``), so no target-name override is needed.
+Targets, channels and what each status means come from :mod:`kiam.wire.client` and
+:mod:`kiam.wire.status` (shared with ``kiam health``); this module adds the agent's
+retry over several servers and the translation into :mod:`kiam.agent.errors`.
 
 Each call has one deadline (the caller's budget). UNAVAILABLE is retried on the next
 channel (with fewer than three channels, round the list again: behind a DNS name
 ``round_robin`` moves each retry to another address) while the budget lasts; every
-other status is final, and PERMISSION_DENIED in particular is never retried. grpc
-errors are translated into :mod:`kiam.agent.errors` here, using the table in
-docs/architecture.md.
+other status is final, and PERMISSION_DENIED in particular is never retried.
 """
 
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import itertools
 import logging
 from collections.abc import Awaitable, Callable, Sequence
@@ -33,74 +27,45 @@ from kiam.agent.errors import (
     AmbiguousPod,
     CredentialsFailed,
     PodNotFound,
+    RequestRefused,
     RoleForbidden,
     ServerFailed,
     ServerTimeout,
     ServerUnavailable,
 )
-from kiam.common.net import join_host_port, split_host_port
 from kiam.common.settings import KeepaliveSettings
-from kiam.wire import kiam_pb2, kiam_pb2_grpc
+from kiam.wire import kiam_pb2, kiam_pb2_grpc, status
+from kiam.wire.client import SERVICE, secure_channel
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-DEFAULT_PORT = 9610
-SERVICE = "kiam.KiamService"
 # Below this much budget another attempt cannot complete; answer with what we have.
 _MIN_ATTEMPT = 0.01
 
-
-def grpc_targets(server_address: str) -> list[str]:
-    """The grpc target of every comma-separated entry; ValueError with the reason."""
-    targets: list[str] = []
-    for entry in server_address.split(","):
-        if not entry.strip():
-            continue
-        host, port = split_host_port(entry, default_port=DEFAULT_PORT)
-        host = host or "localhost"
-        try:
-            ipaddress.ip_address(host)
-        except ValueError:
-            targets.append(f"dns:///{join_host_port(host, port)}")
-        else:
-            targets.append(join_host_port(host, port))
-    if not targets:
-        raise ValueError(f"no server address in {server_address!r}")
-    return targets
-
-
-def channel_options(keepalive: KeepaliveSettings) -> list[tuple[str, int | str]]:
-    return [
-        ("grpc.lb_policy_name", "round_robin"),
-        ("grpc.keepalive_time_ms", int(keepalive.time * 1000)),
-        ("grpc.keepalive_timeout_ms", int(keepalive.timeout * 1000)),
-        ("grpc.keepalive_permit_without_calls", int(keepalive.permit_without_stream)),
-        ("grpc.http2.max_pings_without_data", 0),
-        # reconnect quickly after a server restarts: pods wait at most a second
-        ("grpc.initial_reconnect_backoff_ms", 100),
-        ("grpc.min_reconnect_backoff_ms", 100),
-        ("grpc.max_reconnect_backoff_ms", 2000),
-    ]
+# Each row of the status table, as the agent's exception and its message; the HTTP
+# status is the row's (tests/agent/test_errors.py holds every row to it).
+_ERRORS: dict[status.Answer, tuple[type[AgentError], str]] = {
+    status.POD_NOT_FOUND: (PodNotFound, "no pod found for this IP"),
+    status.AMBIGUOUS_POD: (AmbiguousPod, "several pods with different roles claim this IP"),
+    status.ROLE_FORBIDDEN: (RoleForbidden, "forbidden"),
+    status.CREDENTIALS_FAILED: (CredentialsFailed, "the kiam server could not get credentials"),
+    status.UNAVAILABLE: (ServerUnavailable, "no kiam server available"),
+    status.DEADLINE_EXCEEDED: (ServerTimeout, "the kiam server did not answer in time"),
+    status.INVALID_IP: (RequestRefused, "the kiam server refused the request as malformed"),
+    status.OTHER: (ServerFailed, "the kiam server answered {code}"),
+}
 
 
 def translate(error: aio.AioRpcError, *, what: str) -> AgentError:
     """A grpc status -> the agent's exception (docs/architecture.md, status codes)."""
     code = error.code()
+    answer = status.classify(error)
+    kind, summary = _ERRORS[answer]
+    if answer is status.DEADLINE_EXCEEDED:
+        return kind(f"{what}: {summary}")
     detail = " ".join((error.details() or code.name).split())
-    if code is grpc.StatusCode.NOT_FOUND:
-        return PodNotFound(f"{what}: no pod found for this IP ({detail})")
-    if code is grpc.StatusCode.FAILED_PRECONDITION:
-        return AmbiguousPod(f"{what}: several pods with different roles claim this IP ({detail})")
-    if code is grpc.StatusCode.PERMISSION_DENIED:
-        return RoleForbidden(f"{what}: forbidden ({detail})")
-    if code is grpc.StatusCode.INTERNAL:
-        return CredentialsFailed(f"{what}: the kiam server could not get credentials ({detail})")
-    if code is grpc.StatusCode.UNAVAILABLE:
-        return ServerUnavailable(f"{what}: no kiam server available ({detail})")
-    if code is grpc.StatusCode.DEADLINE_EXCEEDED:
-        return ServerTimeout(f"{what}: the kiam server did not answer in time")
-    return ServerFailed(f"{what}: the kiam server answered {code.name} ({detail})")
+    return kind(f"{what}: {summary.format(code=code.name)} ({detail})")
 
 
 class KiamClient:
@@ -113,9 +78,10 @@ class KiamClient:
         credentials: grpc.ChannelCredentials,
         keepalive: KeepaliveSettings,
     ) -> None:
-        options = channel_options(keepalive)
         self.targets = tuple(targets)
-        self._channels = [aio.secure_channel(t, credentials, options=options) for t in targets]
+        self._channels = [
+            secure_channel(t, credentials=credentials, keepalive=keepalive) for t in targets
+        ]
         self._stubs = [kiam_pb2_grpc.KiamServiceStub(c) for c in self._channels]
         self._next = itertools.count()
 
@@ -196,9 +162,10 @@ class KiamClient:
             try:
                 reply = await call(self._stubs[index], remaining)
             except aio.AioRpcError as exc:
-                metrics.grpc_client_handled.labels("unary", SERVICE, method, exc.code().name).inc()
+                label = status.metric_label(exc.code())
+                metrics.grpc_client_handled.labels("unary", SERVICE, method, label).inc()
                 last = translate(exc, what=method)
-                if not isinstance(last, ServerUnavailable):
+                if not status.classify(exc).retried:
                     raise last from None
                 log.info(
                     "%s attempt %d/%d on %s failed: %s",
@@ -209,6 +176,7 @@ class KiamClient:
                     exc.code().name,
                 )
                 continue
-            metrics.grpc_client_handled.labels("unary", SERVICE, method, "OK").inc()
+            label = status.metric_label(grpc.StatusCode.OK)
+            metrics.grpc_client_handled.labels("unary", SERVICE, method, label).inc()
             return reply
         raise last

@@ -10,20 +10,35 @@ them (``client.py``, ``proxy.py``); the HTTP layer only ever sees this tree::
     ├── Forbidden                   403  X-Forwarded-For on a token request
     ├── NotFound                    404  unknown route or a path the allow-list blocks
     ├── MethodNotAllowed            405  e.g. GET on the token route
-    ├── PodNotFound                 404  no live pod has the caller's IP
     ├── NoRole                      404  the caller's pod has no role annotation
+    ├── UpstreamFailed              502  the real IMDS could not be reached
+    ├── PodNotFound                 404  no live pod has the caller's IP
     ├── RoleForbidden               403  role is not the pod's, or the namespace forbids it
     ├── AmbiguousPod                409  live pods with different roles claim the IP
     ├── CredentialsFailed           500  STS refused or failed
-    ├── UpstreamFailed              502  the real IMDS could not be reached
+    ├── RequestRefused              500  the server found the agent's request malformed
     ├── ServerFailed                502  the kiam server answered something unexpected
     ├── ServerUnavailable           503  no kiam server could be reached
     └── ServerTimeout               504  the deadline passed waiting for a kiam server
 
+From PodNotFound on, each is a kiam server's answer, and its status is that of the
+answer's row in the status table (:mod:`kiam.wire.status`, docs/architecture.md).
 Every message is one line an operator can act on; it becomes the response body.
+tests/agent/test_errors.py holds this tree to the classes.
 """
 
 from __future__ import annotations
+
+from kiam.wire.status import (
+    AMBIGUOUS_POD,
+    CREDENTIALS_FAILED,
+    DEADLINE_EXCEEDED,
+    INVALID_IP,
+    OTHER,
+    POD_NOT_FOUND,
+    ROLE_FORBIDDEN,
+    UNAVAILABLE,
+)
 
 
 class AgentError(Exception):
@@ -69,37 +84,41 @@ class MethodNotAllowed(AgentError):
         """The methods the route takes: the ``Allow`` header HTTP requires on a 405."""
 
 
-class PodNotFound(AgentError):
-    status = 404
-
-
 class NoRole(AgentError):
     status = 404
-
-
-class RoleForbidden(AgentError):
-    status = 403
-
-
-class AmbiguousPod(AgentError):
-    status = 409
-
-
-class CredentialsFailed(AgentError):
-    status = 500
 
 
 class UpstreamFailed(AgentError):
     status = 502
 
 
+class PodNotFound(AgentError):
+    status = POD_NOT_FOUND.http
+
+
+class RoleForbidden(AgentError):
+    status = ROLE_FORBIDDEN.http
+
+
+class AmbiguousPod(AgentError):
+    status = AMBIGUOUS_POD.http
+
+
+class CredentialsFailed(AgentError):
+    status = CREDENTIALS_FAILED.http
+
+
+class RequestRefused(AgentError):
+    status = INVALID_IP.http
+
+
 class ServerFailed(AgentError):
-    status = 502
+    status = OTHER.http
 
 
 class ServerUnavailable(AgentError):
-    status = 503
+    status = UNAVAILABLE.http
 
 
 class ServerTimeout(AgentError):
-    status = 504
+    status = DEADLINE_EXCEEDED.http

@@ -20,7 +20,7 @@ from aiohttp import web
 
 from kiam.agent import metrics
 from kiam.agent.app import AppConfig, MetadataApp
-from kiam.agent.client import KiamClient, grpc_targets
+from kiam.agent.client import KiamClient
 from kiam.agent.imdsv2 import TokenStore
 from kiam.agent.iptables import DnatRule, Iptables, IptablesError
 from kiam.agent.paths import AllowList
@@ -32,6 +32,7 @@ from kiam.common.metrics_http import MetricsError, start_metrics
 from kiam.common.net import join_host_port
 from kiam.common.supervisor import Supervisor
 from kiam.common.tls import TLSError, channel_credentials
+from kiam.wire.client import grpc_targets
 
 log = logging.getLogger("kiam.agent")
 

@@ -2,7 +2,8 @@
 
 ``grpc_server_started_total{grpc_method,grpc_service,grpc_type}`` and
 ``grpc_server_handled_total{grpc_code,grpc_method,grpc_service,grpc_type}``, so Kiam's
-dashboards and alerts keep working. Codes are spelled as Go spells them (``NotFound``).
+dashboards and alerts keep working. Codes are labelled as Go spells them (``NotFound``),
+by :func:`kiam.wire.status.metric_label`.
 """
 
 from __future__ import annotations
@@ -15,33 +16,7 @@ import grpc
 from grpc import aio
 from prometheus_client import REGISTRY, CollectorRegistry, Counter
 
-# Go's codes.Code.String(): note "Canceled".
-_GO_CODE_NAMES = {
-    grpc.StatusCode.OK: "OK",
-    grpc.StatusCode.CANCELLED: "Canceled",
-    grpc.StatusCode.UNKNOWN: "Unknown",
-    grpc.StatusCode.INVALID_ARGUMENT: "InvalidArgument",
-    grpc.StatusCode.DEADLINE_EXCEEDED: "DeadlineExceeded",
-    grpc.StatusCode.NOT_FOUND: "NotFound",
-    grpc.StatusCode.ALREADY_EXISTS: "AlreadyExists",
-    grpc.StatusCode.PERMISSION_DENIED: "PermissionDenied",
-    grpc.StatusCode.RESOURCE_EXHAUSTED: "ResourceExhausted",
-    grpc.StatusCode.FAILED_PRECONDITION: "FailedPrecondition",
-    grpc.StatusCode.ABORTED: "Aborted",
-    grpc.StatusCode.OUT_OF_RANGE: "OutOfRange",
-    grpc.StatusCode.UNIMPLEMENTED: "Unimplemented",
-    grpc.StatusCode.INTERNAL: "Internal",
-    grpc.StatusCode.UNAVAILABLE: "Unavailable",
-    grpc.StatusCode.DATA_LOSS: "DataLoss",
-    grpc.StatusCode.UNAUTHENTICATED: "Unauthenticated",
-}
-
-
-def go_code_name(code: grpc.StatusCode | None) -> str:
-    """``grpc.StatusCode.NOT_FOUND`` -> ``NotFound``; None (nothing set) means OK."""
-    if code is None:
-        return "OK"
-    return _GO_CODE_NAMES.get(code, "Unknown")
+from kiam.wire.status import metric_label
 
 
 def split_method(full_method: str) -> tuple[str, str]:
@@ -106,6 +81,6 @@ class ServerMetrics(aio.ServerInterceptor):  # type: ignore[type-arg]
                 code = context.code() or grpc.StatusCode.UNKNOWN
                 raise
             finally:
-                handled.labels("unary", service, method, go_code_name(code)).inc()
+                handled.labels("unary", service, method, metric_label(code)).inc()
 
         return counted

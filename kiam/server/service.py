@@ -1,16 +1,7 @@
 """``kiam.KiamService``: who is at this IP, what role may it have, and its credentials.
 
-Status codes (docs/architecture.md):
-
-=====================================================  =====================
-no live pod has the IP (after waiting for the watch)   NOT_FOUND
-live pods with different roles claim the IP            FAILED_PRECONDITION
-role not the pod's / namespace forbids it              PERMISSION_DENIED
-STS refused or failed                                  INTERNAL
-caches not synced yet, or shutting down                UNAVAILABLE
-the RPC's deadline passed                              DEADLINE_EXCEEDED
-the IP is not an IP                                    INVALID_ARGUMENT
-=====================================================  =====================
+Every refusal is a row of the status table, :mod:`kiam.wire.status` (quoted in
+docs/architecture.md), sent with its :func:`~kiam.wire.status.abort`.
 
 An IP the pod cache does not know yet is waited for (event-driven) for as long as the
 client's deadline allows, less a margin to answer in; a client without a deadline gets
@@ -21,9 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any, NoReturn, Protocol
+from typing import Any, Protocol
 
-import grpc
 from grpc import aio
 
 from kiam.aws.credentials import CredentialKey, Credentials
@@ -32,7 +22,7 @@ from kiam.common.net import normalise_ip
 from kiam.k8s.errors import AmbiguousPodIP
 from kiam.k8s.model import NamespaceInfo, PodInfo
 from kiam.server.policy import Allowed, Policy
-from kiam.wire import kiam_pb2, kiam_pb2_grpc
+from kiam.wire import kiam_pb2, kiam_pb2_grpc, status
 from kiam.wire.credentials import format_timestamp
 
 log = logging.getLogger(__name__)
@@ -149,7 +139,7 @@ class KiamService(kiam_pb2_grpc.KiamServiceServicer):
         if not isinstance(decision, Allowed):
             log.warning("role forbidden: %s", decision.reason, extra={"fields": fields})
             self._events.warning(pod, ROLE_FORBIDDEN, decision.reason)
-            await _abort(context, grpc.StatusCode.PERMISSION_DENIED, decision.reason)
+            await status.abort(context, status.ROLE_FORBIDDEN, decision.reason)
         credentials = await self._fetch(decision, pod=pod, context=context, fields=fields)
         log.info(
             "issued credentials",
@@ -169,11 +159,11 @@ class KiamService(kiam_pb2_grpc.KiamServiceServicer):
 
     async def _require_ready(self, context: Context) -> None:
         if self.draining:
-            await _abort(context, grpc.StatusCode.UNAVAILABLE, "kiam server is shutting down")
+            await status.abort(context, status.UNAVAILABLE, "kiam server is shutting down")
         if not self.ready:
-            await _abort(
+            await status.abort(
                 context,
-                grpc.StatusCode.UNAVAILABLE,
+                status.UNAVAILABLE,
                 "kiam server has not synced its pod and namespace caches yet",
             )
 
@@ -181,9 +171,7 @@ class KiamService(kiam_pb2_grpc.KiamServiceServicer):
         try:
             return normalise_ip(text)
         except ValueError:
-            return await _abort(
-                context, grpc.StatusCode.INVALID_ARGUMENT, f"not an IP address: {text!r}"
-            )
+            return await status.abort(context, status.INVALID_IP, f"not an IP address: {text!r}")
 
     def _budget(self, context: Context) -> float:
         remaining = context.time_remaining()
@@ -204,9 +192,9 @@ class KiamService(kiam_pb2_grpc.KiamServiceServicer):
                     pod = await self._pods.wait_for_ip(ip, timeout=budget)
         except AmbiguousPodIP as exc:
             log.warning("ambiguous pod IP: %s", exc, extra={"fields": {"pod.ip": ip}})
-            await _abort(context, grpc.StatusCode.FAILED_PRECONDITION, str(exc))
+            await status.abort(context, status.AMBIGUOUS_POD, str(exc))
         if pod is None:
-            await _abort(context, grpc.StatusCode.NOT_FOUND, f"no running pod has IP {ip}")
+            await status.abort(context, status.POD_NOT_FOUND, f"no running pod has IP {ip}")
         return pod
 
     async def _permitted(self, namespace: str, context: Context) -> str | None:
@@ -230,14 +218,9 @@ class KiamService(kiam_pb2_grpc.KiamServiceServicer):
         except TimeoutError:
             message = f"deadline passed while fetching credentials for {decision.role_arn}"
             log.warning("%s", message, extra={"fields": fields})
-            return await _abort(context, grpc.StatusCode.DEADLINE_EXCEEDED, message)
+            return await status.abort(context, status.DEADLINE_EXCEEDED, message)
         except AwsError as exc:
             message = f"error fetching credentials for {decision.role_arn}: {exc}"
             log.error("%s", message, extra={"fields": fields})
             self._events.warning(pod, CREDENTIAL_ERROR, message)
-            return await _abort(context, grpc.StatusCode.INTERNAL, message)
-
-
-async def _abort(context: Context, code: grpc.StatusCode, details: str) -> NoReturn:
-    await context.abort(code, details)
-    raise AssertionError("context.abort returned")  # pragma: no cover
+            return await status.abort(context, status.CREDENTIALS_FAILED, message)

@@ -1,4 +1,5 @@
-"""``--server-address`` as one DNS name with several addresses, behind the real agent.
+"""``--server-address`` as one DNS name with several addresses, behind the real agent,
+and as a name without a port, for ``kiam health``.
 
 The name ``kiam-server`` (in the server certificate) is made to resolve to 127.0.0.2 and
 127.0.0.3 by bind-mounting a hosts file over /etc/hosts inside a network namespace this
@@ -6,6 +7,9 @@ test creates (``ip netns exec`` gives each command its own mount namespace, so t
 host's /etc/hosts is never touched). Two scripted servers listen on one port at those
 two addresses, each putting its name in its answers; the real ``kiam agent`` dials
 ``kiam-server:PORT`` over mTLS; a client in the namespace plays the pods.
+
+The port-less case needs the default port (9610) free; a namespace of its own gives
+that, whatever else runs on the machine.
 
 Needs root and ``ip``; otherwise the test skips and says why.
 """
@@ -17,12 +21,14 @@ import secrets
 import shutil
 import signal
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from kiam.certs import CertPaths
+from kiam.wire.client import DEFAULT_PORT
 from tests.agent.netns_helpers import read_answers, start_client, start_named_server, stop_process
 from tests.agent.standins import AgentProcess
 
@@ -121,3 +127,21 @@ def test_a_dns_name_with_two_addresses_spreads_and_survives_losing_one(
         agent.stop()
         for server in servers.values():
             stop_process(server)
+
+
+def test_kiam_health_reaches_a_server_by_a_name_without_a_port(
+    netns: list[str], certs: CertPaths
+) -> None:
+    # Only the name is given: the port is the default, as it is for the agent.
+    server = start_named_server(netns, certs, bind=f"{ADDRESSES[0]}:{DEFAULT_PORT}", name="a")
+    try:
+        probe = _run(
+            *netns,
+            str(Path(sys.executable).parent / "kiam"),
+            "health",
+            *("--cert", str(certs.agent_cert), "--key", str(certs.agent_key)),
+            *("--ca", str(certs.ca), "--server-address", NAME, "--timeout", "10s"),
+        )
+    finally:
+        stop_process(server)
+    assert (probe.returncode, probe.stdout) == (0, "healthy: ok from a\n"), probe.stderr

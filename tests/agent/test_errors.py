@@ -1,15 +1,16 @@
-"""grpc status -> agent exception -> HTTP status (docs/architecture.md), targets and channel
-options: no sockets."""
+"""grpc status -> agent exception -> HTTP status, by the status table: no sockets."""
 
 from __future__ import annotations
+
+import re
 
 import grpc
 import pytest
 from grpc import aio
 
 from kiam.agent import errors
-from kiam.agent.client import channel_options, grpc_targets, translate
-from kiam.common.settings import KeepaliveSettings
+from kiam.agent.client import translate
+from kiam.wire import status
 
 
 def _rpc_error(code: grpc.StatusCode, details: str = "why") -> aio.AioRpcError:
@@ -25,6 +26,7 @@ def _rpc_error(code: grpc.StatusCode, details: str = "why") -> aio.AioRpcError:
         (grpc.StatusCode.FAILED_PRECONDITION, errors.AmbiguousPod, 409),
         (grpc.StatusCode.PERMISSION_DENIED, errors.RoleForbidden, 403),
         (grpc.StatusCode.INTERNAL, errors.CredentialsFailed, 500),
+        (grpc.StatusCode.INVALID_ARGUMENT, errors.RequestRefused, 500),
         (grpc.StatusCode.UNAVAILABLE, errors.ServerUnavailable, 503),
         (grpc.StatusCode.DEADLINE_EXCEEDED, errors.ServerTimeout, 504),
         (grpc.StatusCode.UNKNOWN, errors.ServerFailed, 502),
@@ -39,36 +41,35 @@ def test_translate(code: grpc.StatusCode, exc_type: type[errors.AgentError], sta
     assert exc.message.startswith("GetPodRole: ")
 
 
+@pytest.mark.parametrize("answer", status.TABLE, ids=lambda a: a.code.name if a.code else "OTHER")
+def test_every_row_of_the_table_answers_the_pod_with_its_http_status(
+    answer: status.Answer,
+) -> None:
+    code = answer.code or grpc.StatusCode.DATA_LOSS
+    assert status.classify(_rpc_error(code)) is answer
+    assert translate(_rpc_error(code), what="GetPodCredentials").status == answer.http
+
+
+def test_an_unlisted_code_is_named_in_the_message() -> None:
+    exc = translate(_rpc_error(grpc.StatusCode.UNAUTHENTICATED, "who?"), what="GetPodRole")
+    assert exc.message == "GetPodRole: the kiam server answered UNAUTHENTICATED (who?)"
+
+
 def test_messages_are_one_line() -> None:
     assert errors.NotFound("a\nb\n  c").message == "a b c"
 
 
-@pytest.mark.parametrize(
-    ("address", "targets"),
-    [
-        ("localhost:9610", ["dns:///localhost:9610"]),
-        ("kiam-server", ["dns:///kiam-server:9610"]),
-        ("127.0.0.1:1,127.0.0.1:2", ["127.0.0.1:1", "127.0.0.1:2"]),
-        ("[::1]:9610, kiam-server:9611", ["[::1]:9610", "dns:///kiam-server:9611"]),
-        (":9610", ["dns:///localhost:9610"]),
-    ],
-)
-def test_grpc_targets(address: str, targets: list[str]) -> None:
-    assert grpc_targets(address) == targets
-
-
-@pytest.mark.parametrize("address", ["", " , ", "host:port", "a:1:2:3:x"])
-def test_grpc_targets_refused(address: str) -> None:
-    with pytest.raises(ValueError):
-        grpc_targets(address)
-
-
-def test_channel_options_carry_the_keepalive_flags_and_round_robin() -> None:
-    keepalive = KeepaliveSettings(time=7.5, timeout=1.5, permit_without_stream=True)
-    options = dict(channel_options(keepalive))
-    assert options["grpc.keepalive_time_ms"] == 7500
-    assert options["grpc.keepalive_timeout_ms"] == 1500
-    assert options["grpc.keepalive_permit_without_calls"] == 1
-    # every address behind a DNS name is used, not just the first
-    assert options["grpc.lb_policy_name"] == "round_robin"
-    assert dict(channel_options(KeepaliveSettings()))["grpc.keepalive_permit_without_calls"] == 0
+def test_the_docstring_tree_matches_the_classes() -> None:
+    assert errors.__doc__ is not None
+    tree = re.findall(r"[├└]── (\w+)\s+(\d{3}) ", errors.__doc__)
+    assert len(tree) >= 10
+    assert {name: int(code) for name, code in tree} == {
+        name: getattr(errors, name).status for name, _ in tree
+    }
+    listed = {name for name, _ in tree} | {"AgentError"}
+    defined = {
+        name
+        for name, value in vars(errors).items()
+        if isinstance(value, type) and issubclass(value, errors.AgentError)
+    }
+    assert defined == listed

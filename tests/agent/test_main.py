@@ -65,7 +65,10 @@ async def test_metrics_are_served_with_kiams_names(
     assert metric_value(text, 'kiam_metadata_responses_total{code="404",handler="proxy"}') == 1
     assert metric_value(text, 'kiam_metadata_responses_total{code="404",handler="roleName"}') == 2
     assert 'kiam_metadata_handler_latency_seconds_count{handler="credentials"}' in text
-    assert metric_value(text, 'grpc_client_handled_total{grpc_code="INTERNAL"') == 1
+    # codes spelled as Go's grpc-prometheus spells them, as the server labels them too
+    assert metric_value(text, 'grpc_client_handled_total{grpc_code="Internal"') == 1
+    assert metric_value(text, 'grpc_client_handled_total{grpc_code="NotFound"') == 1
+    assert 'grpc_code="NOT_FOUND"' not in text
     assert 'grpc_client_started_total{grpc_method="GetPodRole"' in text
     assert "process_resident_memory_bytes" in text
 

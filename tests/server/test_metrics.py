@@ -11,7 +11,7 @@ import pytest
 from grpc import aio
 from prometheus_client import CollectorRegistry
 
-from kiam.server.metrics import ServerMetrics, go_code_name, split_method
+from kiam.server.metrics import ServerMetrics, split_method
 from kiam.wire import kiam_pb2, kiam_pb2_grpc
 
 
@@ -80,21 +80,6 @@ async def test_counts_started_and_handled_with_go_code_names(
     assert handled(registry, "GetHealth", "OK") == 2
     assert handled(registry, "GetPodRole", "NotFound") == 1
     assert handled(registry, "GetPodCredentials", "Unknown") == 1
-
-
-@pytest.mark.parametrize(
-    ("code", "name"),
-    [
-        (None, "OK"),
-        (grpc.StatusCode.OK, "OK"),
-        (grpc.StatusCode.CANCELLED, "Canceled"),
-        (grpc.StatusCode.PERMISSION_DENIED, "PermissionDenied"),
-        (grpc.StatusCode.FAILED_PRECONDITION, "FailedPrecondition"),
-        (grpc.StatusCode.DEADLINE_EXCEEDED, "DeadlineExceeded"),
-    ],
-)
-def test_go_code_names(code: grpc.StatusCode | None, name: str) -> None:
-    assert go_code_name(code) == name
 
 
 def test_split_method() -> None:

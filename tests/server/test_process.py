@@ -345,13 +345,16 @@ async def test_health_reports_not_serving_while_the_api_fails(
                 watch.cancel()
 
 
-async def test_kiam_health_command(stack: ServerStack) -> None:
+@pytest.mark.parametrize("host", ["127.0.0.1", "localhost"])
+async def test_kiam_health_command(stack: ServerStack, host: str) -> None:
+    # by IP and by DNS name (localhost may also resolve to ::1, where nothing listens)
+    port = stack.server.address.rpartition(":")[2]
     tls = stack.agent_tls
     probe = await KiamProcess.start(
         [
             "health",
             "--server-address",
-            stack.server.address,
+            f"{host}:{port}",
             "--cert",
             tls.cert,
             "--key",
