@@ -19,8 +19,8 @@ import orjson
 
 from bench.control import ROOT, BenchError, StandInsProcess
 from bench.report import Figure, print_table
-from kiam.testing.commands import isolated_env
-from kiam.testing.stack import Placement, Stack, free_port
+from kiam_testbed.commands import isolated_env
+from kiam_testbed.stack import Placement, Stack, free_port
 
 NAMESPACE = "bench"
 ROLE = "bench-role"

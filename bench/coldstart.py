@@ -25,9 +25,9 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from bench.control import BenchError, StandInsProcess
 from bench.pods import pod_ip
 from bench.report import Figure, print_table, print_values
-from kiam.testing.commands import ROLE_BASE_ARN
-from kiam.testing.stack import Placement, Stack, free_port
 from kiam.wire import kiam_pb2, kiam_pb2_grpc
+from kiam_testbed.commands import ROLE_BASE_ARN
+from kiam_testbed.stack import Placement, Stack, free_port
 
 NAMESPACE = "cold"
 _TIMEOUT = 120.0

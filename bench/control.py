@@ -12,7 +12,7 @@ from typing import IO, Any
 
 import orjson
 
-from kiam.testing.commands import isolated_env
+from kiam_testbed.commands import isolated_env
 
 ROOT = Path(__file__).resolve().parents[1]
 """The repository: the working directory of ``python -m bench.*`` children."""

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from kiam.demo import mask, short_token
-from kiam.testing import netns
+from kiam_testbed import netns
+from kiam_testbed.demo import mask, short_token
 
 DEMO = [sys.executable, "-m", "kiam", "demo"]
 DEMO_TIMEOUT = 90

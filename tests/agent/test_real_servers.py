@@ -1,7 +1,7 @@
 """The real ``kiam agent`` in front of two real ``kiam server`` processes.
 
 Everything is a console command with ``kiam certs`` certificates over mTLS: the
-Kubernetes emulator and STS stand-in (``kiam.testing.stack``), two servers, and the
+Kubernetes emulator and STS stand-in (``kiam_testbed.stack``), two servers, and the
 agent given both servers as a comma-separated list. Pods are loopback source addresses.
 
 Statuses produced here from real servers: 200, 401 (forged token), 403 (another role; the
@@ -26,8 +26,8 @@ import pytest
 
 from kiam.agent.imdsv2 import TOKEN_HEADER, TTL_HEADER
 from kiam.certs import CertPaths
-from kiam.testing.commands import ROLE_BASE_ARN
-from kiam.testing.stack import Placement, Process, Stack, free_port
+from kiam_testbed.commands import ROLE_BASE_ARN
+from kiam_testbed.stack import Placement, Process, Stack, free_port
 from tests.agent.standins import AgentProcess
 
 CREDS = "/latest/meta-data/iam/security-credentials/"

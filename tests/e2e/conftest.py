@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from kiam.testing import netns
-from kiam.testing.sdk_clients import CallerResult, parse_result, pod_command
-from kiam.testing.stack import Placement, Stack
+from kiam_testbed import netns
+from kiam_testbed.sdk_clients import CallerResult, parse_result, pod_command
+from kiam_testbed.stack import Placement, Stack
 
 SDK_TIMEOUT = 60.0
 

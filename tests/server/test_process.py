@@ -1,5 +1,5 @@
 """The real ``kiam server`` process over real gRPC with mTLS, against the Kubernetes
-emulator and the STS stand-in (both in this process). See kiam/testing/processes.py."""
+emulator and the STS stand-in (both in this process). See testbed/kiam_testbed/processes.py."""
 
 from __future__ import annotations
 
@@ -18,16 +18,16 @@ from grpc import aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from kiam.certs import CertPaths
-from kiam.testing.commands import aws_test_env, server_args, tls_args
-from kiam.testing.processes import (
+from kiam.wire import kiam_pb2
+from kiam.wire.credentials import parse_timestamp
+from kiam_testbed.commands import aws_test_env, server_args, tls_args
+from kiam_testbed.processes import (
     BASE_ARN,
     KiamProcess,
     ServerStack,
     server_stack,
     start_server,
 )
-from kiam.wire import kiam_pb2
-from kiam.wire.credentials import parse_timestamp
 
 PERMITTED = "iam.amazonaws.com/permitted"
 ROLE = "iam.amazonaws.com/role"
@@ -301,8 +301,8 @@ async def test_client_without_certificate_is_refused(stack: ServerStack) -> None
 async def test_health_reports_not_serving_while_the_api_fails(
     tmp_path: Path, certs: CertPaths
 ) -> None:
-    from kiam.testing.kube import KubeEmulator
-    from kiam.testing.sts import StsStandIn
+    from kiam_testbed.kube import KubeEmulator
+    from kiam_testbed.sts import StsStandIn
 
     async with KubeEmulator() as kube, StsStandIn() as sts:
         kube.inject_fault(method="GET", path=r"^/api/v1/pods$", status=500, times=10_000)
@@ -397,7 +397,7 @@ async def test_sigterm_lets_in_flight_requests_finish(tmp_path: Path, certs: Cer
 
 
 async def test_port_taken_is_one_line_and_exit_1(tmp_path: Path, certs: CertPaths) -> None:
-    from kiam.testing.kube import KubeEmulator
+    from kiam_testbed.kube import KubeEmulator
 
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
@@ -420,7 +420,7 @@ async def test_port_taken_is_one_line_and_exit_1(tmp_path: Path, certs: CertPath
 
 
 async def test_metrics_port_taken_is_one_line_and_exit_1(tmp_path: Path, certs: CertPaths) -> None:
-    from kiam.testing.kube import KubeEmulator
+    from kiam_testbed.kube import KubeEmulator
 
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
@@ -498,7 +498,7 @@ def _server_flags(tmp_path: Path, certs: CertPaths, *, flag: str, value: str) ->
 async def test_unusable_settings_are_one_line_and_exit_1(
     tmp_path: Path, certs: CertPaths, flag: str, value: str, expected: str
 ) -> None:
-    from kiam.testing.kube import KubeEmulator
+    from kiam_testbed.kube import KubeEmulator
 
     flags = _server_flags(tmp_path, certs, flag=flag, value=value)
     async with KubeEmulator() as kube:

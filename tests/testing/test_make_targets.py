@@ -76,11 +76,23 @@ def test_make_test_sets_up_then_lints_then_tests() -> None:
     done = subprocess.run([MAKE, "-n", "-B", "-C", str(ROOT), "test"], capture_output=True,
                           text=True, timeout=60, check=False)
     assert done.returncode == 0, done.stderr
-    steps = ["-m venv .venv", "pip install --quiet -e '.[test]'", "apt-get install",
-             "ruff check kiam tests", ".venv/bin/mypy", ".venv/bin/pytest"]
+    steps = ["-m venv .venv", "pip install --quiet -e '.[test]' -e ./testbed", "apt-get install",
+             "ruff check kiam testbed tests", ".venv/bin/mypy", ".venv/bin/pytest"]
     positions = [done.stdout.find(step) for step in steps]
     assert -1 not in positions, done.stdout
     assert positions == sorted(positions), done.stdout
+
+
+@needs_make
+def test_make_demo_installs_the_product_and_the_test_bed_without_test_tools() -> None:
+    assert MAKE is not None
+    done = subprocess.run([MAKE, "-n", "-B", "-C", str(ROOT), "demo"], capture_output=True,
+                          text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    installs = [line for line in done.stdout.splitlines() if "pip install" in line]
+    assert installs[-1].endswith("pip install --quiet -e . -e ./testbed"), installs
+    assert "[test]" not in done.stdout
+    assert ".venv/bin/kiam demo" in done.stdout, done.stdout
 
 
 def test_ci_runs_make_test_from_the_repository_root(tmp_path: Path) -> None:

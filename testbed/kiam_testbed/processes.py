@@ -7,8 +7,8 @@ API::
 
     certs = await make_certs(tmp_path / "certs")       # `kiam certs --out DIR` as a process
     async with server_stack(tmp_path, certs=certs, server_args=("--session", "x")) as stack:
-        stack.kube                  # KubeEmulator (kiam.testing.kube), already serving
-        stack.sts                   # StsStandIn (kiam.testing.sts), already serving
+        stack.kube                  # KubeEmulator (kiam_testbed.kube), already serving
+        stack.sts                   # StsStandIn (kiam_testbed.sts), already serving
         stack.server.address        # "127.0.0.1:PORT" the `kiam server` process listens on
         stack.server.logs           # its stderr lines so far
         await stack.server.wait_for_log("caches synced")
@@ -50,16 +50,16 @@ from grpc import aio
 from kiam.certs import CertPaths
 from kiam.common.settings import TLSSettings
 from kiam.common.tls import channel_credentials
-from kiam.testing.commands import (
+from kiam.wire import kiam_pb2_grpc
+from kiam_testbed.commands import (
     ROLE_BASE_ARN,
     aws_test_env,
     kiam_command,
     server_args,
     tls_args,
 )
-from kiam.testing.kube import KubeEmulator
-from kiam.testing.sts import StsStandIn
-from kiam.wire import kiam_pb2_grpc
+from kiam_testbed.kube import KubeEmulator
+from kiam_testbed.sts import StsStandIn
 
 BASE_ARN = ROLE_BASE_ARN
 STOP_TIMEOUT = 10.0

@@ -4,15 +4,15 @@ Used by the end-to-end tests and by ``kiam demo``. Every command goes through a
 :class:`Placement`, so the same code runs the processes on this host (the demo, on
 loopback addresses) or inside a test bed's node namespace (``ip netns exec``; the tests
 and ``kiam demo --netns``). The processes are the real console commands: ``kiam certs``,
-``kiam server`` and ``kiam agent`` with mTLS, ``python -m kiam.testing.kube`` and
-``python -m kiam.testing.sts``.
+``kiam server`` and ``kiam agent`` with mTLS, ``python -m kiam_testbed.kube`` and
+``python -m kiam_testbed.sts``.
 
 Kubernetes objects are created through the emulator's HTTP API by a small Python child run in the
 same place as the emulator (from the host, a node namespace's loopback is unreachable):
 create the object, then set a pod's IP with a merge patch on the ``/status``
 subresource, as a kubelet would.
 
-Synchronous on purpose (like :mod:`kiam.testing.netns`): starting and stopping processes
+Synchronous on purpose (like :mod:`kiam_testbed.netns`): starting and stopping processes
 is set-up work; asyncio callers use ``asyncio.to_thread``.
 
 :meth:`Stack.close` stops every process :meth:`Stack.spawn` started, last first (SIGTERM,
@@ -37,7 +37,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from kiam.testing.commands import (
+from kiam_testbed.commands import (
     aws_test_env,
     isolated_env,
     kiam_command,
@@ -224,7 +224,7 @@ class Stack:
             [
                 sys.executable,
                 "-m",
-                "kiam.testing.kube",
+                "kiam_testbed.kube",
                 "--host",
                 "127.0.0.1",
                 "--port",
@@ -241,7 +241,7 @@ class Stack:
         host = self.placement.sts_host
         proc = self.spawn(
             "sts",
-            [sys.executable, "-m", "kiam.testing.sts", "--host", host, "--port", "0"],
+            [sys.executable, "-m", "kiam_testbed.sts", "--host", host, "--port", "0"],
             env=isolated_env(),
         )
         self.sts_url = proc.first_line().rstrip("/")

@@ -1,6 +1,6 @@
 """Run inside a test pod: talk to the metadata service by hand, as IMDSv1 or IMDSv2.
 
-    python -m kiam.testing.sdk_clients.imds_probe v1|v2 [URL [ROLE]]
+    python -m kiam_testbed.sdk_clients.imds_probe v1|v2 [URL [ROLE]]
 
 v1 sends plain GETs; v2 first PUTs ``/latest/api/token`` and sends the token on every
 GET. Prints one JSON line: the status of each step, the role listed, and the access key

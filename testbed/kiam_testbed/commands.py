@@ -1,8 +1,8 @@
 """How the test harnesses and the demo run the real ``kiam`` commands: one place for the
 command line of each process and for the environment it gets.
 
-Both harnesses use it: :mod:`kiam.testing.processes` (asyncio, stand-ins in-process, for
-the server suite) and :mod:`kiam.testing.stack` (every part a process, on loopback or in
+Both harnesses use it: :mod:`kiam_testbed.processes` (asyncio, stand-ins in-process, for
+the server suite) and :mod:`kiam_testbed.stack` (every part a process, on loopback or in
 a network namespace, for the demo, the e2e suite and the benchmarks).
 """
 

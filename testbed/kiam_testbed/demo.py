@@ -10,7 +10,7 @@ GetCallerIdentity with the credentials issued.
   from its own address (an aiohttp client bound to it), which is how the agent tells the
   pods apart; the agent listens on 127.0.0.1.
 - ``--netns`` (root): the pods are network namespaces behind the agent's real iptables
-  DNAT rule (:mod:`kiam.testing.netns`), and boto3 runs inside each pod.
+  DNAT rule (:mod:`kiam_testbed.netns`), and boto3 runs inside each pod.
 
 Secret keys and session tokens are never shown. Ctrl-C (or SIGTERM) at any point, like
 the normal end, stops every process and removes the namespaces, the rule and the
@@ -38,10 +38,10 @@ import aiohttp
 
 from kiam.common import logs
 from kiam.common.settings import LogSettings
-from kiam.testing import netns as netns_bed
-from kiam.testing.commands import ACCOUNT
-from kiam.testing.sdk_clients import boto3_command, imds_probe_command, parse_result, pod_command
-from kiam.testing.stack import Placement, Stack, StackError, free_port
+from kiam_testbed import netns as netns_bed
+from kiam_testbed.commands import ACCOUNT
+from kiam_testbed.sdk_clients import boto3_command, imds_probe_command, parse_result, pod_command
+from kiam_testbed.stack import Placement, Stack, StackError, free_port
 
 NAMESPACE = "shop"
 PERMITTED = f"arn:aws:iam::{ACCOUNT}:role/shop-.*"
