@@ -137,11 +137,12 @@ def _quantile(values: list[float], q: float) -> float:
 
 def run(*, quick: bool, workdir: Path) -> int:
     sizes = QUICK if quick else FULL
-    stack = Stack(workdir, placement=Placement(server_port=free_port(), agent_port=free_port()))
-    standins = StandInsProcess.start(workdir, kubeconfig=stack.kubeconfig, sts=True)
+    # the stand-ins write the kubeconfig where the Stack looks for it: WORKDIR/kubeconfig
+    standins = StandInsProcess.start(workdir, kubeconfig=workdir / "kubeconfig", sts=True)
+    placement = Placement(server_port=free_port(), agent_port=free_port())
+    stack = Stack(workdir, placement, kube_url=standins.kube_url, sts_url=standins.sts_url)
     try:
         standins.call("namespace", name=NAMESPACE)
-        stack.kube_url, stack.sts_url = standins.kube_url, standins.sts_url
         stack.make_certs()
         stack.start_server()
         result = asyncio.run(_measure(standins, stack, sizes))

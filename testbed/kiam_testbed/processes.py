@@ -10,7 +10,7 @@ API::
         stack.kube                  # KubeEmulator (kiam_testbed.kube), already serving
         stack.sts                   # StsStandIn (kiam_testbed.sts), already serving
         stack.server.address        # "127.0.0.1:PORT" the `kiam server` process listens on
-        stack.server.logs           # its stderr lines so far
+        stack.server.logs           # its output lines so far (kiam_testbed.child.AsyncChild)
         await stack.server.wait_for_log("caches synced")
         stub = stack.stub()         # KiamService stub over an mTLS channel (agent cert)
         await stub.GetPodRole(kiam_pb2.GetPodRoleRequest(ip="10.0.0.1"), timeout=2)
@@ -18,7 +18,7 @@ API::
     # leaving the block: channels closed, server SIGTERMed (SIGKILLed after a grace),
     # stand-ins stopped.
 
-``server_stack(directory, *, certs=None, base_arn=BASE_ARN, server_args=(),
+``server_stack(directory, *, certs=None, base_arn=ROLE_BASE_ARN, server_args=(),
 namespaces=None, wait_synced=True, env=None, kube=None, sts=None)``:
 ``namespaces`` maps name -> ``iam.amazonaws.com/permitted`` (created before the server
 starts); ``kube=``/``sts=`` reuse running stand-ins (left running); ``wait_synced``
@@ -26,23 +26,19 @@ waits for the server's "caches synced" log line (its grpc.health.v1 is SERVING f
 on); ``base_arn=""`` leaves ``--role-base-arn`` out.
 
 Lower level: ``start_server(kubeconfig=..., sts_url=..., certs=..., ...) -> ServerProcess``
-and ``KiamProcess.start(argv, env=...)`` for any other subcommand (the agent suite starts
-``kiam agent`` with it: ``await KiamProcess.start(["agent", ...], env=aws_test_env())`` then
-``wait_for_log("...")``). ``KiamProcess.stop()`` sends SIGTERM and returns the exit code.
+and ``start_kiam(argv, log_dir=..., env=...)`` for any other subcommand; both return a
+:class:`kiam_testbed.child.AsyncChild` (``wait_for_log``, ``logs``, ``wait``, ``stop``).
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
 import re
-import signal
+import secrets
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import TracebackType
-from typing import Self
 
 import grpc
 from grpc import aio
@@ -51,8 +47,10 @@ from kiam.certs import CertPaths
 from kiam.common.settings import TLSSettings
 from kiam.common.tls import channel_credentials
 from kiam.wire import kiam_pb2_grpc
+from kiam_testbed.child import READY_TIMEOUT, AsyncChild, HarnessError
 from kiam_testbed.commands import (
     ROLE_BASE_ARN,
+    SERVING,
     aws_test_env,
     kiam_command,
     server_args,
@@ -61,157 +59,36 @@ from kiam_testbed.commands import (
 from kiam_testbed.kube import KubeEmulator
 from kiam_testbed.sts import StsStandIn
 
-BASE_ARN = ROLE_BASE_ARN
-STOP_TIMEOUT = 10.0
-"""Seconds a process gets after SIGTERM before SIGKILL."""
-READY_TIMEOUT = 30.0
-"""Seconds a process gets to say it is serving (start-up imports are slow on busy CI)."""
 
-_SERVING = re.compile(r"serving on ([^\s\"]+)")  # text or --json-log
-
-
-class ProcessError(Exception):
-    """A kiam process failed to start or ended unexpectedly; carries its log tail."""
-
-
-class KiamProcess:
-    """One ``kiam`` subcommand as a child process; its stdout and stderr are collected
-    line by line into :attr:`logs` (so the pipes never fill up)."""
-
-    def __init__(self, process: asyncio.subprocess.Process, argv: Sequence[str]) -> None:
-        self.process = process
-        self.argv = list(argv)
-        self.logs: list[str] = []
-        self._changed = asyncio.Condition()
-        self._readers = [
-            asyncio.create_task(self._read(stream), name=f"kiam-{argv[0]}-{which}")
-            for which, stream in (("stdout", process.stdout), ("stderr", process.stderr))
-            if stream is not None
-        ]
-
-    @classmethod
-    async def start(cls, argv: Sequence[str], *, env: Mapping[str, str] | None = None) -> Self:
-        process = await asyncio.create_subprocess_exec(
-            *kiam_command(),
-            *argv,
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-            env=dict(env) if env is not None else aws_test_env(),
-        )
-        return cls(process, argv)
-
-    async def _read(self, stream: asyncio.StreamReader) -> None:
-        while line := await stream.readline():
-            async with self._changed:
-                self.logs.append(line.decode(errors="replace").rstrip("\n"))
-                self._changed.notify_all()
-        async with self._changed:
-            self._changed.notify_all()
-
-    @property
-    def returncode(self) -> int | None:
-        return self.process.returncode
-
-    def log_tail(self, lines: int = 30) -> str:
-        return "\n".join(self.logs[-lines:])
-
-    async def wait_for_log(self, pattern: str, *, timeout: float = READY_TIMEOUT) -> str:  # noqa: ASYNC109
-        """The first log line matching the regex ``pattern`` (``re.search``), waiting for
-        it; ProcessError if the process ends (or ``timeout`` passes) first."""
-        regex = re.compile(pattern)
-
-        def found() -> str | None:
-            return next((line for line in self.logs if regex.search(line)), None)
-
-        def ended() -> bool:
-            return all(reader.done() for reader in self._readers)
-
-        try:
-            async with asyncio.timeout(timeout), self._changed:
-                await self._changed.wait_for(lambda: found() is not None or ended())
-        except TimeoutError:
-            raise ProcessError(
-                f"kiam {self.argv[0]}: no log line matching {pattern!r} within {timeout}s;"
-                f" last lines:\n{self.log_tail()}"
-            ) from None
-        line = found()
-        if line is None:
-            await self.process.wait()
-            raise ProcessError(
-                f"kiam {self.argv[0]} exited with {self.returncode} before logging "
-                f"{pattern!r}; last lines:\n{self.log_tail()}"
-            )
-        return line
-
-    def count_logs(self, pattern: str) -> int:
-        regex = re.compile(pattern)
-        return sum(1 for line in self.logs if regex.search(line))
-
-    def signal(self, sig: signal.Signals) -> None:
-        if self.process.returncode is None:
-            self.process.send_signal(sig)
-
-    async def wait(self, *, timeout: float = STOP_TIMEOUT) -> int:  # noqa: ASYNC109
-        """Wait for the process to exit (and its output to be read); the exit code."""
-        async with asyncio.timeout(timeout):
-            code = await self.process.wait()
-            await asyncio.gather(*self._readers)
-        return code
-
-    async def stop(self, *, timeout: float = STOP_TIMEOUT) -> int:  # noqa: ASYNC109
-        """SIGTERM, then SIGKILL after ``timeout``; the exit code. Safe to call twice."""
-        self.signal(signal.SIGTERM)
-        try:
-            return await self.wait(timeout=timeout)
-        except TimeoutError:
-            self.signal(signal.SIGKILL)
-            return await self.wait(timeout=timeout)
-        finally:
-            for reader in self._readers:
-                reader.cancel()
-            await asyncio.gather(*self._readers, return_exceptions=True)
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()
+async def start_kiam(
+    argv: Sequence[str], *, log_dir: Path, env: Mapping[str, str] | None = None
+) -> AsyncChild:
+    """``kiam ARGV...`` as a child process, its output in a new file in ``log_dir``."""
+    log_path = log_dir / f"kiam-{argv[0]}-{secrets.token_hex(4)}.log"
+    return await AsyncChild.start(
+        f"kiam {argv[0]}",
+        kiam_command(*argv),
+        log_path=log_path,
+        env=env if env is not None else aws_test_env(),
+    )
 
 
-class ServerProcess(KiamProcess):
-    """``kiam server``; :attr:`address` is set once it logs "serving on"."""
+class ServerProcess(AsyncChild):
+    """``kiam server``; :attr:`address` is what it logged as "serving on"."""
 
     address: str = ""
-
-    async def wait_serving(self, *, timeout: float = READY_TIMEOUT) -> str:  # noqa: ASYNC109
-        line = await self.wait_for_log(_SERVING.pattern, timeout=timeout)
-        match = _SERVING.search(line)
-        assert match is not None
-        self.address = match.group(1)
-        return self.address
 
 
 async def make_certs(directory: str | os.PathLike[str]) -> CertPaths:
     """Run ``kiam certs --out DIRECTORY`` (server names include 127.0.0.1 and localhost)."""
-    process = await KiamProcess.start(["certs", "--out", str(directory)])
-    try:
+    out = Path(directory)
+    process = await start_kiam(["certs", "--out", str(out)], log_dir=out.parent)
+    async with process:
         # wait for it to finish: stop() would SIGTERM it, killing a slow start-up
         code = await process.wait(timeout=READY_TIMEOUT)
-    finally:
-        await process.stop()
     if code != 0:
-        raise ProcessError(f"kiam certs exited with {code}:\n{process.log_tail()}")
-    return CertPaths(directory=Path(directory))
-
-
-def server_tls(certs: CertPaths) -> TLSSettings:
-    return TLSSettings(cert=str(certs.server_cert), key=str(certs.server_key), ca=str(certs.ca))
+        raise HarnessError(f"kiam certs exited with {code}:\n{process.log_tail()}")
+    return CertPaths(directory=out)
 
 
 def agent_tls(certs: CertPaths) -> TLSSettings:
@@ -223,12 +100,13 @@ async def start_server(
     kubeconfig: str | os.PathLike[str],
     sts_url: str,
     certs: CertPaths,
-    base_arn: str = BASE_ARN,
+    base_arn: str = ROLE_BASE_ARN,
     bind: str = "127.0.0.1:0",
     args: Sequence[str] = (),
     env: Mapping[str, str] | None = None,
 ) -> ServerProcess:
-    """Start ``kiam server`` and wait until it listens (port 0 picks a free port).
+    """Start ``kiam server`` and wait until it listens (port 0 picks a free port); its
+    log goes beside the kubeconfig.
 
     ``base_arn=""`` leaves ``--role-base-arn`` out (pass ``--role-base-arn-autodetect``
     in ``args`` then)."""
@@ -240,12 +118,18 @@ async def start_server(
         base_arn=base_arn,
         extra=args,
     )
-    server = await ServerProcess.start(argv, env=aws_test_env(**(env or {})))
+    started = await start_kiam(
+        argv, log_dir=Path(kubeconfig).parent, env=aws_test_env(**(env or {}))
+    )
+    server = ServerProcess(started.child)
     try:
-        await server.wait_serving()
+        line = await server.wait_for_log(SERVING)
     except BaseException:
         await server.stop()
         raise
+    match = re.search(SERVING, line)
+    assert match is not None
+    server.address = match.group(1)
     return server
 
 
@@ -292,7 +176,7 @@ async def server_stack(
     directory: str | os.PathLike[str],
     *,
     certs: CertPaths | None = None,
-    base_arn: str = BASE_ARN,
+    base_arn: str = ROLE_BASE_ARN,
     server_args: Sequence[str] = (),
     namespaces: Mapping[str, str] | None = None,
     wait_synced: bool = True,

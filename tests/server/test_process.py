@@ -20,14 +20,9 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from kiam.certs import CertPaths
 from kiam.wire import kiam_pb2
 from kiam.wire.credentials import parse_timestamp
+from kiam_testbed.commands import ROLE_BASE_ARN as BASE_ARN
 from kiam_testbed.commands import aws_test_env, server_args, tls_args
-from kiam_testbed.processes import (
-    BASE_ARN,
-    KiamProcess,
-    ServerStack,
-    server_stack,
-    start_server,
-)
+from kiam_testbed.processes import ServerStack, server_stack, start_kiam, start_server
 
 PERMITTED = "iam.amazonaws.com/permitted"
 ROLE = "iam.amazonaws.com/role"
@@ -347,7 +342,7 @@ async def test_health_reports_not_serving_while_the_api_fails(
 
 async def test_kiam_health_command(stack: ServerStack) -> None:
     tls = stack.agent_tls
-    probe = await KiamProcess.start(
+    probe = await start_kiam(
         [
             "health",
             "--server-address",
@@ -361,6 +356,7 @@ async def test_kiam_health_command(stack: ServerStack) -> None:
             "--timeout",
             "5s",
         ],
+        log_dir=stack.directory,
         env=aws_test_env(),
     )
     assert await probe.wait(timeout=30) == 0, probe.log_tail()
@@ -404,13 +400,14 @@ async def test_port_taken_is_one_line_and_exit_1(tmp_path: Path, certs: CertPath
         taken.listen()
         port = taken.getsockname()[1]
         async with KubeEmulator() as kube:
-            process = await KiamProcess.start(
+            process = await start_kiam(
                 server_args(
                     bind=f"127.0.0.1:{port}",
                     kubeconfig=kube.write_kubeconfig(tmp_path / "kubeconfig"),
                     sts_url="http://127.0.0.1:9",
                     tls=tls_args(cert=certs.server_cert, key=certs.server_key, ca=certs.ca),
-                )
+                ),
+                log_dir=tmp_path,
             )
             assert await process.wait(timeout=30) == 1
     errors = [line for line in process.logs if "cannot start" in line]
@@ -427,14 +424,15 @@ async def test_metrics_port_taken_is_one_line_and_exit_1(tmp_path: Path, certs: 
         taken.listen()
         port = taken.getsockname()[1]
         async with KubeEmulator() as kube:
-            process = await KiamProcess.start(
+            process = await start_kiam(
                 server_args(
                     bind="127.0.0.1:0",
                     kubeconfig=kube.write_kubeconfig(tmp_path / "kubeconfig"),
                     sts_url="http://127.0.0.1:9",
                     tls=tls_args(cert=certs.server_cert, key=certs.server_key, ca=certs.ca),
                     extra=("--prometheus-listen-addr", f"127.0.0.1:{port}"),
-                )
+                ),
+                log_dir=tmp_path,
             )
             assert await process.wait(timeout=30) == 1
     errors = [line for line in process.logs if "cannot start" in line]
@@ -446,7 +444,7 @@ async def test_metrics_port_taken_is_one_line_and_exit_1(tmp_path: Path, certs: 
 async def test_bad_kubeconfig_is_one_line_and_exit_1(tmp_path: Path, certs: CertPaths) -> None:
     kubeconfig = tmp_path / "kubeconfig"
     kubeconfig.write_text("clusters: [\n")
-    process = await KiamProcess.start(
+    process = await start_kiam(
         [
             "server",
             "--bind",
@@ -461,7 +459,8 @@ async def test_bad_kubeconfig_is_one_line_and_exit_1(tmp_path: Path, certs: Cert
             str(certs.server_key),
             "--ca",
             str(certs.ca),
-        ]
+        ],
+        log_dir=tmp_path,
     )
     assert await process.wait(timeout=30) == 1
     assert len(process.logs) == 1, process.logs
@@ -504,7 +503,7 @@ async def test_unusable_settings_are_one_line_and_exit_1(
     async with KubeEmulator() as kube:
         argv = ["server", "--kubeconfig", str(kube.write_kubeconfig(tmp_path / "kubeconfig"))]
         argv += ["--sts-endpoint", "http://127.0.0.1:9", *flags]
-        process = await KiamProcess.start(argv)
+        process = await start_kiam(argv, log_dir=tmp_path)
         assert await process.wait(timeout=30) == 1
     errors = [line for line in process.logs if "cannot start" in line]
     assert len(errors) == 1, process.logs
