@@ -1,5 +1,6 @@
-"""Parent-side handles on the benchmark's helper processes (synchronous on purpose:
-starting processes is set-up work; asyncio callers use ``asyncio.to_thread``)."""
+"""Parent-side handle on the benchmark's stand-ins process, a
+:class:`kiam_testbed.child.Child` (synchronous on purpose: starting processes is set-up
+work; asyncio callers make their :meth:`StandInsProcess.call` in a thread)."""
 
 from __future__ import annotations
 

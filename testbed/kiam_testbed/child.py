@@ -4,7 +4,9 @@ Every process the tests, the demo and the benchmarks start (stand-ins, ``kiam se
 ``kiam agent``, ``kiam certs``) is a :class:`Child`:
 
 - its stdout and stderr go to one log file, so no pipe fills up and the log outlives it;
-- it dies with the process that started it (``PR_SET_PDEATHSIG``), whatever kills that;
+- it dies with the process that started it (``PR_SET_PDEATHSIG``), whatever kills that
+  (strictly: with the *thread* that started it, so start children from a thread that
+  outlives them, such as the main thread or an event loop's, never ``to_thread``);
 - a Ctrl-C or SIGTERM arriving while it is being started is held until its handle
   exists (:func:`signals_deferred`), so no child escapes its owner's clean-up;
 - readiness is a log line: :meth:`Child.wait_for` returns the first match of a regex,

@@ -1,7 +1,8 @@
 """Real ``kiam`` processes with their stand-ins, for the server, agent and e2e suites.
 
-The product runs as its console command (``.venv/bin/kiam ...``), exactly as deployed;
-only the stand-ins (Kubernetes emulator, STS stand-in) live in the test's process.
+The product runs as its console command (``.venv/bin/kiam ...``), exactly as deployed,
+started by :class:`kiam_testbed.stack.Stack` (the one builder of kiam's processes); only
+the stand-ins (Kubernetes emulator, STS stand-in) live in the test's process.
 
 API::
 
@@ -19,9 +20,9 @@ API::
     # stand-ins stopped.
 
 ``server_stack(directory, *, certs=None, base_arn=ROLE_BASE_ARN, server_args=(),
-namespaces=None, wait_synced=True, env=None, kube=None, sts=None)``:
+namespaces=None, wait_synced=True, env=None)``:
 ``namespaces`` maps name -> ``iam.amazonaws.com/permitted`` (created before the server
-starts); ``kube=``/``sts=`` reuse running stand-ins (left running); ``wait_synced``
+starts); ``wait_synced``
 waits for the server's "caches synced" log line (its grpc.health.v1 is SERVING from then
 on); ``base_arn=""`` leaves ``--role-base-arn`` out.
 
@@ -53,10 +54,9 @@ from kiam_testbed.commands import (
     SERVING,
     aws_test_env,
     kiam_command,
-    server_args,
-    tls_args,
 )
 from kiam_testbed.kube import KubeEmulator
+from kiam_testbed.stack import Placement, Stack
 from kiam_testbed.sts import StsStandIn
 
 
@@ -101,27 +101,19 @@ async def start_server(
     sts_url: str,
     certs: CertPaths,
     base_arn: str = ROLE_BASE_ARN,
-    bind: str = "127.0.0.1:0",
     args: Sequence[str] = (),
     env: Mapping[str, str] | None = None,
 ) -> ServerProcess:
-    """Start ``kiam server`` and wait until it listens (port 0 picks a free port); its
-    log goes beside the kubeconfig.
+    """Start ``kiam server`` (the stack's command line, on a free port) and wait until it
+    listens; its log goes beside the kubeconfig.
 
     ``base_arn=""`` leaves ``--role-base-arn`` out (pass ``--role-base-arn-autodetect``
     in ``args`` then)."""
-    argv = server_args(
-        bind=bind,
-        kubeconfig=kubeconfig,
-        sts_url=sts_url,
-        tls=tls_args(cert=certs.server_cert, key=certs.server_key, ca=certs.ca),
-        base_arn=base_arn,
-        extra=args,
-    )
-    started = await start_kiam(
-        argv, log_dir=Path(kubeconfig).parent, env=aws_test_env(**(env or {}))
-    )
-    server = ServerProcess(started.child)
+    config = Path(kubeconfig)
+    stack = Stack(config.parent, Placement(server_port=0), sts_url=sts_url, kubeconfig=config,
+                  certs=certs.directory)
+    # started in the loop's thread: a child dies with the thread that started it
+    server = ServerProcess(stack.start_server(extra=args, env=env, base_arn=base_arn, wait=False))
     try:
         line = await server.wait_for_log(SERVING)
     except BaseException:
@@ -181,21 +173,12 @@ async def server_stack(
     namespaces: Mapping[str, str] | None = None,
     wait_synced: bool = True,
     env: Mapping[str, str] | None = None,
-    kube: KubeEmulator | None = None,
-    sts: StsStandIn | None = None,
 ) -> AsyncIterator[ServerStack]:
-    """Kubernetes emulator + STS stand-in + certificates + a ``kiam server`` process.
-
-    A running ``kube`` or ``sts`` passed in is used (and left running) instead of a new
-    one, e.g. to run several servers against one cluster.
-    """
+    """Kubernetes emulator + STS stand-in (in this process) + certificates + a
+    ``kiam server`` process."""
     root = Path(directory)  # must exist (pytest's tmp_path)
     paths = certs or await make_certs(root / "certs")
-    async with contextlib.AsyncExitStack() as owned:
-        if kube is None:
-            kube = await owned.enter_async_context(KubeEmulator())
-        if sts is None:
-            sts = await owned.enter_async_context(StsStandIn())
+    async with KubeEmulator() as kube, StsStandIn() as sts:
         for name, permitted in (namespaces or {}).items():
             kube.create_namespace(name, annotations={"iam.amazonaws.com/permitted": permitted})
         kubeconfig = kube.write_kubeconfig(root / "kubeconfig")

@@ -13,7 +13,8 @@ create the object, then set a pod's IP with a merge patch on the ``/status``
 subresource, as a kubelet would.
 
 Synchronous on purpose (like :mod:`kiam_testbed.netns`): starting and stopping processes
-is set-up work; asyncio callers use ``asyncio.to_thread``.
+is set-up work. Asyncio callers start from the loop's thread with ``wait=False`` and wait
+through :class:`kiam_testbed.child.AsyncChild`, as :mod:`kiam_testbed.processes` does.
 
 :meth:`Stack.close` stops every process :meth:`Stack.spawn` started, last first; each is
 a :class:`kiam_testbed.child.Child` (log file ``WORKDIR/NAME.log``, dies with its parent,
@@ -29,12 +30,13 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from kiam_testbed.child import READY_TIMEOUT, Child, HarnessError, signals_deferred
 from kiam_testbed.commands import (
+    ROLE_BASE_ARN,
     SERVING,
     aws_test_env,
     isolated_env,
@@ -104,31 +106,38 @@ class KubeReply:
     body: Any
 
 
-@dataclass
 class Stack:
     """Starts the processes in order and stops them all (in reverse) on :meth:`close`.
 
-    ``kube_url`` and ``sts_url`` given: stand-ins started elsewhere (the benchmarks' own
-    process), whose kubeconfig is at :attr:`kubeconfig`."""
+    Given ``kube_url``/``sts_url``, ``kubeconfig`` and ``certs``: stand-ins and
+    certificates that exist already (the benchmarks' stand-ins process, the server
+    suite's in-process stand-ins, another stack's: :meth:`sibling`)."""
 
-    workdir: Path
-    placement: Placement = field(default_factory=Placement)
-    kube_url: str = ""
-    sts_url: str = ""
-    processes: dict[str, Child] = field(default_factory=dict, init=False)
-    kubeconfig: Path = field(init=False)
-    certs: Path = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        self.kubeconfig = self.workdir / "kubeconfig"
-        self.certs = self.workdir / "certs"
+    def __init__(
+        self,
+        workdir: Path,
+        placement: Placement | None = None,
+        *,
+        kube_url: str = "",
+        sts_url: str = "",
+        kubeconfig: Path | None = None,
+        certs: Path | None = None,
+    ) -> None:
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.workdir = workdir
+        self.placement = placement or Placement()
+        self.kube_url, self.sts_url = kube_url, sts_url
+        self.kubeconfig = kubeconfig or workdir / "kubeconfig"
+        self.certs = certs or workdir / "certs"
+        """A ``kiam certs --out`` directory."""
+        self.processes: dict[str, Child] = {}
+        self.server_address = ""
+        """Where ``kiam server`` listens, from its log (port 0 picks a free port)."""
 
     def sibling(self, workdir: Path, placement: Placement) -> Stack:
         """Another stack on this one's stand-ins and certificates (a second server)."""
-        other = Stack(workdir, placement, kube_url=self.kube_url, sts_url=self.sts_url)
-        other.kubeconfig, other.certs = self.kubeconfig, self.certs
-        return other
+        return Stack(workdir, placement, kube_url=self.kube_url, sts_url=self.sts_url,
+                     kubeconfig=self.kubeconfig, certs=self.certs)
 
     # ------------------------------------------------------------ processes
 
@@ -175,20 +184,32 @@ class Stack:
         self.run(kiam_command("certs", "--out", str(self.certs)))
         return self.certs
 
-    def start_server(self, *, extra: Sequence[str] = ()) -> Child:
-        """``kiam server`` against the stand-ins, once it listens."""
-        if not (self.kube_url and self.sts_url):
+    def start_server(
+        self,
+        *,
+        extra: Sequence[str] = (),
+        env: Mapping[str, str] | None = None,
+        base_arn: str = ROLE_BASE_ARN,
+        wait: bool = True,
+    ) -> Child:
+        """``kiam server`` against the stand-ins, once it listens (``wait=False``: the
+        caller waits for :data:`SERVING` itself, e.g. without blocking an event loop).
+
+        ``base_arn=""`` leaves ``--role-base-arn`` out; ``env`` adds to the environment."""
+        if not (self.kubeconfig.exists() and self.sts_url):
             raise HarnessError("start the Kubernetes emulator and the STS stand-in first")
         args = server_args(
             bind=f"127.0.0.1:{self.placement.server_port}",
             kubeconfig=self.kubeconfig,
             sts_url=self.sts_url,
             tls=self._tls("server"),
+            base_arn=base_arn,
             extra=("--region", "us-east-1", "--sync", "1m", *extra),
         )
         # Dummy keys for the stand-in, which checks none; never the real metadata service.
-        server = self.spawn("server", kiam_command(*args), env=aws_test_env())
-        server.wait_for(SERVING)
+        server = self.spawn("server", kiam_command(*args), env=aws_test_env(**(env or {})))
+        if wait:
+            self.server_address = server.wait_for(SERVING)[1]
         return server
 
     def start_agent(self, *, extra: Sequence[str] = ()) -> Child:
