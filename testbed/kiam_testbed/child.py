@@ -4,9 +4,10 @@ Every process the tests, the demo and the benchmarks start (stand-ins, ``kiam se
 ``kiam agent``, ``kiam certs``) is a :class:`Child`:
 
 - its stdout and stderr go to one log file, so no pipe fills up and the log outlives it;
-- it dies with the process that started it (``PR_SET_PDEATHSIG``), whatever kills that
-  (strictly: with the *thread* that started it, so start children from a thread that
-  outlives them, such as the main thread or an event loop's, never ``to_thread``);
+- it dies with the process that started it (``PR_SET_PDEATHSIG``, set by ``setpriv``),
+  whatever kills that (strictly: with the *thread* that started it, so start children
+  from a thread that outlives them, the main thread or an event loop's, never
+  ``to_thread``);
 - a Ctrl-C or SIGTERM arriving while it is being started is held until its handle
   exists (:func:`signals_deferred`), so no child escapes its owner's clean-up;
 - readiness is a log line: :meth:`Child.wait_for` returns the first match of a regex,
@@ -25,7 +26,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import re
 import signal
 import subprocess
@@ -43,25 +43,16 @@ STOP_TIMEOUT = 10.0
 """Seconds a process gets after SIGTERM before SIGKILL."""
 _POLL = 0.05
 
-_PR_SET_PDEATHSIG = 1
-# Looked up here, in the parent: the child may only call it (no loading after a fork).
-_prctl = ctypes.CDLL(None, use_errno=True).prctl
+# Dying with the parent is set by util-linux's setpriv, which execs the command: a
+# preexec_fn would make Python fork() and run its at-fork hooks in the child, which
+# aborts the child of a process with gRPC running (the server suite's). Essential in
+# Debian; PR_SET_PDEATHSIG survives the exec (and ``ip netns exec``'s).
+_SETPRIV = ["setpriv", "--pdeathsig", "TERM", "--"]
 
 
 class HarnessError(Exception):
     """A process did not start, did not become ready, or ended unexpectedly; or a
     request the harness made for a test failed. The message carries the log's tail."""
-
-
-def _die_with_parent() -> None:
-    """In the child before exec: SIGTERM it when the process that started it dies.
-
-    Even a SIGKILL of the test run or the demo, which no clean-up sees, takes the
-    children with it. ``ip netns exec`` execs the command, which keeps the setting. Only
-    an async-signal-safe system call runs between fork and exec, which is what makes
-    ``preexec_fn`` safe here.
-    """
-    _prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
 
 
 @contextlib.contextmanager
@@ -118,13 +109,12 @@ class Child:
         log_path.parent.mkdir(parents=True, exist_ok=True)
         with signals_deferred(), log_path.open("wb") as log:
             popen = subprocess.Popen(
-                list(command),
+                [*_SETPRIV, *command],
                 stdin=subprocess.PIPE if pipes else subprocess.DEVNULL,
                 stdout=subprocess.PIPE if pipes else log,
                 stderr=log,
                 env=dict(env),
                 cwd=cwd,
-                preexec_fn=_die_with_parent,  # noqa: PLW1509 (see _die_with_parent)
             )
             return cls(name=name, popen=popen, log_path=log_path)
 

@@ -45,7 +45,7 @@ from kiam_testbed.sdk_clients import (
     parse_result,
     pod_command,
 )
-from kiam_testbed.stack import Placement, Stack, free_port
+from kiam_testbed.stack import Placement, Stack, free_port, node_placement
 
 NAMESPACE = "shop"
 PERMITTED = f"arn:aws:iam::{ACCOUNT}:role/shop-.*"
@@ -178,13 +178,7 @@ def _run(started: _Started, *, netns: bool, log: LogSettings) -> int:
             netns_bed.cleanup_leftovers()
             bed = started.bed = netns_bed.create_bed(pods=len(PODS))
             row("node namespace", f"{bed.node} (bridge {bed.bridge} {bed.bridge_ip})")
-            placement = Placement(
-                wrap=bed.node_argv,
-                sts_host=bed.bridge_ip,
-                agent_listen="",
-                iptables_host=bed.bridge_ip,
-                iptables_interface=bed.bridge,
-            )
+            placement = node_placement(bed)
             ips = [pod.ip for pod in bed.pods]
         else:
             server_port = free_port()

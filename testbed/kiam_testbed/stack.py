@@ -44,6 +44,7 @@ from kiam_testbed.commands import (
     server_args,
     tls_args,
 )
+from kiam_testbed.netns import Bed
 
 _URL = r"^(https?://\S+?)/?$"  # the stand-ins print their URL first
 
@@ -90,6 +91,18 @@ class Placement:
     """With an address, the agent runs with ``--iptables --host`` this address."""
     iptables_interface: str = ""
     """The agent's ``--host-interface`` with ``--iptables``."""
+
+
+def node_placement(bed: Bed) -> Placement:
+    """Everything in the bed's node namespace; pods reach the agent through the real DNAT
+    rule (on the bridge) and the STS stand-in on the bridge address."""
+    return Placement(
+        wrap=bed.node_argv,
+        sts_host=bed.bridge_ip,
+        agent_listen="",
+        iptables_host=bed.bridge_ip,
+        iptables_interface=bed.bridge,
+    )
 
 
 def free_port(host: str = "127.0.0.1") -> int:
