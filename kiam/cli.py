@@ -415,14 +415,29 @@ def _run_certs(ns: argparse.Namespace) -> int:
 
 
 def _demo_parser(sub: Any) -> None:
-    p = sub.add_parser("demo", help="the whole system on this machine with embedded stand-ins")
+    p = sub.add_parser("demo", help="the whole system locally, on the test bed's stand-ins")
     _add_bool(p, "netns", False, "run the pods as network namespaces behind iptables (root)")
     _add_log_flags(p)
     p.set_defaults(run=_run_demo)
 
 
+DEMO_MISSING = (
+    "kiam demo: the demo is part of kiam's test bed, which is not installed here;"
+    " run `make demo` in a clone of the kiam repository"
+)
+
+
 def _run_demo(ns: argparse.Namespace) -> int:
-    return _call("kiam.demo", "run_demo", netns=ns.netns, log=_log(ns))
+    # The test bed is its own distribution (testbed/), absent from the wheel and the image.
+    try:
+        demo = importlib.import_module("kiam_testbed.demo")
+    except ModuleNotFoundError as exc:
+        if exc.name not in ("kiam_testbed", "kiam_testbed.demo"):
+            raise
+        print(DEMO_MISSING, file=sys.stderr)
+        return 2
+    run_demo: Callable[..., int] = demo.run_demo
+    return run_demo(netns=ns.netns, log=_log(ns))
 
 
 # ---------------------------------------------------------------- plumbing

@@ -11,7 +11,7 @@ import aiohttp
 import pytest
 
 from kiam.certs import CertPaths, generate_certificates
-from kiam.testing.stack import free_port
+from kiam_testbed.stack import free_port
 from tests.agent.conftest import KiamStandIn
 from tests.agent.standins import AgentProcess
 

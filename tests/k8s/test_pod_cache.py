@@ -13,7 +13,7 @@ from kiam.k8s.errors import AmbiguousPodIP
 from kiam.k8s.model import PodInfo, pod_info_from_json
 from kiam.k8s.pod_cache import PodCache
 from kiam.k8s.watching import ListWatch
-from kiam.testing.kube import KubeEmulator
+from kiam_testbed.kube import KubeEmulator
 from tests.k8s.conftest import FAST, caught_up, eventually, running
 
 ROLE = "iam.amazonaws.com/role"
