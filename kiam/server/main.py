@@ -48,7 +48,8 @@ from kiam.k8s.namespace_cache import NamespaceCache
 from kiam.k8s.pod_cache import PodCache
 from kiam.server.metrics import ServerMetrics
 from kiam.server.policy import Policy
-from kiam.server.service import NAMESPACE_WAIT, KiamService
+from kiam.server.prefetch import keys_in_use, prefetch
+from kiam.server.service import KiamService
 from kiam.server.settings import ServerSettings
 from kiam.wire import kiam_pb2_grpc
 
@@ -98,15 +99,15 @@ async def serve(settings: ServerSettings) -> int:
         namespaces = NamespaceCache(kube, resync_interval=settings.sync)
         events = EventRecorder(kube)
 
-        def keys_in_use() -> set[CredentialKey]:
-            return _keys_in_use(pods=pods, namespaces=namespaces, policy=policy)
+        def in_use() -> set[CredentialKey]:
+            return keys_in_use(pods.live_pods(), permitted=namespaces.permitted, policy=policy)
 
         credentials = CredentialCache(
             gateway,
             session_duration=settings.session_duration,
             session_refresh=settings.session_refresh,
             fetchers=settings.fetchers,
-            keys_in_use=keys_in_use,
+            keys_in_use=in_use,
         )
         service = KiamService(
             pods=pods,
@@ -133,7 +134,13 @@ async def serve(settings: ServerSettings) -> int:
         supervisor.start("credential-cache", credentials.run())
         supervisor.start(
             "prefetch",
-            prefetch(pods=pods, namespaces=namespaces, policy=policy, credentials=credentials),
+            prefetch(
+                announcements=pods.announcements,
+                namespaces=namespaces,
+                synced=namespaces.synced,
+                policy=policy,
+                fetch=credentials.prefetch,
+            ),
         )
         supervisor.start(
             "grpc",
@@ -316,45 +323,4 @@ async def _drain(server: aio.Server, health: health_aio.HealthServicer, *, grace
     log.info("gRPC server stopped")
 
 
-async def prefetch(
-    *,
-    pods: PodCache,
-    namespaces: NamespaceCache,
-    policy: Policy,
-    credentials: CredentialCache,
-) -> None:
-    """Fetch credentials ahead for every pod with a role its namespace permits."""
-    await namespaces.synced.wait()
-    while True:
-        pod = await pods.announcements.get()
-        permitted = namespaces.permitted(pod.namespace)
-        if permitted is None:
-            # the two watches are independent: a new namespace may trail its first pod
-            info = await namespaces.wait_for_namespace(pod.namespace, timeout=NAMESPACE_WAIT)
-            permitted = info.permitted if info is not None else None
-        key = policy.key_for(pod=pod, permitted=permitted)
-        if key is not None:
-            credentials.prefetch(key)
-
-
-def _keys_in_use(
-    *, pods: PodCache, namespaces: NamespaceCache, policy: Policy
-) -> set[CredentialKey]:
-    """Keys of the live pods the policy would serve. Pods share a handful of
-    (namespace, role, session, external id) combinations, so each is decided once."""
-    keys: set[CredentialKey] = set()
-    decided: dict[tuple[str, str, str, str], CredentialKey | None] = {}
-    for pod in pods.live_pods():
-        if pod.host_network or not pod.role:
-            continue
-        combination = (pod.namespace, pod.role, pod.session_name, pod.external_id)
-        if combination not in decided:
-            permitted = namespaces.permitted(pod.namespace)
-            decided[combination] = policy.key_for(pod=pod, permitted=permitted)
-        key = decided[combination]
-        if key is not None:
-            keys.add(key)
-    return keys
-
-
-__all__ = ["StartupError", "prefetch", "run_server", "serve"]
+__all__ = ["StartupError", "run_server", "serve"]
