@@ -164,7 +164,8 @@ async def serve(settings: ServerSettings) -> int:
 async def _base_arn(settings: ServerSettings) -> str:
     from kiam.aws.arn import InvalidRoleArn, validate_base_arn
 
-    if settings.role_base_arn:
+    # an explicit base wins over --role-base-arn-autodetect
+    if settings.role_base_arn or not settings.role_base_arn_autodetect:
         try:
             return validate_base_arn(settings.role_base_arn)
         except InvalidRoleArn as exc:
