@@ -12,10 +12,11 @@ classes and of settings marked :func:`nested` included); :func:`from_flags` buil
 from what argparse parsed. The flag is ``--`` plus the field name with ``-`` for ``_``
 unless ``name`` says otherwise; a ``bool`` default makes a ``--NAME``/``--no-NAME`` pair.
 
-Validation has two homes, both beside the declarations: a rule about one flag's value is
-its ``parse`` function (argparse runs it, so a bad value is a usage error naming the
-flag); a rule between flags is the settings class's ``__post_init__``, raising
-:class:`SettingsError`.
+Validation lives beside the declarations: a rule about one flag's value is its ``parse``
+function (argparse runs it, so a bad value is a usage error naming the flag); a rule
+about the world (a file exists) is its ``check``, run when the settings are made, so
+parsing alone never looks at the filesystem; a rule between flags is the settings
+class's ``__post_init__``. Both raise :class:`SettingsError`, which names the flags.
 
 Flags Kiam has but we do not use are listed in a settings class's ``IGNORED_FLAGS``: they
 are accepted so an existing deployment's arguments keep working, and :func:`ignored_given`
@@ -57,6 +58,9 @@ class Flag:
     """The flag may be given several times; the field holds a tuple (the default when
     never given)."""
     metavar: str | None = None
+    check: Callable[[str, Any], None] | None = None
+    """A rule about the world rather than the text (a file exists), checked with the flag's
+    name and value when the settings are made, not while parsing; raises SettingsError."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -111,11 +115,25 @@ def _dest(item: dataclasses.Field[Any], spec: Flag) -> str:
 def add_flags(
     parser: argparse.ArgumentParser, cls: type[Any], *, omit: tuple[str, ...] = ()
 ) -> None:
-    """Add the flags that fill ``cls`` (and the settings nested in it) to ``parser``."""
+    """Add the flags that fill ``cls`` (and the settings nested in it) to ``parser``,
+    and the flags it ignores."""
+    _add_fields(parser, cls, omit)
+    for ignored in _ignored(cls):
+        parser.add_argument(
+            f"--{ignored.name}",
+            action=argparse.BooleanOptionalAction if ignored.boolean else "store",
+            default=None,
+            dest=_ignored_dest(ignored),
+            metavar=None if ignored.boolean else "VALUE",
+            help=argparse.SUPPRESS if ignored.hidden else f"ignored: {ignored.reason}",
+        )
+
+
+def _add_fields(parser: argparse.ArgumentParser, cls: type[Any], omit: tuple[str, ...]) -> None:
     for item in _fields(cls, omit):
         if _NESTED in item.metadata:
             inner, inner_omit = _nested(cls, item)
-            add_flags(parser, inner, omit=inner_omit)
+            _add_fields(parser, inner, inner_omit)
             continue
         spec: Flag = item.metadata[_FLAG]
         names = [f"--{_name(item, spec)}", *(f"--{alias}" for alias in spec.aliases)]
@@ -136,20 +154,11 @@ def add_flags(
         if spec.metavar is not None:
             options["metavar"] = spec.metavar
         parser.add_argument(*names, **options)
-    for ignored in _ignored(cls):
-        parser.add_argument(
-            f"--{ignored.name}",
-            action=argparse.BooleanOptionalAction if ignored.boolean else "store",
-            default=None,
-            dest=_ignored_dest(ignored),
-            metavar=None if ignored.boolean else "VALUE",
-            help=argparse.SUPPRESS if ignored.hidden else f"ignored: {ignored.reason}",
-        )
 
 
 def _help(item: dataclasses.Field[Any], spec: Flag) -> str:
     default = item.default
-    if default is dataclasses.MISSING or default in ("", False) or spec.repeat:
+    if default is dataclasses.MISSING or default == "" or default is False or spec.repeat:
         return spec.help
     if spec.parse in (duration, positive_duration):
         default = format_duration(default)
@@ -171,6 +180,8 @@ def from_flags(cls: type[Any], ns: argparse.Namespace, *, omit: tuple[str, ...] 
             continue
         spec: Flag = item.metadata[_FLAG]
         value = getattr(ns, _dest(item, spec))
+        if spec.check is not None:
+            spec.check(f"--{_name(item, spec)}", value)
         if spec.repeat:
             value = tuple(value) if value else item.default
         values[item.name] = value
@@ -248,10 +259,10 @@ def regexp(text: str) -> str:
     return text
 
 
-def existing_file(text: str) -> str:
-    if not os.path.isfile(text):
-        raise _usage(f"{text}: no such file")
-    return text
+def existing_file(name: str, path: str) -> None:
+    """A ``check``: ``path`` names a file."""
+    if not os.path.isfile(path):
+        raise SettingsError(f"{name} {path}: no such file")
 
 
 def url(text: str) -> str:

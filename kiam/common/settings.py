@@ -33,10 +33,10 @@ class LogSettings:
 
 @dataclass(frozen=True, kw_only=True)
 class TLSSettings:
-    cert: str = required_flag("PEM certificate presented to the peer", parse=existing_file)
-    key: str = required_flag("PEM private key of --cert", parse=existing_file)
+    cert: str = required_flag("PEM certificate presented to the peer", check=existing_file)
+    key: str = required_flag("PEM private key of --cert", check=existing_file)
     ca: str = required_flag(
-        "PEM CA bundle the peer's certificate must chain to", parse=existing_file
+        "PEM CA bundle the peer's certificate must chain to", check=existing_file
     )
 
 
@@ -121,15 +121,7 @@ DEFAULT_SERVER_NAMES = (
 class HealthSettings(PeerSettings, ServerConnection):
     """``kiam health``: probe each server in ``server_address`` until one answers."""
 
-    IGNORED_FLAGS: ClassVar[tuple[Ignored, ...]] = tuple(
-        Ignored(name=name, reason="a one-shot probe sends no keepalive pings", boolean=boolean)
-        for name, boolean in (
-            ("grpc-keepalive-time-duration", False),
-            ("grpc-keepalive-timeout-duration", False),
-            ("grpc-keepalive-permit-without-stream", True),
-        )
-    )
-
+    keepalive: KeepaliveSettings = field(default_factory=KeepaliveSettings, metadata=nested())
     timeout: float = flag(1.0, "overall deadline for the probe", parse=duration)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from kiam.aws.credentials import MIN_SESSION_DURATION
 from kiam.common.flags import (
     SettingsError,
     at_least,
@@ -13,9 +14,6 @@ from kiam.common.flags import (
     positive_duration,
 )
 from kiam.common.settings import DEFAULT_SERVER_ADDRESS, DaemonSettings, KeepaliveSettings
-
-MIN_SESSION_DURATION = 15 * 60.0
-"""The shortest session STS grants."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -40,7 +38,7 @@ class ServerSettings(DaemonSettings):
     )
     session: str = flag("kiam", "session name used for STS tokens (sent as kiam-<name>)")
     session_duration: float = flag(
-        900.0, "requested STS session duration (minimum 15m)", parse=duration
+        MIN_SESSION_DURATION, "requested STS session duration (minimum 15m)", parse=duration
     )
     session_refresh: float = flag(
         300.0,
