@@ -250,3 +250,23 @@ def test_statsd_flags_parse_and_say_they_are_ignored(tmp_path: Path) -> None:
     ]
     plain = build_parser().parse_args(["server", *_tls_files(tmp_path)])
     assert ignored_given(ServerSettings, plain) == []
+
+
+def test_a_repeatable_flag_fills_a_tuple_and_defaults_when_absent() -> None:
+    from kiam.common.settings import DEFAULT_SERVER_NAMES
+
+    names = ["--server-name", "kiam.example", "--server-name", "10.0.0.9"]
+    given = _settings_from_flags("certs", ["--out", "pki", *names])
+    assert given.server_names == ("kiam.example", "10.0.0.9")  # type: ignore[attr-defined]
+    absent = _settings_from_flags("certs", ["--out", "pki"])
+    assert absent.server_names == DEFAULT_SERVER_NAMES  # type: ignore[attr-defined]
+
+
+def test_cross_flag_rules_hold_for_settings_made_in_code_too() -> None:
+    from kiam.common.flags import SettingsError
+    from kiam.common.settings import TLSSettings
+    from kiam.server.settings import ServerSettings
+
+    tls = TLSSettings(cert="c", key="k", ca="a")
+    with pytest.raises(SettingsError, match="session-refresh"):
+        ServerSettings(tls=tls, role_base_arn="arn:aws:iam::1:role/", session_refresh=900.0)

@@ -83,9 +83,8 @@ async def _purge_tokens(tokens: TokenStore) -> None:
 
 
 SHUTDOWN_ORDER = ("stop http", "remove iptables rule", TASKS, "stop metrics", "close clients")
-"""The documented order: stop taking requests and let in-flight ones finish, only then
-remove the DNAT rule (pods would otherwise reach the node's own IMDS role), then the
-rest."""
+"""The documented order (docs/architecture.md): stop taking requests and let in-flight
+ones finish, only then remove the DNAT rule, then the rest."""
 
 
 async def _run(settings: AgentSettings) -> int:
