@@ -117,9 +117,12 @@ def test_agent_adds_the_rule_once_listening_and_removes_it_on_sigterm(
         agent_args(), certs=certs, workdir=tmp_path, wrap=["ip", "netns", "exec", netns]
     )
     try:
-        wait_for_log(agent, "added iptables rule")
+        wait_for_log(agent, "kiam agent ready")
         log = agent.log()
+        # ready only once the whole start order is done: listening, then the rule
         assert log.index("listening on") < log.index("added iptables rule")
+        assert log.index("added iptables rule") < log.index("kiam agent ready")
+        assert log.count("kiam agent ready") == 1
         rules = dnat_rules(netns)
         assert len(rules) == 1
         assert "! -i eth0" in rules[0] and "--dport 80" in rules[0] and RULE in rules[0]

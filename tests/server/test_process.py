@@ -371,6 +371,10 @@ async def test_sigterm_drains_and_exits_zero(stack: ServerStack) -> None:
     assert await stack.server.stop() == 0
     assert stack.server.count_logs("received SIGTERM") == 1
     assert stack.server.count_logs("gRPC server stopped") == 1
+    order = ["serving on", "caches synced", "kiam server ready", "received SIGTERM"]
+    order += ["gRPC server stopped", "kiam server stopped"]
+    found = [next(i for i, line in enumerate(stack.server.logs) if text in line) for text in order]
+    assert found == sorted(found), stack.server.logs
 
 
 async def test_sigterm_lets_in_flight_requests_finish(tmp_path: Path, certs: CertPaths) -> None:
