@@ -16,6 +16,7 @@ from pathlib import Path
 from kiam.certs import CertPaths
 from kiam_testbed.child import Child
 from kiam_testbed.commands import isolated_env
+from kiam_testbed.stack import Placement, Stack
 
 REPO = Path(__file__).resolve().parents[2]
 CREDS = "/latest/meta-data/iam/security-credentials/"
@@ -48,19 +49,12 @@ def start_named_server(
     hold_file: Path | None = None,
 ) -> Child:
     """Start a named server at ``bind`` (``host:port``) and wait until it listens."""
-    command = [
-        *wrap,
-        sys.executable,
-        "-m",
-        "tests.agent.named_server",
-        *("--bind", bind, "--certs", str(certs.directory), "--name", name),
-    ]
+    command = [sys.executable, "-m", "tests.agent.named_server", "--bind", bind,
+               "--certs", str(certs.directory), "--name", name]
     if hold_file is not None:
         command += ["--hold-file", str(hold_file)]
-    server = Child.start(
-        f"named server {name}", command, log_path=log_dir / f"named-{name}.log",
-        env=isolated_env(), cwd=REPO,
-    )
+    stack = Stack(log_dir, Placement(wrap=lambda argv: [*wrap, *argv]))
+    server = stack.spawn(f"named-{name}", command, env=isolated_env(), cwd=REPO)
     try:
         server.wait_for("^ready$")
     except BaseException:
