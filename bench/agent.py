@@ -17,10 +17,9 @@ from typing import Any
 
 import orjson
 
-from bench.control import ROOT, BenchError, StandInsProcess
+from bench.control import ROOT, BenchError, standins_stack
 from bench.report import Figure, print_table
 from kiam_testbed.commands import isolated_env
-from kiam_testbed.stack import Placement, Stack, free_port
 
 NAMESPACE = "bench"
 ROLE = "bench-role"
@@ -67,25 +66,6 @@ def fetch(url_host: str, port: int, path: str, *, source: str) -> tuple[int, byt
         conn.close()
 
 
-def _start(workdir: Path) -> tuple[StandInsProcess, Stack]:
-    # the stand-ins write the kubeconfig where the Stack looks for it: WORKDIR/kubeconfig
-    standins = StandInsProcess.start(workdir, kubeconfig=workdir / "kubeconfig", sts=True)
-    placement = Placement(server_port=free_port(), agent_port=free_port())
-    stack = Stack(workdir, placement, kube_url=standins.kube_url, sts_url=standins.sts_url)
-    try:
-        standins.call("namespace", name=NAMESPACE)
-        standins.call("pods", namespace=NAMESPACE, count=len(POD_IPS), ips=POD_IPS, role=ROLE)
-        stack.make_certs()
-        stack.start_server()
-        stack.start_agent()
-        stack.wait_agent_ready()
-    except BaseException:
-        stack.close()
-        standins.stop()
-        raise
-    return standins, stack
-
-
 def _figures(label: str, c: int, kiam: list[dict[str, float]],
              base: list[dict[str, float]]) -> list[Figure]:
     def best(runs: list[dict[str, float]], key: str, *, high: bool) -> float:
@@ -102,9 +82,13 @@ def _figures(label: str, c: int, kiam: list[dict[str, float]],
 
 def run(*, quick: bool, workdir: Path) -> int:
     sizes = QUICK if quick else FULL
-    standins, stack = _start(workdir)
     figures: list[Figure] = []
-    try:
+    with standins_stack(workdir) as (standins, stack):
+        standins.call("namespace", name=NAMESPACE)
+        standins.call("pods", namespace=NAMESPACE, count=len(POD_IPS), ips=POD_IPS, role=ROLE)
+        stack.start_server()
+        stack.start_agent()
+        stack.wait_agent_ready()
         agent_port = stack.placement.agent_port
         status, body = fetch("127.0.0.1", agent_port, CREDENTIALS_PATH + ROLE, source=POD_IPS[0])
         if status != 200:
@@ -128,9 +112,6 @@ def run(*, quick: bool, workdir: Path) -> int:
                     for runs, url in targets if i % 2 == 0 else targets[::-1]:
                         runs.append(loadgen(url + path, concurrency=c, requests=sizes.requests))
                 figures += _figures(label, c, kiam_runs, base_runs)
-    finally:
-        stack.close()
-        standins.stop()
     print_table("Agent: loadgen -> kiam agent -> kiam server (mTLS), cache warm",
                 "bare aiohttp server, same bytes from memory", figures)
     return 0

@@ -1,12 +1,14 @@
 """Parent-side handle on the benchmark's stand-ins process, a
 :class:`kiam_testbed.child.Child` talked to over pipes (synchronous on purpose: asyncio
-callers make their :meth:`StandInsProcess.call` in a thread)."""
+callers make their :meth:`StandInsProcess.call` in a thread), and :func:`standins_stack`,
+kiam's processes on it."""
 
 from __future__ import annotations
 
 import contextlib
 import subprocess
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,6 +17,7 @@ import orjson
 
 from kiam_testbed.child import STOP_TIMEOUT, Child, HarnessError
 from kiam_testbed.commands import isolated_env
+from kiam_testbed.stack import Stack, loopback_placement
 
 ROOT = Path(__file__).resolve().parents[1]
 """The repository: the working directory of ``python -m bench.*`` children."""
@@ -70,3 +73,19 @@ class StandInsProcess:
         with contextlib.suppress(OSError, subprocess.TimeoutExpired):
             self.child.popen.communicate(b'{"cmd": "quit"}\n', timeout=STOP_TIMEOUT)
         self.child.stop()
+
+
+@contextlib.contextmanager
+def standins_stack(workdir: Path) -> Iterator[tuple[StandInsProcess, Stack]]:
+    """The stand-ins process (with STS) and a loopback :class:`Stack` on it, with
+    certificates; everything stopped at the end."""
+    # the stand-ins write the kubeconfig where the Stack looks for it: WORKDIR/kubeconfig
+    standins = StandInsProcess.start(workdir, kubeconfig=workdir / "kubeconfig", sts=True)
+    stack = Stack(workdir, loopback_placement(), kube_url=standins.kube_url,
+                  sts_url=standins.sts_url)
+    try:
+        stack.make_certs()
+        yield standins, stack
+    finally:
+        stack.close()
+        standins.stop()

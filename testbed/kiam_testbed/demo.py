@@ -45,7 +45,7 @@ from kiam_testbed.sdk_clients import (
     parse_result,
     pod_command,
 )
-from kiam_testbed.stack import Placement, Stack, free_port, node_placement
+from kiam_testbed.stack import Stack, loopback_placement, node_placement
 
 NAMESPACE = "shop"
 PERMITTED = f"arn:aws:iam::{ACCOUNT}:role/shop-.*"
@@ -181,11 +181,7 @@ def _run(started: _Started, *, netns: bool, log: LogSettings) -> int:
             placement = node_placement(bed)
             ips = [pod.ip for pod in bed.pods]
         else:
-            server_port = free_port()
-            agent_port = free_port()
-            while agent_port == server_port:  # the kernel may hand out one port twice
-                agent_port = free_port()
-            placement = Placement(server_port=server_port, agent_port=agent_port)
+            placement = loopback_placement()
             ips = [f"127.0.0.{11 + i}" for i in range(len(PODS))]
         stack = started.stack = Stack(workdir=started.workdir / "stack", placement=placement)
         _start(stack, ips, log=log)

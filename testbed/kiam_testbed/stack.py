@@ -103,6 +103,14 @@ def free_port(host: str = "127.0.0.1") -> int:
         return port
 
 
+def loopback_placement() -> Placement:
+    """Server and agent on this host, on two ports free on 127.0.0.1 right now."""
+    with socket.socket() as server, socket.socket() as agent:
+        server.bind(("127.0.0.1", 0))
+        agent.bind(("127.0.0.1", 0))  # both bound at once: two different ports
+        return Placement(server_port=server.getsockname()[1], agent_port=agent.getsockname()[1])
+
+
 class Stack:
     """Starts the processes in order and stops them all (in reverse) on :meth:`close`.
 
