@@ -8,6 +8,7 @@ connect itself: the scripted :mod:`tests.agent.named_server` and a small HTTP cl
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -65,13 +66,18 @@ def start_named_server(
 
 def start_client(
     wrap: Sequence[str], port: int, count: int, *, path: str = CREDS
-) -> subprocess.Popen[str]:
-    """``count`` GETs of ``path`` (the role list) from the agent on 127.0.0.1:``port``."""
+) -> subprocess.Popen[bytes]:
+    """``count`` GETs of ``path`` (the role list) from the agent on 127.0.0.1:``port``;
+    a :class:`Child`'s process (it dies with the test), answers on its stdout."""
     command = [*wrap, sys.executable, "-c", _CLIENT, str(port), str(count), path]
-    return subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+    client = Child.start("client", command, log_path=Path(os.devnull), env=isolated_env(),
+                         pipes=True)
+    return client.popen
 
 
-def read_answers(client: subprocess.Popen[str], count: int | None = None) -> list[tuple[int, str]]:
+def read_answers(
+    client: subprocess.Popen[bytes], count: int | None = None
+) -> list[tuple[int, str]]:
     """Read ``count`` answers (all of them when None) as (status, body)."""
     assert client.stdout is not None
     answers: list[tuple[int, str]] = []
