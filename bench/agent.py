@@ -17,11 +17,9 @@ from typing import Any
 
 import orjson
 
-from bench.control import ROOT, BenchError, StandInsProcess
+from bench.control import ROOT, BenchError, standins_stack
 from bench.report import Figure, print_table
-from kiam_testbed.child import Child
 from kiam_testbed.commands import isolated_env
-from kiam_testbed.stack import Placement, Stack, free_port
 
 NAMESPACE = "bench"
 ROLE = "bench-role"
@@ -68,43 +66,6 @@ def fetch(url_host: str, port: int, path: str, *, source: str) -> tuple[int, byt
         conn.close()
 
 
-class BareServer:
-    """``bench/bare_server.py`` in its own process."""
-
-    def __init__(self, body_file: Path) -> None:
-        command = [sys.executable, "-m", "bench.bare_server", "--body-file", str(body_file),
-                   "--role", ROLE]
-        self.child = Child.start("bare server", command, env=isolated_env(), cwd=ROOT,
-                                 log_path=body_file.with_suffix(".log"))
-        try:
-            self.url = self.child.wait_for(r"^(http://\S+)$")[1]
-        except BaseException:
-            self.stop()
-            raise
-
-    def stop(self) -> None:
-        self.child.stop()
-
-
-def _start(workdir: Path) -> tuple[StandInsProcess, Stack]:
-    # the stand-ins write the kubeconfig where the Stack looks for it: WORKDIR/kubeconfig
-    standins = StandInsProcess.start(workdir, kubeconfig=workdir / "kubeconfig", sts=True)
-    placement = Placement(server_port=free_port(), agent_port=free_port())
-    stack = Stack(workdir, placement, kube_url=standins.kube_url, sts_url=standins.sts_url)
-    try:
-        standins.call("namespace", name=NAMESPACE)
-        standins.call("pods", namespace=NAMESPACE, count=len(POD_IPS), ips=POD_IPS, role=ROLE)
-        stack.make_certs()
-        stack.start_server()
-        stack.start_agent()
-        stack.wait_agent_ready()
-    except BaseException:
-        stack.close()
-        standins.stop()
-        raise
-    return standins, stack
-
-
 def _figures(label: str, c: int, kiam: list[dict[str, float]],
              base: list[dict[str, float]]) -> list[Figure]:
     def best(runs: list[dict[str, float]], key: str, *, high: bool) -> float:
@@ -121,10 +82,13 @@ def _figures(label: str, c: int, kiam: list[dict[str, float]],
 
 def run(*, quick: bool, workdir: Path) -> int:
     sizes = QUICK if quick else FULL
-    standins, stack = _start(workdir)
-    bare: BareServer | None = None
     figures: list[Figure] = []
-    try:
+    with standins_stack(workdir) as (standins, stack):
+        standins.call("namespace", name=NAMESPACE)
+        standins.call("pods", namespace=NAMESPACE, count=len(POD_IPS), ips=POD_IPS, role=ROLE)
+        stack.start_server()
+        stack.start_agent()
+        stack.wait_agent_ready()
         agent_port = stack.placement.agent_port
         status, body = fetch("127.0.0.1", agent_port, CREDENTIALS_PATH + ROLE, source=POD_IPS[0])
         if status != 200:
@@ -134,22 +98,20 @@ def run(*, quick: bool, workdir: Path) -> int:
             raise BenchError(f"unexpected credentials document: {sorted(doc)}")
         # serve the very bytes kiam sends, so both sides move the same payload
         (workdir / "body.json").write_bytes(body)
-        bare = BareServer(workdir / "body.json")
+        command = [sys.executable, "-m", "bench.bare_server", "--body-file",
+                   str(workdir / "body.json"), "--role", ROLE]
+        bare = stack.spawn("bare-server", command, env=isolated_env(), cwd=ROOT)
+        bare_url = bare.wait_for(r"^(http://\S+)$")[1]
         routes = (("credentials", CREDENTIALS_PATH + ROLE), ("role list", CREDENTIALS_PATH))
         for label, path in routes:
             for c in sizes.concurrency:
                 kiam_runs: list[dict[str, float]] = []
                 base_runs: list[dict[str, float]] = []
                 for i in range(sizes.rounds):
-                    targets = [(kiam_runs, stack.agent_url), (base_runs, bare.url)]
+                    targets = [(kiam_runs, stack.agent_url), (base_runs, bare_url)]
                     for runs, url in targets if i % 2 == 0 else targets[::-1]:
                         runs.append(loadgen(url + path, concurrency=c, requests=sizes.requests))
                 figures += _figures(label, c, kiam_runs, base_runs)
-    finally:
-        if bare is not None:
-            bare.stop()
-        stack.close()
-        standins.stop()
     print_table("Agent: loadgen -> kiam agent -> kiam server (mTLS), cache warm",
                 "bare aiohttp server, same bytes from memory", figures)
     return 0

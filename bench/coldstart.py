@@ -22,12 +22,12 @@ import boto3  # type: ignore[import-untyped]
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from bench.control import BenchError, StandInsProcess
+from bench.control import BenchError, StandInsProcess, standins_stack
 from bench.pods import pod_ip
 from bench.report import Figure, print_table, print_values
 from kiam.wire import kiam_pb2, kiam_pb2_grpc
 from kiam_testbed.commands import ROLE_BASE_ARN
-from kiam_testbed.stack import Placement, Stack, free_port
+from kiam_testbed.stack import Stack
 
 NAMESPACE = "cold"
 _TIMEOUT = 120.0
@@ -137,19 +137,11 @@ def _quantile(values: list[float], q: float) -> float:
 
 def run(*, quick: bool, workdir: Path) -> int:
     sizes = QUICK if quick else FULL
-    # the stand-ins write the kubeconfig where the Stack looks for it: WORKDIR/kubeconfig
-    standins = StandInsProcess.start(workdir, kubeconfig=workdir / "kubeconfig", sts=True)
-    placement = Placement(server_port=free_port(), agent_port=free_port())
-    stack = Stack(workdir, placement, kube_url=standins.kube_url, sts_url=standins.sts_url)
-    try:
+    with standins_stack(workdir) as (standins, stack):
         standins.call("namespace", name=NAMESPACE)
-        stack.make_certs()
         stack.start_server()
         result = asyncio.run(_measure(standins, stack, sizes))
         direct = _direct_assume_role(standins.sts_url, max(sizes.samples, 5))
-    finally:
-        stack.close()
-        standins.stop()
     base50, kiam50 = statistics.median(direct), statistics.median(result.latencies)
     print_table("Cold start: pod watch event -> its credentials cached in the server",
                 "one direct AssumeRole round trip to the stand-in", [

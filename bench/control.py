@@ -1,20 +1,23 @@
 """Parent-side handle on the benchmark's stand-ins process, a
-:class:`kiam_testbed.child.Child` (synchronous on purpose: starting processes is set-up
-work; asyncio callers make their :meth:`StandInsProcess.call` in a thread)."""
+:class:`kiam_testbed.child.Child` talked to over pipes (synchronous on purpose: asyncio
+callers make their :meth:`StandInsProcess.call` in a thread), and :func:`standins_stack`,
+kiam's processes on it."""
 
 from __future__ import annotations
 
 import contextlib
 import subprocess
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import orjson
 
 from kiam_testbed.child import STOP_TIMEOUT, Child, HarnessError
 from kiam_testbed.commands import isolated_env
+from kiam_testbed.stack import Stack, loopback_placement
 
 ROOT = Path(__file__).resolve().parents[1]
 """The repository: the working directory of ``python -m bench.*`` children."""
@@ -30,19 +33,16 @@ class StandInsProcess:
     driven by one JSON line per command on its stdin, answered on its stdout."""
 
     child: Child
-    kube_url: str
-    sts_url: str
+    kube_url: str = ""
+    sts_url: str = ""
 
     @classmethod
     def start(cls, workdir: Path, *, kubeconfig: Path, sts: bool = False,
               history_size: int = 10_000) -> StandInsProcess:
         command = [sys.executable, "-m", "bench.standins", "--kubeconfig", str(kubeconfig),
-                   "--history-size", str(history_size)]
-        if sts:
-            command.append("--sts")
-        child = Child.start("stand-ins", command, log_path=workdir / "standins.log",
-                            env=isolated_env(), cwd=ROOT, pipes=True)
-        proc = cls(child=child, kube_url="", sts_url="")
+                   "--history-size", str(history_size), *(["--sts"] if sts else [])]
+        proc = cls(Child.start("stand-ins", command, log_path=workdir / "standins.log",
+                               env=isolated_env(), cwd=ROOT, pipes=True))
         try:
             first = proc._read()
         except BaseException:
@@ -51,37 +51,41 @@ class StandInsProcess:
         proc.kube_url, proc.sts_url = str(first["kube"]), str(first["sts"])
         return proc
 
-    def _pipes(self) -> tuple[IO[bytes], IO[bytes]]:
-        popen = self.child.popen
-        if popen.stdin is None or popen.stdout is None:
-            raise BenchError("stand-ins process has no pipes")
-        return popen.stdin, popen.stdout
-
     def _read(self) -> dict[str, Any]:
-        _, stdout = self._pipes()
-        line = stdout.readline()
-        if not line:
+        assert self.child.popen.stdout is not None  # started with pipes
+        if not (line := self.child.popen.stdout.readline()):
             raise BenchError(f"stand-ins process ended: {self.child.diagnostics()}")
         reply: dict[str, Any] = orjson.loads(line)
         return reply
 
     def call(self, cmd: str, **args: Any) -> dict[str, Any]:
         """Send one command, wait for its answer; BenchError when it failed."""
-        stdin, _ = self._pipes()
-        stdin.write(orjson.dumps({"cmd": cmd, **args}) + b"\n")
-        stdin.flush()
+        assert self.child.popen.stdin is not None  # started with pipes
+        self.child.popen.stdin.write(orjson.dumps({"cmd": cmd, **args}) + b"\n")
+        self.child.popen.stdin.flush()
         reply = self._read()
         if "error" in reply:
             raise BenchError(f"stand-ins {cmd}: {reply['error']}")
         return reply
 
     def stop(self) -> None:
-        """Ask it to quit (closing its stdin), then stop it as any child."""
-        stdin, stdout = self._pipes()
-        with contextlib.suppress(OSError):
-            stdin.write(b'{"cmd": "quit"}\n')
-            stdin.close()
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self.child.popen.wait(timeout=STOP_TIMEOUT)
+        """Ask it to quit, then stop it as any child."""
+        with contextlib.suppress(OSError, subprocess.TimeoutExpired):
+            self.child.popen.communicate(b'{"cmd": "quit"}\n', timeout=STOP_TIMEOUT)
         self.child.stop()
-        stdout.close()
+
+
+@contextlib.contextmanager
+def standins_stack(workdir: Path) -> Iterator[tuple[StandInsProcess, Stack]]:
+    """The stand-ins process (with STS) and a loopback :class:`Stack` on it, with
+    certificates; everything stopped at the end."""
+    # the stand-ins write the kubeconfig where the Stack looks for it: WORKDIR/kubeconfig
+    standins = StandInsProcess.start(workdir, kubeconfig=workdir / "kubeconfig", sts=True)
+    stack = Stack(workdir, loopback_placement(), kube_url=standins.kube_url,
+                  sts_url=standins.sts_url)
+    try:
+        stack.make_certs()
+        yield standins, stack
+    finally:
+        stack.close()
+        standins.stop()

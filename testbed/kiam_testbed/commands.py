@@ -1,11 +1,5 @@
-"""How the test harnesses and the demo run the real ``kiam`` commands: one place for the
-command line of each process and for the environment it gets.
-
-Both builders use it: :mod:`kiam_testbed.processes` (asyncio, stand-ins in-process, for
-the server suite) and :mod:`kiam_testbed.stack` (every part a process, on loopback or in
-a network namespace, for the demo, the e2e suite and the benchmarks); both start their
-processes as :class:`kiam_testbed.child.Child`.
-"""
+"""The real ``kiam`` command lines and the environments the test bed's processes get
+(:mod:`kiam_testbed.stack` builds on them; tests call them for one-off commands)."""
 
 from __future__ import annotations
 

@@ -23,7 +23,6 @@ import contextlib
 import json
 import shutil
 import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -42,10 +41,9 @@ from kiam_testbed.sdk_clients import (
     boto3_command,
     imds_probe,
     imds_probe_command,
-    parse_result,
-    pod_command,
+    run_in_pod,
 )
-from kiam_testbed.stack import Placement, Stack, free_port, node_placement
+from kiam_testbed.stack import Stack, loopback_placement, node_placement
 
 NAMESPACE = "shop"
 PERMITTED = f"arn:aws:iam::{ACCOUNT}:role/shop-.*"
@@ -181,11 +179,7 @@ def _run(started: _Started, *, netns: bool, log: LogSettings) -> int:
             placement = node_placement(bed)
             ips = [pod.ip for pod in bed.pods]
         else:
-            server_port = free_port()
-            agent_port = free_port()
-            while agent_port == server_port:  # the kernel may hand out one port twice
-                agent_port = free_port()
-            placement = Placement(server_port=server_port, agent_port=agent_port)
+            placement = loopback_placement()
             ips = [f"127.0.0.{11 + i}" for i in range(len(PODS))]
         stack = started.stack = Stack(workdir=started.workdir / "stack", placement=placement)
         _start(stack, ips, log=log)
@@ -312,26 +306,13 @@ def _show_netns(stack: Stack, bed: netns_bed.Bed) -> None:
     homes = stack.workdir / "homes"
     for pod, ns in zip(PODS, bed.pods, strict=True):
         section(f"pod {NAMESPACE}/{pod.name} ({ns.ip}, netns {ns.name}): {pod.story}")
-        home = homes / pod.name
-        home.mkdir(parents=True, exist_ok=True)
-        probe = _in_pod(ns, imds_probe_command("v2"), home)
+        probe = run_in_pod(ns, imds_probe_command("v2"), home=homes / pod.name).stdout
         walk = json.loads(probe) if probe.strip().startswith("{") else {"error": probe}
         _show_walk(walk)
-        result = parse_result(_in_pod(ns, boto3_command(stack.sts_url), home))
+        result = run_in_pod(ns, boto3_command(stack.sts_url), home=homes / pod.name).result
         if result.ok:
             row("boto3 in the pod", result.arn)
         else:
             reason = (result.error.strip().splitlines() or ["?"])[-1][:90]
             row("boto3 in the pod", f"no credentials ({reason})")
         _show_denial_event(stack, pod, walk)
-
-
-def _in_pod(pod: netns_bed.PodNetns, command: list[str], home: Path) -> str:
-    done = subprocess.run(
-        pod.argv(pod_command(command, home=home)),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    return done.stdout

@@ -1,12 +1,9 @@
-"""Real ``kiam`` processes with their stand-ins, for the server, agent and e2e suites.
-
-The product runs as its console command (``.venv/bin/kiam ...``), exactly as deployed,
-started by :class:`kiam_testbed.stack.Stack` (the one builder of kiam's processes); only
-the stand-ins (Kubernetes emulator, STS stand-in) live in the test's process.
+"""The asyncio face of :class:`kiam_testbed.stack.Stack` for the server suite: the
+stand-ins in the test's process, ``kiam`` as its console command.
 
 API::
 
-    certs = await make_certs(tmp_path / "certs")       # `kiam certs --out DIR` as a process
+    certs = await make_certs(tmp_path / "certs")       # `kiam certs --out DIR`
     async with server_stack(tmp_path, certs=certs, server_args=("--session", "x")) as stack:
         stack.kube                  # KubeEmulator (kiam_testbed.kube), already serving
         stack.sts                   # StsStandIn (kiam_testbed.sts), already serving
@@ -14,28 +11,20 @@ API::
         stack.server.logs           # its output lines so far (kiam_testbed.child.AsyncChild)
         await stack.server.wait_for_log("caches synced")
         stub = stack.stub()         # KiamService stub over an mTLS channel (agent cert)
-        await stub.GetPodRole(kiam_pb2.GetPodRoleRequest(ip="10.0.0.1"), timeout=2)
         stack.agent_tls             # TLSSettings of the agent certificate, for other clients
-    # leaving the block: channels closed, server SIGTERMed (SIGKILLed after a grace),
-    # stand-ins stopped.
+    # leaving the block: channels closed, server stopped (SIGTERM, then SIGKILL).
 
-``server_stack(directory, *, certs=None, base_arn=ROLE_BASE_ARN, server_args=(),
-namespaces=None, wait_synced=True, env=None)``:
 ``namespaces`` maps name -> ``iam.amazonaws.com/permitted`` (created before the server
-starts); ``wait_synced``
-waits for the server's "caches synced" log line (its grpc.health.v1 is SERVING from then
-on); ``base_arn=""`` leaves ``--role-base-arn`` out.
-
-Lower level: ``start_server(kubeconfig=..., sts_url=..., certs=..., ...) -> ServerProcess``
-and ``start_kiam(argv, log_dir=..., env=...)`` for any other subcommand; both return a
-:class:`kiam_testbed.child.AsyncChild` (``wait_for_log``, ``logs``, ``wait``, ``stop``).
+starts); ``wait_synced`` waits for "caches synced" (grpc.health.v1 SERVING from then on);
+``base_arn=""`` leaves ``--role-base-arn`` out. Lower level: :func:`start_server` and
+:func:`start_kiam` (any subcommand), both an :class:`~kiam_testbed.child.AsyncChild`.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
-import re
 import secrets
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -48,13 +37,8 @@ from kiam.certs import CertPaths
 from kiam.common.settings import TLSSettings
 from kiam.common.tls import channel_credentials
 from kiam.wire import kiam_pb2_grpc
-from kiam_testbed.child import READY_TIMEOUT, AsyncChild, HarnessError
-from kiam_testbed.commands import (
-    ROLE_BASE_ARN,
-    SERVING,
-    aws_test_env,
-    kiam_command,
-)
+from kiam_testbed.child import AsyncChild
+from kiam_testbed.commands import ROLE_BASE_ARN, SERVING, aws_test_env, kiam_command
 from kiam_testbed.kube import KubeEmulator
 from kiam_testbed.stack import Placement, Stack
 from kiam_testbed.sts import StsStandIn
@@ -64,13 +48,9 @@ async def start_kiam(
     argv: Sequence[str], *, log_dir: Path, env: Mapping[str, str] | None = None
 ) -> AsyncChild:
     """``kiam ARGV...`` as a child process, its output in a new file in ``log_dir``."""
-    log_path = log_dir / f"kiam-{argv[0]}-{secrets.token_hex(4)}.log"
-    return await AsyncChild.start(
-        f"kiam {argv[0]}",
-        kiam_command(*argv),
-        log_path=log_path,
-        env=env if env is not None else aws_test_env(),
-    )
+    name = f"kiam-{argv[0]}-{secrets.token_hex(4)}"
+    env = aws_test_env() if env is None else env
+    return AsyncChild(Stack(log_dir).spawn(name, kiam_command(*argv), env=env))
 
 
 class ServerProcess(AsyncChild):
@@ -80,14 +60,9 @@ class ServerProcess(AsyncChild):
 
 
 async def make_certs(directory: str | os.PathLike[str]) -> CertPaths:
-    """Run ``kiam certs --out DIRECTORY`` (server names include 127.0.0.1 and localhost)."""
+    """``kiam certs --out DIRECTORY`` (server names include 127.0.0.1 and localhost)."""
     out = Path(directory)
-    process = await start_kiam(["certs", "--out", str(out)], log_dir=out.parent)
-    async with process:
-        # wait for it to finish: stop() would SIGTERM it, killing a slow start-up
-        code = await process.wait(timeout=READY_TIMEOUT)
-    if code != 0:
-        raise HarnessError(f"kiam certs exited with {code}:\n{process.log_tail()}")
+    await asyncio.to_thread(Stack(out.parent, certs=out).make_certs)
     return CertPaths(directory=out)
 
 
@@ -104,24 +79,19 @@ async def start_server(
     args: Sequence[str] = (),
     env: Mapping[str, str] | None = None,
 ) -> ServerProcess:
-    """Start ``kiam server`` (the stack's command line, on a free port) and wait until it
-    listens; its log goes beside the kubeconfig.
-
-    ``base_arn=""`` leaves ``--role-base-arn`` out (pass ``--role-base-arn-autodetect``
-    in ``args`` then)."""
+    """:meth:`Stack.start_server` on a free port, its log beside the kubeconfig, once it
+    listens."""
     config = Path(kubeconfig)
     stack = Stack(config.parent, Placement(server_port=0), sts_url=sts_url, kubeconfig=config,
                   certs=certs.directory)
     # started in the loop's thread: a child dies with the thread that started it
     server = ServerProcess(stack.start_server(extra=args, env=env, base_arn=base_arn, wait=False))
     try:
-        line = await server.wait_for_log(SERVING)
+        await server.wait_for_log(SERVING)
+        server.address = server.child.wait_for(SERVING)[1]  # logged by now
     except BaseException:
         await server.stop()
         raise
-    match = re.search(SERVING, line)
-    assert match is not None
-    server.address = match.group(1)
     return server
 
 
@@ -157,8 +127,7 @@ class ServerStack:
         return self._stub
 
     async def close_channels(self) -> None:
-        channels, self._channels = self._channels, []
-        self._stub = None
+        channels, self._channels, self._stub = self._channels, [], None
         for channel in channels:
             await channel.close(None)
 
@@ -181,15 +150,9 @@ async def server_stack(
     async with KubeEmulator() as kube, StsStandIn() as sts:
         for name, permitted in (namespaces or {}).items():
             kube.create_namespace(name, annotations={"iam.amazonaws.com/permitted": permitted})
-        kubeconfig = kube.write_kubeconfig(root / "kubeconfig")
-        server = await start_server(
-            kubeconfig=kubeconfig,
-            sts_url=sts.url,
-            certs=paths,
-            base_arn=base_arn,
-            args=server_args,
-            env=env,
-        )
+        server = await start_server(kubeconfig=kube.write_kubeconfig(root / "kubeconfig"),
+                                    sts_url=sts.url, certs=paths, base_arn=base_arn,
+                                    args=server_args, env=env)
         stack = ServerStack(kube=kube, sts=sts, certs=paths, server=server, directory=root)
         try:
             if wait_synced:

@@ -1,25 +1,21 @@
 """The whole system as real processes: Kubernetes emulator, STS stand-in, server, agent.
 
-Used by the end-to-end tests and by ``kiam demo``. Every command goes through a
-:class:`Placement`, so the same code runs the processes on this host (the demo, on
-loopback addresses) or inside a test bed's node namespace (``ip netns exec``; the tests
-and ``kiam demo --netns``). The processes are the real console commands: ``kiam certs``,
+The one builder of the test bed's processes, used by the tests, ``kiam demo`` and the
+benchmarks. Every command goes through a :class:`Placement`, so the same code runs the
+processes on this host (on loopback addresses) or inside a test bed's node namespace
+(``ip netns exec``). The processes are the real console commands: ``kiam certs``,
 ``kiam server`` and ``kiam agent`` with mTLS, ``python -m kiam_testbed.kube`` and
-``python -m kiam_testbed.sts``.
+``python -m kiam_testbed.sts``; each is a :class:`kiam_testbed.child.Child` (log file
+``WORKDIR/NAME.log``), recorded before a Ctrl-C can lose it, and :meth:`Stack.close`
+stops them all, last first.
 
-Kubernetes objects are created through the emulator's HTTP API by a small Python child run in the
-same place as the emulator (from the host, a node namespace's loopback is unreachable):
-create the object, then set a pod's IP with a merge patch on the ``/status``
-subresource, as a kubelet would.
+Kubernetes objects are created through the emulator's HTTP API by a small Python child
+run where the emulator is (from the host, a node namespace's loopback is unreachable),
+a pod's IP set with a merge patch on its ``/status``, as a kubelet would.
 
-Synchronous on purpose (like :mod:`kiam_testbed.netns`): starting and stopping processes
-is set-up work. Asyncio callers start from the loop's thread with ``wait=False`` and wait
-through :class:`kiam_testbed.child.AsyncChild`, as :mod:`kiam_testbed.processes` does.
-
-:meth:`Stack.close` stops every process :meth:`Stack.spawn` started, last first; each is
-a :class:`kiam_testbed.child.Child` (log file ``WORKDIR/NAME.log``, dies with its parent,
-SIGTERM then SIGKILL). A Ctrl-C or SIGTERM arriving while a child is being started is
-held until the child is recorded, so none can escape the clean-up.
+Synchronous on purpose: starting and stopping processes is set-up work. Asyncio callers
+start from the loop's thread with ``wait=False`` and wait through
+:class:`kiam_testbed.child.AsyncChild` (:mod:`kiam_testbed.processes`).
 """
 
 from __future__ import annotations
@@ -54,11 +50,8 @@ _URL = r"^(https?://\S+?)/?$"  # the stand-ins print their URL first
 _HTTP_CHILD = """
 import json, sys, urllib.error, urllib.request
 spec = json.load(sys.stdin)
-headers = dict(spec["headers"])
-data = None
-if spec["body"] is not None:
-    data = spec["body"].encode()
-    headers["Content-Type"] = spec["content_type"]
+data = None if spec["body"] is None else spec["body"].encode()
+headers = {} if data is None else {"Content-Type": spec["content_type"]}
 req = urllib.request.Request(spec["url"], data=data, method=spec["method"], headers=headers)
 try:
     with urllib.request.urlopen(req, timeout=10) as resp:
@@ -71,15 +64,11 @@ json.dump(out, sys.stdout)
 """
 
 
-def _identity(argv: Sequence[str]) -> list[str]:
-    return list(argv)
-
-
 @dataclass(frozen=True, kw_only=True)
 class Placement:
     """Where the processes run and on which addresses they listen."""
 
-    wrap: Callable[[Sequence[str]], list[str]] = _identity
+    wrap: Callable[[Sequence[str]], list[str]] = list
     """Turns a command into the command that runs it in place (e.g. ``bed.node_argv``)."""
     sts_host: str = "127.0.0.1"
     """Address of the STS stand-in (the bridge address in a bed, so pods reach it)."""
@@ -87,6 +76,7 @@ class Placement:
     agent_listen: str = "127.0.0.1"
     """The agent's ``--listen-address`` (empty binds every address)."""
     agent_port: int = 3100
+    """Port 0: the agent picks one (see ``tests.agent.standins.AgentProcess``)."""
     iptables_host: str = ""
     """With an address, the agent runs with ``--iptables --host`` this address."""
     iptables_interface: str = ""
@@ -113,10 +103,12 @@ def free_port(host: str = "127.0.0.1") -> int:
         return port
 
 
-@dataclass(frozen=True, kw_only=True)
-class KubeReply:
-    status: int
-    body: Any
+def loopback_placement() -> Placement:
+    """Server and agent on this host, on two ports free on 127.0.0.1 right now."""
+    with socket.socket() as server, socket.socket() as agent:
+        server.bind(("127.0.0.1", 0))
+        agent.bind(("127.0.0.1", 0))  # both bound at once: two different ports
+        return Placement(server_port=server.getsockname()[1], agent_port=agent.getsockname()[1])
 
 
 class Stack:
@@ -154,43 +146,37 @@ class Stack:
 
     # ------------------------------------------------------------ processes
 
-    def spawn(self, name: str, command: Sequence[str], *, env: Mapping[str, str]) -> Child:
+    def spawn(self, name: str, command: Sequence[str], *, env: Mapping[str, str],
+              cwd: Path | None = None) -> Child:
+        """Start ``command`` in place as the child ``name`` (working directory: the
+        stack's, unless ``cwd``)."""
         # A Ctrl-C between the start and the record would lose the child: held until then.
         with signals_deferred():
-            child = Child.start(
-                name,
-                self.placement.wrap(command),
-                log_path=self.workdir / f"{name}.log",
-                env=env,
-                cwd=self.workdir,
-            )
+            child = Child.start(name, self.placement.wrap(command), env=env,
+                                log_path=self.workdir / f"{name}.log", cwd=cwd or self.workdir)
             self.processes[name] = child
         return child
 
     def run(self, command: Sequence[str], *, timeout: float = 30.0) -> str:
         """Run a short command in place; return stdout or raise :class:`HarnessError`."""
-        done = subprocess.run(
-            self.placement.wrap(command),
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
-            env=isolated_env(),
-        )
+        done = subprocess.run(self.placement.wrap(command), capture_output=True, text=True,
+                              timeout=timeout, check=False, env=isolated_env())
         if done.returncode != 0:
             raise HarnessError(f"{' '.join(command)}: exit {done.returncode}: {done.stderr}")
         return done.stdout
 
+    def _standin(self, name: str, *args: str) -> str:
+        command = [sys.executable, "-m", f"kiam_testbed.{name}", "--port", "0", *args]
+        url: str = self.spawn(name, command, env=isolated_env()).wait_for(_URL)[1]
+        return url
+
     def start_kube(self) -> str:
-        command = [sys.executable, "-m", "kiam_testbed.kube", "--host", "127.0.0.1"]
-        command += ["--port", "0", "--kubeconfig", str(self.kubeconfig)]
-        self.kube_url = self.spawn("kube", command, env=isolated_env()).wait_for(_URL)[1]
+        self.kube_url = self._standin("kube", "--host", "127.0.0.1",
+                                      "--kubeconfig", str(self.kubeconfig))
         return self.kube_url
 
     def start_sts(self) -> str:
-        command = [sys.executable, "-m", "kiam_testbed.sts", "--host", self.placement.sts_host]
-        command += ["--port", "0"]
-        self.sts_url = self.spawn("sts", command, env=isolated_env()).wait_for(_URL)[1]
+        self.sts_url = self._standin("sts", "--host", self.placement.sts_host)
         return self.sts_url
 
     def make_certs(self) -> Path:
@@ -219,24 +205,18 @@ class Stack:
             base_arn=base_arn,
             extra=("--region", "us-east-1", "--sync", "1m", *extra),
         )
-        # Dummy keys for the stand-in, which checks none; never the real metadata service.
         server = self.spawn("server", kiam_command(*args), env=aws_test_env(**(env or {})))
         if wait:
             self.server_address = server.wait_for(SERVING)[1]
         return server
 
     def start_agent(self, *, extra: Sequence[str] = ()) -> Child:
+        """``kiam agent`` in front of this stack's server (``extra`` comes last, so a
+        ``--server-address`` in it wins)."""
         p = self.placement
-        args = [
-            "agent",
-            "--server-address",
-            f"127.0.0.1:{p.server_port}",
-            "--port",
-            str(p.agent_port),
-            "--listen-address",
-            p.agent_listen,
-            *self._tls("agent"),
-        ]
+        args = ["agent", "--server-address", f"127.0.0.1:{p.server_port}",
+                "--port", str(p.agent_port), "--listen-address", p.agent_listen,
+                *self._tls("agent")]
         if p.iptables_host:
             args += ["--iptables", "--host", p.iptables_host]
             args += ["--host-interface", p.iptables_interface]
@@ -251,107 +231,62 @@ class Stack:
         host = self.placement.agent_listen or "127.0.0.1"
         return f"http://{host}:{self.placement.agent_port}"
 
-    @property
-    def dnat_rule(self) -> str:
-        """What ``iptables -S`` shows of the agent's rule (with ``--iptables``)."""
-        p = self.placement
-        return f"-j DNAT --to-destination {p.iptables_host}:{p.agent_port}"
-
     def wait_agent_ready(self, *, timeout: float = READY_TIMEOUT) -> None:
         """Until the agent is ready for pods: its deep health answers 200 (agent up, a
         synced server behind it) and, with ``--iptables``, its DNAT rule is in place.
 
         The agent listens before it installs the rule, so health alone would let a pod's
         first request (or an ``iptables -S``) run before the rule exists."""
+        p = self.placement
+        rule = f"-j DNAT --to-destination {p.iptables_host}:{p.agent_port}"
+        children = [self.processes[name] for name in ("server", "agent")]
         deadline = time.monotonic() + timeout
-        url = self.agent_url + "/health?deep=1"
         while time.monotonic() < deadline:
-            for name in ("server", "agent"):
-                proc = self.processes.get(name)
-                if proc is not None and proc.returncode is not None:
-                    raise HarnessError(f"{name} exited while starting: {proc.diagnostics()}")
-            if self.http("GET", url)[0] == 200 and self._dnat_in_place():
+            if exited := [c for c in children if c.returncode is not None]:
+                raise HarnessError(f"exited while starting: {exited[0].diagnostics()}")
+            if self.http("GET", self.agent_url + "/health?deep=1")[0] == 200 and (
+                not p.iptables_host
+                or rule in self.run(["iptables", "-w", "-t", "nat", "-S", "PREROUTING"])
+            ):
                 return
             time.sleep(0.2)
-        details = "\n".join(self.processes[n].diagnostics() for n in ("server", "agent"))
+        details = "\n".join(c.diagnostics() for c in children)
         raise HarnessError(f"the agent did not become ready in {timeout}s:\n{details}")
-
-    def _dnat_in_place(self) -> bool:
-        if not self.placement.iptables_host:
-            return True
-        return self.dnat_rule in self.run(["iptables", "-w", "-t", "nat", "-S", "PREROUTING"])
 
     # ------------------------------------------------------------ HTTP in place
 
-    def http(
-        self,
-        method: str,
-        url: str,
-        *,
-        body: Any = None,
-        content_type: str = "application/json",
-        headers: Mapping[str, str] | None = None,
-    ) -> tuple[int, str]:
+    def http(self, method: str, url: str, *, body: Any = None,
+             content_type: str = "application/json") -> tuple[int, str]:
         """One HTTP request made where the processes run; (status, body), status 0 when
         the connection failed. A short Python child makes it, so it works inside a
         namespace the test process cannot reach, and needs no curl."""
-        spec = {
-            "method": method,
-            "url": url,
-            "headers": dict(headers or {}),
-            "body": None if body is None else json.dumps(body),
-            "content_type": content_type,
-        }
-        done = subprocess.run(
-            self.placement.wrap([sys.executable, "-c", _HTTP_CHILD]),
-            input=json.dumps(spec),
-            capture_output=True,
-            text=True,
-            timeout=30,
-            check=False,
-        )
+        spec = {"method": method, "url": url, "content_type": content_type,
+                "body": None if body is None else json.dumps(body)}
+        done = subprocess.run(self.placement.wrap([sys.executable, "-c", _HTTP_CHILD]),
+                              input=json.dumps(spec), capture_output=True, text=True,
+                              timeout=30, check=False)
         try:
             reply = json.loads(done.stdout)
         except ValueError:
             raise HarnessError(f"HTTP helper failed: {done.stderr.strip()[-1000:]}") from None
         return int(reply["status"]), str(reply["body"])
 
-    def kube(
-        self, method: str, path: str, body: Any = None, *, content_type: str = "application/json"
-    ) -> KubeReply:
-        status, text = self.http(method, self.kube_url + path, body=body, content_type=content_type)
-        try:
-            doc = json.loads(text) if text else None
-        except ValueError:
-            doc = text
-        return KubeReply(status=status, body=doc)
-
-    def kube_ok(
-        self, method: str, path: str, body: Any = None, *, content_type: str = "application/json"
-    ) -> Any:
-        reply = self.kube(method, path, body, content_type=content_type)
-        if not 200 <= reply.status < 300:
-            raise HarnessError(f"{method} {path}: HTTP {reply.status}: {reply.body}")
-        return reply.body
+    def kube(self, method: str, path: str, body: Any = None, *,
+             content_type: str = "application/json") -> Any:
+        """A request to the emulator; its JSON answer, HarnessError unless 2xx."""
+        status, text = self.http(method, self.kube_url + path, body=body,
+                                 content_type=content_type)
+        if not 200 <= status < 300:
+            raise HarnessError(f"{method} {path}: HTTP {status}: {text}")
+        return json.loads(text) if text else None
 
     def create_namespace(self, name: str, *, permitted: str | None) -> None:
         annotations = {} if permitted is None else {"iam.amazonaws.com/permitted": permitted}
-        self.kube_ok(
-            "POST",
-            "/api/v1/namespaces",
-            {"metadata": {"name": name, "annotations": annotations}},
-        )
+        self.kube("POST", "/api/v1/namespaces",
+                  {"metadata": {"name": name, "annotations": annotations}})
 
-    def create_pod(
-        self,
-        namespace: str,
-        name: str,
-        *,
-        ip: str,
-        role: str = "",
-        session_name: str = "",
-        node_name: str = "node-1",
-    ) -> None:
+    def create_pod(self, namespace: str, name: str, *, ip: str, role: str = "",
+                   session_name: str = "", node_name: str = "node-1") -> None:
         """Create a running pod with ``ip`` (created, then its status set as a kubelet would)."""
         annotations = {}
         if role:
@@ -362,17 +297,14 @@ class Stack:
             "metadata": {"name": name, "namespace": namespace, "annotations": annotations},
             "spec": {"nodeName": node_name, "containers": [{"name": "app", "image": "app:1"}]},
         }
-        self.kube_ok("POST", f"/api/v1/namespaces/{namespace}/pods", pod)
+        pods = f"/api/v1/namespaces/{namespace}/pods"
+        self.kube("POST", pods, pod)
         status = {"status": {"phase": "Running", "podIP": ip, "podIPs": [{"ip": ip}]}}
-        self.kube_ok(
-            "PATCH",
-            f"/api/v1/namespaces/{namespace}/pods/{name}/status",
-            status,
-            content_type="application/merge-patch+json",
-        )
+        self.kube("PATCH", f"{pods}/{name}/status", status,
+                  content_type="application/merge-patch+json")
 
     def events(self, namespace: str) -> list[dict[str, Any]]:
-        doc = self.kube_ok("GET", f"/api/v1/namespaces/{namespace}/events")
+        doc = self.kube("GET", f"/api/v1/namespaces/{namespace}/events")
         items = doc.get("items", []) if isinstance(doc, dict) else []
         return [i for i in items if isinstance(i, dict)]
 

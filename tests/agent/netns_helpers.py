@@ -8,6 +8,7 @@ connect itself: the scripted :mod:`tests.agent.named_server` and a small HTTP cl
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -16,6 +17,7 @@ from pathlib import Path
 from kiam.certs import CertPaths
 from kiam_testbed.child import Child
 from kiam_testbed.commands import isolated_env
+from kiam_testbed.stack import Placement, Stack
 
 REPO = Path(__file__).resolve().parents[2]
 CREDS = "/latest/meta-data/iam/security-credentials/"
@@ -48,19 +50,12 @@ def start_named_server(
     hold_file: Path | None = None,
 ) -> Child:
     """Start a named server at ``bind`` (``host:port``) and wait until it listens."""
-    command = [
-        *wrap,
-        sys.executable,
-        "-m",
-        "tests.agent.named_server",
-        *("--bind", bind, "--certs", str(certs.directory), "--name", name),
-    ]
+    command = [sys.executable, "-m", "tests.agent.named_server", "--bind", bind,
+               "--certs", str(certs.directory), "--name", name]
     if hold_file is not None:
         command += ["--hold-file", str(hold_file)]
-    server = Child.start(
-        f"named server {name}", command, log_path=log_dir / f"named-{name}.log",
-        env=isolated_env(), cwd=REPO,
-    )
+    stack = Stack(log_dir, Placement(wrap=lambda argv: [*wrap, *argv]))
+    server = stack.spawn(f"named-{name}", command, env=isolated_env(), cwd=REPO)
     try:
         server.wait_for("^ready$")
     except BaseException:
@@ -71,13 +66,18 @@ def start_named_server(
 
 def start_client(
     wrap: Sequence[str], port: int, count: int, *, path: str = CREDS
-) -> subprocess.Popen[str]:
-    """``count`` GETs of ``path`` (the role list) from the agent on 127.0.0.1:``port``."""
+) -> subprocess.Popen[bytes]:
+    """``count`` GETs of ``path`` (the role list) from the agent on 127.0.0.1:``port``;
+    a :class:`Child`'s process (it dies with the test), answers on its stdout."""
     command = [*wrap, sys.executable, "-c", _CLIENT, str(port), str(count), path]
-    return subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+    client = Child.start("client", command, log_path=Path(os.devnull), env=isolated_env(),
+                         pipes=True)
+    return client.popen
 
 
-def read_answers(client: subprocess.Popen[str], count: int | None = None) -> list[tuple[int, str]]:
+def read_answers(
+    client: subprocess.Popen[bytes], count: int | None = None
+) -> list[tuple[int, str]]:
     """Read ``count`` answers (all of them when None) as (status, body)."""
     assert client.stdout is not None
     answers: list[tuple[int, str]] = []

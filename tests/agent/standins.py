@@ -5,8 +5,7 @@
   server cannot easily produce. It records every call.
 * :class:`FakeImds` - a tiny instance metadata service recording every request that
   reaches it; it insists on its own IMDSv2 session token.
-* :class:`AgentProcess` - the real ``kiam agent`` console command (a
-  :class:`kiam_testbed.child.Child`).
+* :class:`AgentProcess` - the real ``kiam agent``, started by the test bed's ``Stack``.
 * :func:`raw_request` - HTTP/1.1 over a plain socket from a chosen source address, so
   a request target reaches the agent byte for byte (HTTP clients normalise paths).
 
@@ -35,7 +34,7 @@ from kiam.common.settings import TLSSettings
 from kiam.common.tls import server_credentials
 from kiam.wire import kiam_pb2, kiam_pb2_grpc
 from kiam_testbed.child import Child
-from kiam_testbed.commands import isolated_env, kiam_command, tls_args
+from kiam_testbed.stack import Placement, Stack
 
 ACCOUNT_ROLE = "arn:aws:iam::123456789012:role/"
 EXPIRATION = "2030-01-01T01:00:00Z"
@@ -235,8 +234,8 @@ _LISTENING = r"listening on \S*?:(\d+)"
 
 @dataclass
 class AgentProcess:
-    """``kiam agent`` on port 0 with the given certificates; :attr:`port` is where it
-    listens."""
+    """``kiam agent`` (:meth:`Stack.start_agent`) on port 0 and every address with the
+    given certificates; :attr:`port` is where it listens."""
 
     child: Child
     port: int
@@ -245,21 +244,17 @@ class AgentProcess:
     def start(
         cls, args: list[str], *, certs: CertPaths, workdir: Path, wrap: Sequence[str] = ()
     ) -> AgentProcess:
-        """Start ``kiam agent`` (``wrap`` prefixes the command, e.g. ``ip netns exec NS``)."""
-        tls = tls_args(cert=certs.agent_cert, key=certs.agent_key, ca=certs.ca)
-        agent = ["agent", "--port", "0", *tls, "--gateway-timeout-creation", "2s", *args]
-        child = Child.start(
-            "kiam agent",
-            [*wrap, *kiam_command(*agent)],
-            log_path=workdir / f"agent-{secrets.token_hex(4)}.log",
-            env=isolated_env(),
-        )
+        """Start ``kiam agent ... ARGS`` (``wrap`` prefixes the command, e.g.
+        ``ip netns exec NS``); ``args`` should name the ``--server-address``."""
+        placement = Placement(wrap=lambda argv: [*wrap, *argv], agent_listen="", agent_port=0)
+        stack = Stack(workdir / f"agent-{secrets.token_hex(4)}", placement,
+                      certs=certs.directory)
+        child = stack.start_agent(extra=["--gateway-timeout-creation", "2s", *args])
         try:
-            port = int(child.wait_for(_LISTENING)[1])
+            return cls(child=child, port=int(child.wait_for(_LISTENING)[1]))
         except BaseException:
             child.stop()
             raise
-        return cls(child=child, port=port)
 
     @property
     def popen(self) -> subprocess.Popen[bytes]:

@@ -6,19 +6,17 @@ normal user every test here skips, saying that it needs root.
 
 from __future__ import annotations
 
-import subprocess
 import tempfile
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from kiam_testbed import netns
-from kiam_testbed.sdk_clients import CallerResult, parse_result, pod_command
+from kiam_testbed.sdk_clients import PodRun, run_in_pod
 from kiam_testbed.stack import Stack, node_placement
 
-SDK_TIMEOUT = 60.0
+__all__ = ["PodRun", "node_stack", "run_in_pod"]
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
@@ -50,27 +48,3 @@ def workdir() -> Iterator[Path]:
 def node_stack(bed: netns.Bed, workdir: Path) -> Stack:
     """A stack placed in the bed's node namespace, agent behind the real DNAT rule."""
     return Stack(workdir / "stack", node_placement(bed))
-
-
-@dataclass(frozen=True, kw_only=True)
-class PodRun:
-    returncode: int
-    stdout: str
-    stderr: str
-
-    @property
-    def result(self) -> CallerResult:
-        return parse_result(self.stdout, stderr=self.stderr)
-
-
-def run_in_pod(pod: netns.PodNetns, command: Sequence[str], *, home: Path) -> PodRun:
-    """``command`` inside the pod, with an empty environment and an empty HOME."""
-    home.mkdir(parents=True, exist_ok=True)
-    done = subprocess.run(
-        pod.argv(pod_command(command, home=home)),
-        capture_output=True,
-        text=True,
-        timeout=SDK_TIMEOUT,
-        check=False,
-    )
-    return PodRun(returncode=done.returncode, stdout=done.stdout, stderr=done.stderr)

@@ -45,8 +45,9 @@ def test_children_die_with_the_process_that_started_them(tmp_path: Path) -> None
         "from kiam_testbed.commands import isolated_env\n"
         "from kiam_testbed.stack import Placement, Stack\n"
         "stack = Stack(workdir=Path(sys.argv[1]), placement=Placement())\n"
-        "child = stack.spawn('sleeper', [sys.executable, '-c', 'import time; time.sleep(60)'],"
-        " env=isolated_env())\n"
+        "code = 'import time; print(1, flush=True); time.sleep(60)'\n"
+        "child = stack.spawn('sleeper', [sys.executable, '-c', code], env=isolated_env())\n"
+        "child.wait_for('1')  # past setpriv's prctl: killed earlier, no signal is due\n"
         "print(child.popen.pid, flush=True)\n"
         "time.sleep(60)\n"
     )

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import kiam
+from kiam_testbed.netns import PodNetns
 
 JS_SOURCE = Path(__file__).resolve().parent / "js"
 _JS_FILES = ("package.json", "package-lock.json", "caller.mjs")
@@ -89,6 +90,26 @@ def pod_command(command: Sequence[str], *, home: Path) -> list[str]:
         f"AWS_DEFAULT_REGION={REGION}",
         *command,
     ]
+
+
+@dataclass(frozen=True, kw_only=True)
+class PodRun:
+    returncode: int
+    stdout: str
+    stderr: str
+
+    @property
+    def result(self) -> CallerResult:
+        return parse_result(self.stdout, stderr=self.stderr)
+
+
+def run_in_pod(pod: PodNetns, command: Sequence[str], *, home: Path,
+               timeout: float = 60.0) -> PodRun:
+    """``command`` inside the pod (:func:`pod_command`), with ``home`` made if missing."""
+    home.mkdir(parents=True, exist_ok=True)
+    done = subprocess.run(pod.argv(pod_command(command, home=home)), capture_output=True,
+                          text=True, timeout=timeout, check=False)
+    return PodRun(returncode=done.returncode, stdout=done.stdout, stderr=done.stderr)
 
 
 def boto3_command(endpoint: str) -> list[str]:
