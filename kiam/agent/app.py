@@ -121,6 +121,8 @@ class MetadataApp:
             return web.Response(text="pong", content_type="text/plain")
         if route.kind is RouteKind.HEALTH:
             return await self._health(request, deadline)
+        if route.kind is RouteKind.ROLE_NAME_REDIRECT:
+            return _redirect_to_slash(request, route)
         ip = self._caller_ip(request)
         if route.kind is RouteKind.TOKEN:
             return self._token(request, ip)
@@ -216,3 +218,15 @@ def error_response(exc: AgentError) -> web.Response:
     return web.Response(
         status=exc.status, text=exc.message + "\n", content_type="text/plain", headers=headers
     )
+
+
+def _redirect_to_slash(request: web.Request, route: Route) -> web.Response:
+    """301 to the list's canonical form, as Go Kiam answers (docs/architecture.md).
+
+    The Location is a path with no scheme or host, so the client comes back to whatever
+    address it reached us by (169.254.169.254 through the DNAT rule, or the agent itself).
+    """
+    location = route.path + "/"
+    if request.query_string:
+        location += "?" + request.query_string
+    return web.Response(status=301, headers={"Location": location})

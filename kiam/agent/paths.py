@@ -86,6 +86,7 @@ class RouteKind(Enum):
     PING = "ping"
     HEALTH = "health"
     TOKEN = "token"
+    ROLE_NAME_REDIRECT = "roleNameRedirect"
     ROLE_NAME = "roleName"
     CREDENTIALS = "credentials"
     IAM_BLOCKED = "iamBlocked"
@@ -103,14 +104,25 @@ class Route:
     @property
     def handler(self) -> str:
         """Label for the metrics, Kiam's handler names where Kiam had them."""
-        return "proxy" if self.kind is RouteKind.IAM_BLOCKED else self.kind.value
+        if self.kind is RouteKind.IAM_BLOCKED:
+            return "proxy"
+        if self.kind is RouteKind.ROLE_NAME_REDIRECT:
+            return "roleName"
+        return str(self.kind.value)
 
 
 _SEGMENT = r"[^/]+"
+# IAM's characters for role names and path segments, plus ':' for a full ARN: Go servers
+# answer GetPodRole with the annotation as written (``kiam/pathrole``, an ARN), and the
+# SDK asks for exactly that under security-credentials/.
+_ROLE_PART = r"[A-Za-z0-9+=,.@_:-]+"
 _TOKEN = re.compile(rf"^/{_SEGMENT}/api/token$")
-_ROLE_NAME = re.compile(rf"^/{_SEGMENT}/meta-data/iam/security-credentials/?$")
-_CREDENTIALS = re.compile(rf"^/{_SEGMENT}/meta-data/iam/security-credentials/([^/]+)/?$")
-# Any casing of the credentials subtree, and anything deeper than a role name in it.
+_ROLE_NAME_REDIRECT = re.compile(rf"^/{_SEGMENT}/meta-data/iam/security-credentials$")
+_ROLE_NAME = re.compile(rf"^/{_SEGMENT}/meta-data/iam/security-credentials/$")
+_CREDENTIALS = re.compile(
+    rf"^/{_SEGMENT}/meta-data/iam/security-credentials/((?:{_ROLE_PART}/)*{_ROLE_PART})/?$"
+)
+# Any other casing of the credentials subtree, and anything in it that is not a role.
 _IAM_SUBTREE = re.compile(rf"^/{_SEGMENT}/meta-data/iam/security-credentials(/|$)", re.IGNORECASE)
 
 
@@ -122,6 +134,8 @@ def classify(path: str) -> Route:
         return Route(RouteKind.HEALTH, path)
     if _TOKEN.match(path):
         return Route(RouteKind.TOKEN, path)
+    if _ROLE_NAME_REDIRECT.match(path):
+        return Route(RouteKind.ROLE_NAME_REDIRECT, path)
     if _ROLE_NAME.match(path):
         return Route(RouteKind.ROLE_NAME, path)
     if match := _CREDENTIALS.match(path):

@@ -98,9 +98,33 @@ async def test_role_name_and_credentials(agent: AgentProcess, fake_kiam: KiamSta
     ]
 
 
-async def test_no_slash_role_list_is_served_directly(agent: AgentProcess) -> None:
+async def test_no_slash_role_list_redirects_to_the_slash_form(agent: AgentProcess) -> None:
+    # as Go Kiam (TestRedirectsToCanonicalPath); the Location has no host, so the client
+    # comes back by whatever address it used (docs/architecture.md)
     reply = await call(agent, CREDS.rstrip("/"), source="127.0.1.22")
-    assert (reply.status, reply.text) == (200, "role-22")
+    assert reply.status == 301
+    assert reply.headers["Location"] == CREDS
+    followed = await call(agent, reply.headers["Location"], source="127.0.1.22")
+    assert (followed.status, followed.text) == (200, "role-22")
+
+
+async def test_redirect_keeps_the_query_and_normalises_the_path(agent: AgentProcess) -> None:
+    reply = await raw_request(
+        agent.port, "//latest//meta-data/iam/./security-credentials?x=1", source="127.0.1.22"
+    )
+    assert reply.status == 301
+    assert reply.headers["Location"] == "/latest/meta-data/iam/security-credentials/?x=1"
+
+
+async def test_an_aiohttp_client_following_the_redirect_gets_the_role(agent: AgentProcess) -> None:
+    # a client that follows redirects (as AsyncAws for PHP does) and never sends the slash
+    connector = aiohttp.TCPConnector(local_addr=("127.0.1.22", 0), force_close=True)
+    async with (
+        aiohttp.ClientSession(connector=connector) as session,
+        session.get(agent.url("127.0.0.1") + CREDS.rstrip("/")) as resp,
+    ):
+        assert (resp.status, await resp.text()) == (200, "role-22")
+        assert [r.status for r in resp.history] == [301]
 
 
 async def test_other_version_segments(agent: AgentProcess) -> None:
@@ -347,7 +371,8 @@ BYPASSES = [
     "/latest/meta-data/INSTANCE-ID",
     "/LATEST/meta-data/instance-id",
     "/latest/Meta-Data/iam/security-credentials/other-role",
-    "/latest/meta-data/iam/security-credentials/other-role/extra",
+    "/latest/meta-data/iam/security-credentials/other-role/ex!tra",
+    "/latest/meta-data/iam/security-credentials/other-role/ex~tra",
     "/latest/meta-data/iam/Security-Credentials/",
     "/latest/meta-data/instance-id\\..\\iam\\info",
 ]

@@ -94,12 +94,27 @@ def test_split_target_drops_the_query() -> None:
         ("/latest/api/token/x", RouteKind.PROXY, ""),  # deeper than the token route
         ("/latest/api/tokens", RouteKind.PROXY, ""),
         ("/api/token", RouteKind.PROXY, ""),
-        ("/latest/meta-data/iam/security-credentials", RouteKind.ROLE_NAME, ""),
+        ("/latest/meta-data/iam/security-credentials", RouteKind.ROLE_NAME_REDIRECT, ""),
         ("/latest/meta-data/iam/security-credentials/", RouteKind.ROLE_NAME, ""),
         ("/2016-09-02/meta-data/iam/security-credentials/", RouteKind.ROLE_NAME, ""),
         ("/latest/meta-data/iam/security-credentials/app", RouteKind.CREDENTIALS, "app"),
         ("/latest/meta-data/iam/security-credentials/app/", RouteKind.CREDENTIALS, "app"),
-        ("/latest/meta-data/iam/security-credentials/a/b", RouteKind.IAM_BLOCKED, ""),
+        # roles with a path, and full ARNs, as Go servers name them
+        ("/latest/meta-data/iam/security-credentials/a/b", RouteKind.CREDENTIALS, "a/b"),
+        ("/latest/meta-data/iam/security-credentials/kiam/pathrole/", RouteKind.CREDENTIALS,
+         "kiam/pathrole"),
+        (
+            "/latest/meta-data/iam/security-credentials/arn:aws:iam::123456789012:role/p/x",
+            RouteKind.CREDENTIALS,
+            "arn:aws:iam::123456789012:role/p/x",
+        ),
+        ("/latest/meta-data/iam/security-credentials/a+b=c,d.e@f_g-h", RouteKind.CREDENTIALS,
+         "a+b=c,d.e@f_g-h"),
+        # characters IAM never uses in a role keep the subtree blocked
+        ("/latest/meta-data/iam/security-credentials/a/b!", RouteKind.IAM_BLOCKED, ""),
+        ("/latest/meta-data/iam/security-credentials/a~b", RouteKind.IAM_BLOCKED, ""),
+        ("/latest/meta-data/iam/security-credentials/a$b", RouteKind.IAM_BLOCKED, ""),
+        ("/latest/meta-data/iam/security-credentialsx", RouteKind.PROXY, ""),
         ("/latest/Meta-Data/iam/security-credentials/app", RouteKind.IAM_BLOCKED, ""),
         ("/latest/meta-data/IAM/Security-Credentials/", RouteKind.IAM_BLOCKED, ""),
         ("/latest/meta-data/iam/info", RouteKind.PROXY, ""),
@@ -115,6 +130,7 @@ def test_classify(path: str, kind: RouteKind, role: str) -> None:
 
 def test_blocked_iam_paths_count_as_proxy_in_metrics() -> None:
     assert classify("/latest/META-DATA/iam/security-credentials/x").handler == "proxy"
+    assert classify("/latest/meta-data/iam/security-credentials").handler == "roleName"
     assert classify("/latest/meta-data/iam/security-credentials/").handler == "roleName"
 
 
