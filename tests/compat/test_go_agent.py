@@ -24,10 +24,15 @@ PERMITTED = "iam.amazonaws.com/permitted"
 @pytest.fixture
 async def stack(tmp_path: Path, certs: CertPaths) -> AsyncIterator[ServerStack]:
     args = ("--prometheus-listen-addr", "127.0.0.1:0")
-    namespaces = {"team": BASE_ARN + "reader", "locked": BASE_ARN + "other"}
+    namespaces = {
+        "team": BASE_ARN + "reader",
+        "locked": BASE_ARN + "other",
+        "paths": BASE_ARN + "kiam/.*",
+    }
     async with server_stack(tmp_path, certs=certs, namespaces=namespaces, server_args=args) as s:
         s.kube.create_pod("team", "web", ip="10.3.0.5", annotations={ROLE: "reader"})
         s.kube.create_pod("locked", "api", ip="10.3.0.6", annotations={ROLE: "reader"})
+        s.kube.create_pod("paths", "job", ip="10.3.0.7", annotations={ROLE: "kiam/pathrole"})
         yield s
 
 
@@ -98,6 +103,16 @@ async def test_a_go_agent_lists_the_role_and_gets_credentials(stack: ServerStack
     assert document["Code"] == "Success"
     assert document["AccessKeyId"]
     assert agent.calls == ["GetPodRole", "GetPodCredentials"]
+
+
+async def test_a_go_agent_is_served_a_path_role_by_its_name(stack: ServerStack) -> None:
+    # our server answers GetPodRole with the role's name, as IMDS lists it (a Go server
+    # answered the annotation); the SDK asks for that name, which our server accepts
+    agent = GoShapedAgent(stack.stub())
+    assert await agent.role_name("10.3.0.7") == GoAnswer(200, "pathrole")
+    answer = await agent.credentials("10.3.0.7", "pathrole")
+    assert answer.status == 200, answer.body
+    assert stack.sts.assume_role_calls(BASE_ARN + "kiam/pathrole") >= 1
 
 
 async def test_an_unknown_pod_is_no_pod_found_for_a_go_agent(stack: ServerStack) -> None:
