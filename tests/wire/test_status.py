@@ -61,10 +61,16 @@ def test_each_code_is_in_one_row_and_the_table_ends_with_the_catch_all() -> None
     assert [answer for answer in status.TABLE if answer.retried] == [status.UNAVAILABLE]
 
 
+UNICODE_REASON = "rôle «admin» is not the pod's"
+
+
 class Refuser(kiam_pb2_grpc.KiamServiceServicer):
-    """GetPodRole refuses with the row named by the request's ``ip`` (an index)."""
+    """GetPodRole refuses with the row named by the request's ``ip`` (an index), or
+    with ROLE_FORBIDDEN and :data:`UNICODE_REASON` for ``unicode``."""
 
     async def GetPodRole(self, request: kiam_pb2.GetPodRoleRequest, context: Any) -> Any:
+        if request.ip == "unicode":
+            await status.abort(context, status.ROLE_FORBIDDEN, UNICODE_REASON)
         await status.abort(context, SENT[int(request.ip)], f"row {request.ip}\nsecond line")
 
 
@@ -111,26 +117,13 @@ async def test_refusals_go_kiams_agent_matches_carry_its_exact_message(
     }
 
 
-class Unicode(kiam_pb2_grpc.KiamServiceServicer):
-    async def GetPodRole(self, request: kiam_pb2.GetPodRoleRequest, context: Any) -> Any:
-        await status.abort(context, status.ROLE_FORBIDDEN, "rôle «admin» is not the pod's")
-
-
-async def test_a_reason_beside_a_fixed_message_survives_any_text() -> None:
-    server = aio.server()
-    kiam_pb2_grpc.add_KiamServiceServicer_to_server(Unicode(), server)
-    port = server.add_insecure_port("127.0.0.1:0")
-    await server.start()
-    try:
-        async with aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-            with pytest.raises(aio.AioRpcError) as caught:
-                await kiam_pb2_grpc.KiamServiceStub(channel).GetPodRole(
-                    kiam_pb2.GetPodRoleRequest(ip="10.0.0.1"), timeout=5
-                )
-    finally:
-        await server.stop(None)
+async def test_a_reason_beside_a_fixed_message_survives_any_text(
+    stub: kiam_pb2_grpc.KiamServiceAsyncStub,
+) -> None:
+    with pytest.raises(aio.AioRpcError) as caught:
+        await stub.GetPodRole(kiam_pb2.GetPodRoleRequest(ip="unicode"), timeout=5)
     assert caught.value.details() == "forbidden by policy"
-    assert status.reason(caught.value) == "rôle «admin» is not the pod's"
+    assert status.reason(caught.value) == UNICODE_REASON
 
 
 def _received(code: grpc.StatusCode, details: str, trailer: bytes | None = None) -> aio.AioRpcError:
