@@ -2,6 +2,8 @@
 # Build: docker build -t kiam:dev .
 FROM python:3.11-slim-bookworm AS build
 WORKDIR /src
+# The product only: the test bed (testbed/) and its moto/boto3 stay out;
+# tests/test_packaging.py builds the wheel from exactly these files and lists it.
 COPY pyproject.toml README.md ./
 COPY kiam ./kiam
 RUN pip install --no-cache-dir --prefix=/install .

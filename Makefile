@@ -4,6 +4,8 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+DEMO_STAMP := $(VENV)/.installed-demo
+TESTBED := testbed/pyproject.toml
 SYSPKG_STAMP := $(VENV)/.syspkgs
 
 .PHONY: test lint demo bench mutation proto clean install syspkgs
@@ -12,9 +14,16 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 
-$(STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/pip install --quiet -e '.[test]'
-	touch $(STAMP)
+# Everything: the product with its test tools, and the test bed (testbed/: stand-ins,
+# process harness, demo), which `pip install kiam` and the image never get.
+$(STAMP): pyproject.toml $(TESTBED) | $(BIN)/python
+	$(BIN)/pip install --quiet -e '.[test]' -e ./testbed
+	touch $(STAMP) $(DEMO_STAMP)
+
+# What the demo and the benchmarks run: the product and the test bed, no test tools.
+$(DEMO_STAMP): pyproject.toml $(TESTBED) | $(BIN)/python
+	$(BIN)/pip install --quiet -e . -e ./testbed
+	touch $(DEMO_STAMP)
 
 install: $(STAMP)
 
@@ -32,16 +41,16 @@ syspkgs:
 	fi
 
 lint: $(STAMP)
-	$(BIN)/ruff check kiam tests bench tools
+	$(BIN)/ruff check kiam testbed tests bench tools
 	$(BIN)/mypy
 
 test: $(STAMP) syspkgs lint
 	$(BIN)/pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 
-demo: $(STAMP) syspkgs
+demo: $(DEMO_STAMP) syspkgs
 	$(BIN)/kiam demo $(DEMO_ARGS)
 
-bench: $(STAMP)
+bench: $(DEMO_STAMP)
 	$(BIN)/python -m bench $(BENCH_ARGS)
 
 # mutmut over the modules that decide who gets which role (docs/policy.md)
@@ -53,4 +62,4 @@ proto: $(STAMP)
 	  --python_out=. --grpc_python_out=. --mypy_out=. --mypy_grpc_out=. kiam/wire/kiam.proto
 
 clean:
-	rm -rf $(VENV) build *.egg-info .mypy_cache .ruff_cache
+	rm -rf $(VENV) build *.egg-info testbed/*.egg-info .mypy_cache .ruff_cache

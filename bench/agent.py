@@ -19,8 +19,9 @@ import orjson
 
 from bench.control import ROOT, BenchError, StandInsProcess
 from bench.report import Figure, print_table
-from kiam.testing.commands import isolated_env
-from kiam.testing.stack import Placement, Stack, free_port
+from kiam_testbed.child import Child
+from kiam_testbed.commands import isolated_env
+from kiam_testbed.stack import Placement, Stack, free_port
 
 NAMESPACE = "bench"
 ROLE = "bench-role"
@@ -71,34 +72,28 @@ class BareServer:
     """``bench/bare_server.py`` in its own process."""
 
     def __init__(self, body_file: Path) -> None:
-        self.popen = subprocess.Popen(
-            [sys.executable, "-m", "bench.bare_server", "--body-file", str(body_file),
-             "--role", ROLE],
-            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, cwd=ROOT, env=isolated_env())
-        assert self.popen.stdout is not None
-        self.url = self.popen.stdout.readline().decode().strip()
-        if not self.url:
+        command = [sys.executable, "-m", "bench.bare_server", "--body-file", str(body_file),
+                   "--role", ROLE]
+        self.child = Child.start("bare server", command, env=isolated_env(), cwd=ROOT,
+                                 log_path=body_file.with_suffix(".log"))
+        try:
+            self.url = self.child.wait_for(r"^(http://\S+)$")[1]
+        except BaseException:
             self.stop()
-            raise BenchError("bare_server printed no URL")
+            raise
 
     def stop(self) -> None:
-        self.popen.terminate()
-        try:
-            self.popen.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.popen.kill()
-            self.popen.wait()
-        if self.popen.stdout is not None:
-            self.popen.stdout.close()
+        self.child.stop()
 
 
 def _start(workdir: Path) -> tuple[StandInsProcess, Stack]:
-    stack = Stack(workdir, placement=Placement(server_port=free_port(), agent_port=free_port()))
-    standins = StandInsProcess.start(workdir, kubeconfig=stack.kubeconfig, sts=True)
+    # the stand-ins write the kubeconfig where the Stack looks for it: WORKDIR/kubeconfig
+    standins = StandInsProcess.start(workdir, kubeconfig=workdir / "kubeconfig", sts=True)
+    placement = Placement(server_port=free_port(), agent_port=free_port())
+    stack = Stack(workdir, placement, kube_url=standins.kube_url, sts_url=standins.sts_url)
     try:
         standins.call("namespace", name=NAMESPACE)
         standins.call("pods", namespace=NAMESPACE, count=len(POD_IPS), ips=POD_IPS, role=ROLE)
-        stack.kube_url, stack.sts_url = standins.kube_url, standins.sts_url
         stack.make_certs()
         stack.start_server()
         stack.start_agent()

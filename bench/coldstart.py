@@ -25,9 +25,9 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from bench.control import BenchError, StandInsProcess
 from bench.pods import pod_ip
 from bench.report import Figure, print_table, print_values
-from kiam.testing.commands import ROLE_BASE_ARN
-from kiam.testing.stack import Placement, Stack, free_port
 from kiam.wire import kiam_pb2, kiam_pb2_grpc
+from kiam_testbed.commands import ROLE_BASE_ARN
+from kiam_testbed.stack import Placement, Stack, free_port
 
 NAMESPACE = "cold"
 _TIMEOUT = 120.0
@@ -137,11 +137,12 @@ def _quantile(values: list[float], q: float) -> float:
 
 def run(*, quick: bool, workdir: Path) -> int:
     sizes = QUICK if quick else FULL
-    stack = Stack(workdir, placement=Placement(server_port=free_port(), agent_port=free_port()))
-    standins = StandInsProcess.start(workdir, kubeconfig=stack.kubeconfig, sts=True)
+    # the stand-ins write the kubeconfig where the Stack looks for it: WORKDIR/kubeconfig
+    standins = StandInsProcess.start(workdir, kubeconfig=workdir / "kubeconfig", sts=True)
+    placement = Placement(server_port=free_port(), agent_port=free_port())
+    stack = Stack(workdir, placement, kube_url=standins.kube_url, sts_url=standins.sts_url)
     try:
         standins.call("namespace", name=NAMESPACE)
-        stack.kube_url, stack.sts_url = standins.kube_url, standins.sts_url
         stack.make_certs()
         stack.start_server()
         result = asyncio.run(_measure(standins, stack, sizes))

@@ -1,5 +1,6 @@
-"""Parent-side handles on the benchmark's helper processes (synchronous on purpose:
-starting processes is set-up work; asyncio callers use ``asyncio.to_thread``)."""
+"""Parent-side handle on the benchmark's stand-ins process, a
+:class:`kiam_testbed.child.Child` (synchronous on purpose: starting processes is set-up
+work; asyncio callers make their :meth:`StandInsProcess.call` in a thread)."""
 
 from __future__ import annotations
 
@@ -12,38 +13,36 @@ from typing import IO, Any
 
 import orjson
 
-from kiam.testing.commands import isolated_env
+from kiam_testbed.child import STOP_TIMEOUT, Child, HarnessError
+from kiam_testbed.commands import isolated_env
 
 ROOT = Path(__file__).resolve().parents[1]
 """The repository: the working directory of ``python -m bench.*`` children."""
 
 
-class BenchError(Exception):
+class BenchError(HarnessError):
     """A helper process failed, or a benchmark's precondition did not hold."""
 
 
 @dataclass
 class StandInsProcess:
-    """``python -m bench.standins``: the emulator (and STS stand-in) in a child process."""
+    """``python -m bench.standins``: the emulator (and STS stand-in) in a child process,
+    driven by one JSON line per command on its stdin, answered on its stdout."""
 
-    popen: subprocess.Popen[bytes]
-    stderr_path: Path
+    child: Child
     kube_url: str
     sts_url: str
 
     @classmethod
     def start(cls, workdir: Path, *, kubeconfig: Path, sts: bool = False,
               history_size: int = 10_000) -> StandInsProcess:
-        workdir.mkdir(parents=True, exist_ok=True)
-        stderr_path = workdir / "standins.err"
         command = [sys.executable, "-m", "bench.standins", "--kubeconfig", str(kubeconfig),
                    "--history-size", str(history_size)]
         if sts:
             command.append("--sts")
-        with stderr_path.open("wb") as stderr:
-            popen = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     stderr=stderr, env=isolated_env(), cwd=ROOT)
-        proc = cls(popen=popen, stderr_path=stderr_path, kube_url="", sts_url="")
+        child = Child.start("stand-ins", command, log_path=workdir / "standins.log",
+                            env=isolated_env(), cwd=ROOT, pipes=True)
+        proc = cls(child=child, kube_url="", sts_url="")
         try:
             first = proc._read()
         except BaseException:
@@ -53,16 +52,16 @@ class StandInsProcess:
         return proc
 
     def _pipes(self) -> tuple[IO[bytes], IO[bytes]]:
-        if self.popen.stdin is None or self.popen.stdout is None:
+        popen = self.child.popen
+        if popen.stdin is None or popen.stdout is None:
             raise BenchError("stand-ins process has no pipes")
-        return self.popen.stdin, self.popen.stdout
+        return popen.stdin, popen.stdout
 
     def _read(self) -> dict[str, Any]:
         _, stdout = self._pipes()
         line = stdout.readline()
         if not line:
-            tail = self.stderr_path.read_text(errors="replace")[-2000:]
-            raise BenchError(f"stand-ins process ended (exit {self.popen.poll()}):\n{tail}")
+            raise BenchError(f"stand-ins process ended: {self.child.diagnostics()}")
         reply: dict[str, Any] = orjson.loads(line)
         return reply
 
@@ -77,14 +76,12 @@ class StandInsProcess:
         return reply
 
     def stop(self) -> None:
-        if self.popen.poll() is None and self.popen.stdin is not None:
-            with contextlib.suppress(OSError):
-                self.popen.stdin.write(b'{"cmd": "quit"}\n')
-                self.popen.stdin.close()
-            try:
-                self.popen.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.popen.kill()
-                self.popen.wait()
-        if self.popen.stdout is not None:
-            self.popen.stdout.close()
+        """Ask it to quit (closing its stdin), then stop it as any child."""
+        stdin, stdout = self._pipes()
+        with contextlib.suppress(OSError):
+            stdin.write(b'{"cmd": "quit"}\n')
+            stdin.close()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.child.popen.wait(timeout=STOP_TIMEOUT)
+        self.child.stop()
+        stdout.close()

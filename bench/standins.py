@@ -22,9 +22,9 @@ from typing import Any
 import orjson
 
 from bench.pods import ROLE_ANNOTATION, pod_body, pod_ip
-from kiam.testing.commands import ROLE_BASE_ARN
-from kiam.testing.kube import PODS, KubeEmulator
-from kiam.testing.sts import StsStandIn
+from kiam_testbed.commands import ROLE_BASE_ARN
+from kiam_testbed.kube import PODS, KubeEmulator
+from kiam_testbed.sts import StsStandIn
 
 Reply = dict[str, Any]
 _COMMAND_TIMEOUT = 300.0

@@ -18,7 +18,7 @@ import orjson
 
 from bench.control import ROOT, BenchError, StandInsProcess
 from bench.report import Figure, fmt_bytes, print_table, print_values
-from kiam.testing.commands import isolated_env
+from kiam_testbed.commands import isolated_env
 
 NAMESPACE = "bench"
 

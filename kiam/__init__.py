@@ -8,7 +8,10 @@ Layers import only downward:
     kiam.aws   kiam.k8s    AWS-side (ARNs, STS, credential cache) and Kubernetes-side caches
     kiam.server kiam.agent the two daemons; neither imports the other
     kiam.cli               flags -> settings -> daemons
-    kiam.testing           stand-ins for the tests and `kiam demo`; never imported by the daemons
+
+The test bed (stand-ins, process harness, `kiam demo`) is a separate distribution,
+``kiam_testbed`` in testbed/: kiam never imports it (``kiam demo`` loads it by name when
+installed), and neither the wheel nor the image contains it.
 
 tests/test_architecture.py enforces this.
 """

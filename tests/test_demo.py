@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from kiam.demo import mask, short_token
-from kiam.testing import netns
+from kiam_testbed import netns
+from kiam_testbed.demo import mask
 
 DEMO = [sys.executable, "-m", "kiam", "demo"]
 DEMO_TIMEOUT = 90
@@ -66,8 +66,6 @@ def test_mask_never_shows_the_value() -> None:
     assert secret not in mask(secret)
     assert "40" in mask(secret)
     assert mask("") == "(none)"
-    assert short_token("abcdefghijklmnop").startswith("abcdefgh...")
-    assert "ijklmnop" not in short_token("abcdefghijklmnop")
 
 
 def test_demo_on_loopback_shows_every_case_and_cleans_up() -> None:

@@ -35,7 +35,7 @@ from kiam.agent.errors import (
 from kiam.agent.imdsv2 import TOKEN_HEADER, TTL_HEADER, TokenStore, parse_ttl
 from kiam.agent.paths import AllowList, Route, RouteKind, classify, normalise_path, split_target
 from kiam.agent.proxy import MetadataProxy
-from kiam.common.net import normalise_ip
+from kiam.common.net import PodIP, normalise_ip
 from kiam.wire.credentials import document_from_message, render_document
 
 log = logging.getLogger(__name__)
@@ -134,7 +134,7 @@ class MetadataApp:
             return await self._credentials(ip, route.role, deadline)
         return await self._proxy(request, route, deadline)
 
-    def _caller_ip(self, request: web.Request) -> str:
+    def _caller_ip(self, request: web.Request) -> PodIP:
         if self.config.allow_ip_query and (override := request.query.get("ip")):
             try:
                 return normalise_ip(override)

@@ -1,11 +1,13 @@
 """``kiam agent``: the per-node metadata proxy process.
 
-Start-up: logging, TLS files, gRPC channels (waiting up to --gateway-timeout-creation
-for a first connection, but starting anyway so the node is served as soon as a server
-appears), the HTTP server, then - only once it is listening - the iptables rule.
-Shutdown (SIGTERM/SIGINT): /health turns 503, the HTTP server stops accepting and lets
-in-flight requests finish, then the rule is removed (--iptables-remove), then the
-channels close.
+Its lifecycle is :class:`kiam.common.supervisor.Supervisor`'s. Start-up: logging, TLS
+files, gRPC channels (waiting up to --gateway-timeout-creation for a first connection,
+but starting anyway so the node is served as soon as a server appears), the HTTP
+server, ``/metrics``, then - only once HTTP is listening - the iptables rule; then one
+``kiam agent ready`` line. Shutdown (SIGTERM/SIGINT), in :data:`SHUTDOWN_ORDER`:
+/health turns 503, the HTTP server stops accepting and lets in-flight requests finish,
+then the rule is removed (--iptables-remove), then ``/metrics`` stops and the channels
+close. A start-up step that fails undoes the steps before it the same way.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from kiam.common import logs
 from kiam.common.limits import raise_open_file_limit
 from kiam.common.metrics_http import MetricsError, start_metrics
 from kiam.common.net import join_host_port
-from kiam.common.supervisor import Supervisor
+from kiam.common.supervisor import TASKS, Supervisor
 from kiam.common.tls import TLSError, channel_credentials
 from kiam.wire.client import grpc_targets
 
@@ -44,7 +46,7 @@ class StartupError(Exception):
     """The agent cannot start; the message says why."""
 
 
-def run_agent(settings: AgentSettings, *, statsd: str = "", **_: object) -> int:
+def run_agent(settings: AgentSettings) -> int:
     """Entry point called by ``kiam.cli``; returns the exit code."""
     logs.configure(json_log=settings.log.json_log, level=settings.log.level)
     raise_open_file_limit()
@@ -81,60 +83,55 @@ async def _purge_tokens(tokens: TokenStore) -> None:
         tokens.purge()
 
 
+SHUTDOWN_ORDER = ("stop http", "remove iptables rule", TASKS, "stop metrics", "close clients")
+"""The documented order (docs/architecture.md): stop taking requests and let in-flight
+ones finish, only then remove the DNAT rule, then the rest."""
+
+
 async def _run(settings: AgentSettings) -> int:
     try:
         targets = grpc_targets(settings.server_address)
     except ValueError as exc:
         raise StartupError(f"--server-address: {exc}") from None
     credentials = await asyncio.to_thread(channel_credentials, settings.tls)
-    iptables = Iptables() if settings.iptables else None
-    client = KiamClient(targets=targets, credentials=credentials, keepalive=settings.keepalive)
-    supervisor = Supervisor()
-    session = aiohttp.ClientSession(auto_decompress=False)
-    supervisor.on_shutdown("close clients", lambda: _close(client, session))
-    await _connect(client, budget=settings.gateway_timeout_creation)
-    tokens = TokenStore()
-    metadata = _metadata_app(settings, client=client, session=session, tokens=tokens)
-    runner = web.AppRunner(metadata.build(), handle_signals=False, access_log=None)
-    await runner.setup()
-    try:
-        await _listen(runner, settings)
-    except OSError as exc:
-        await runner.cleanup()
-        await _close(client, session)
-        raise StartupError(f"cannot listen on port {settings.port}: {exc.strerror}") from None
-    if settings.prometheus_listen_addr:
-        # bound now, so a taken port is one start-up line and exit 1, not a traceback
+    async with Supervisor("kiam agent", shutdown_order=SHUTDOWN_ORDER) as daemon:
+        client = KiamClient(targets=targets, credentials=credentials, keepalive=settings.keepalive)
+        session = aiohttp.ClientSession(auto_decompress=False)
+        daemon.on_stop("close clients", lambda: _close(client, session))
+        await _connect(client, budget=settings.gateway_timeout_creation)
+        tokens = TokenStore()
+        metadata = _metadata_app(settings, client=client, session=session, tokens=tokens)
+        runner = web.AppRunner(metadata.build(), handle_signals=False, access_log=None)
+        await runner.setup()
+        daemon.on_stop("stop http", lambda: _stop_http(metadata, runner))
         try:
-            metrics_runner = await start_metrics(settings.prometheus_listen_addr, metrics.REGISTRY)
-        except MetricsError as exc:
-            await runner.cleanup()
-            await _close(client, session)
-            raise StartupError(str(exc)) from None
-        supervisor.on_shutdown("stop metrics", metrics_runner.cleanup)
-
-    async def stop_http() -> None:
-        metadata.serving = False
-        await runner.cleanup()
-
-    if iptables is not None:
-        rule = _rule(settings, listening_addresses(runner)[0][1])
-        if settings.iptables_remove:
-            supervisor.on_shutdown("remove iptables rule", lambda: _remove(iptables, rule))
-        supervisor.on_shutdown("stop http", stop_http)
-        try:
+            await _listen(runner, settings)
+        except OSError as exc:
+            raise StartupError(f"cannot listen on port {settings.port}: {exc.strerror}") from None
+        port = listening_addresses(runner)[0][1]
+        if settings.prometheus_listen_addr:
+            # bound now, so a taken port is one start-up line and exit 1, not a traceback
+            try:
+                metrics_runner = await start_metrics(
+                    settings.prometheus_listen_addr, metrics.REGISTRY
+                )
+            except MetricsError as exc:
+                raise StartupError(str(exc)) from None
+            daemon.on_stop("stop metrics", metrics_runner.cleanup)
+        if settings.iptables:
+            iptables = Iptables()
+            rule = _rule(settings, port)
+            if settings.iptables_remove:
+                # registered first: a rule half-added before a failure is removed too
+                daemon.on_stop("remove iptables rule", lambda: iptables.remove(rule))
             await iptables.add(rule)
-        except IptablesError:
-            await supervisor_abort(supervisor)
-            raise
-    else:
-        supervisor.on_shutdown("stop http", stop_http)
+        daemon.start("token-purge", _purge_tokens(tokens))
+        return await daemon.run(fields={"port": port, "iptables": settings.iptables})
 
-    supervisor.install_signal_handlers()
-    supervisor.start("token-purge", _purge_tokens(tokens))
-    await supervisor.wait()
-    log.info("kiam agent stopped")
-    return 1 if supervisor.failed else 0
+
+async def _stop_http(metadata: MetadataApp, runner: web.AppRunner) -> None:
+    metadata.serving = False  # /health answers 503 from here on
+    await runner.cleanup()
 
 
 async def _connect(client: KiamClient, *, budget: float) -> None:
@@ -168,11 +165,6 @@ def _metadata_app(
         proxy=MetadataProxy(endpoint=settings.metadata_endpoint, session=session),
         tokens=tokens,
     )
-
-
-async def supervisor_abort(supervisor: Supervisor) -> None:
-    supervisor.stop()
-    await supervisor.wait()
 
 
 def dual_stack_socket(port: int) -> socket.socket:
@@ -228,10 +220,6 @@ def _families(runner: web.AppRunner) -> str:
             if len(address) == 4 and address[0] != "::":
                 families = (families - {"ipv4"}) | {"ipv6"}
     return ",".join(sorted(families))
-
-
-async def _remove(iptables: Iptables, rule: DnatRule) -> None:
-    await iptables.remove(rule)
 
 
 async def _close(client: KiamClient, session: aiohttp.ClientSession) -> None:

@@ -4,43 +4,46 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from kiam.common.settings import KeepaliveSettings, LogSettings, TLSSettings
+from kiam.common.flags import SettingsError, flag, nested, port_number, regexp
+from kiam.common.settings import DaemonSettings, KeepaliveSettings, ServerConnection
 
 
 @dataclass(frozen=True, kw_only=True)
-class AgentSettings:
-    tls: TLSSettings
-    log: LogSettings = field(default_factory=LogSettings)
-    keepalive: KeepaliveSettings = field(default_factory=KeepaliveSettings)
-    port: int = 3100
-    """HTTP port the metadata proxy listens on."""
-    listen_address: str = ""
-    """Address the metadata proxy binds; empty binds every address, IPv4 and IPv6 (pods
-    reach it through the DNAT rule)."""
-    allow_ip_query: bool = False
-    """Development only: ``?ip=`` overrides the caller's address."""
-    allow_route_regexp: str = "^$"
-    """Normalised metadata paths matching this are proxied to the real IMDS; others 404.
+class AgentSettings(DaemonSettings, ServerConnection):
+    keepalive: KeepaliveSettings = field(default_factory=KeepaliveSettings, metadata=nested())
+    port: int = flag(3100, "HTTP port (0 picks a free port)", parse=port_number)
+    listen_address: str = flag(
+        "", "address to bind the HTTP port on; empty binds every address, IPv4 and IPv6"
+    )
+    allow_ip_query: bool = flag(
+        False, "allow ?ip= to override the caller address (development only)"
+    )
+    allow_route_regexp: str = flag(
+        "^$",
+        "metadata paths matching this are proxied to the real IMDS",
+        aliases=("whitelist-route-regexp",),
+        parse=regexp,
+    )
+    """Searched (unanchored, as Go Kiam) in the whole normalised path, version segment
+    included: ``^/latest/meta-data/placement/availability-zone$``; other paths 404."""
+    iptables: bool = flag(False, "add the DNAT rule for 169.254.169.254:80")
+    iptables_remove: bool = flag(True, "remove the DNAT rule at shutdown")
+    iptables_cleanup: bool = flag(False, "remove a leftover DNAT rule and exit")
+    host: str = flag(
+        "", "this node's IP, the DNAT destination (env HOST_IP)", env="HOST_IP"
+    )
+    host_interface: str = flag(
+        "docker0", "interface pod traffic arrives on (!eth0 inverts, cali+ is a prefix)"
+    )
+    imdsv2: str = flag(
+        "optional",
+        "whether token-less IMDSv1 requests are still served",
+        choices=("optional", "required"),
+    )
 
-    Searched (unanchored, as Go Kiam) in the whole path, version segment included:
-    ``^/latest/meta-data/placement/availability-zone$``."""
-    iptables: bool = False
-    """Install the DNAT rule for 169.254.169.254:80 at start."""
-    iptables_remove: bool = True
-    """Remove the DNAT rule on shutdown."""
-    iptables_cleanup: bool = False
-    """Remove a leftover DNAT rule and exit."""
-    host: str = ""
-    """This node's IP, the DNAT destination (env HOST_IP). Required with --iptables."""
-    host_interface: str = "docker0"
-    """Interface pod traffic arrives on; ``!eth0`` inverts, ``cali+`` is a prefix match."""
-    server_address: str = "localhost:9610"
-    """Server(s): ``host:port``, a DNS name with several addresses, or a comma-separated list."""
-    gateway_timeout_creation: float = 1.0
-    """Seconds to wait for the first connection to a server at start."""
-    prometheus_listen_addr: str = ""
-    """``host:port`` for /metrics; empty disables."""
-    imdsv2: str = "optional"
-    """``optional`` serves token-less v1 requests too; ``required`` answers them 401."""
-    metadata_endpoint: str = "http://169.254.169.254"
-    """The real IMDS, for allow-listed proxied paths."""
+    def __post_init__(self) -> None:
+        if (self.iptables or self.iptables_cleanup) and not self.host:
+            raise SettingsError("--host (or env HOST_IP) is required with --iptables")
+
+
+__all__ = ["AgentSettings"]

@@ -7,6 +7,9 @@ from datetime import datetime, timedelta
 
 from kiam.aws.arn import RoleArn
 
+MIN_SESSION_DURATION = 15 * 60.0
+"""Seconds: the shortest session STS grants, and Kiam's default ``--session-duration``."""
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Credentials:

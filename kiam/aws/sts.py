@@ -36,7 +36,7 @@ from botocore.exceptions import ConnectionError as BotoConnectionError
 
 from kiam.aws import metrics
 from kiam.aws.arn import InvalidRoleArn, RoleArn, is_role_arn, sts_endpoint
-from kiam.aws.credentials import CredentialKey, Credentials
+from kiam.aws.credentials import MIN_SESSION_DURATION, CredentialKey, Credentials
 from kiam.aws.errors import AwsError, StsAccessDenied, StsFailure, StsThrottled, StsUnavailable
 from kiam.aws.retry import RetryPolicy
 
@@ -179,7 +179,7 @@ class StsGateway:
         endpoint_url: str = "",
         assume_role_arn: str = "",
         session_name: str = "kiam-kiam",
-        session_duration: float = 900.0,
+        session_duration: float = MIN_SESSION_DURATION,
         retry: RetryPolicy | None = None,
         connect_timeout: float = 2.0,
         read_timeout: float = 5.0,

@@ -1,8 +1,18 @@
-"""Addresses as operators write them: ``host:port``, ``[::1]:9610``, ``:9620``."""
+"""Addresses as operators write them (``host:port``, ``[::1]:9610``, ``:9620``) and pod
+IPs in the one form every layer compares them in.
+
+An IP is normalised once, where it enters (a pod's status from the API, the ``ip`` of a
+request, an HTTP peer address), by :func:`normalise_ip`; everything after that takes a
+:data:`PodIP` and compares it as it is.
+"""
 
 from __future__ import annotations
 
 import ipaddress
+from typing import NewType
+
+PodIP = NewType("PodIP", str)
+"""An IP in :func:`normalise_ip`'s canonical text."""
 
 
 def split_host_port(text: str, *, default_port: int | None = None) -> tuple[str, int]:
@@ -43,12 +53,12 @@ def join_host_port(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-def normalise_ip(text: str) -> str:
+def normalise_ip(text: str) -> PodIP:
     """Canonical text of an IP: IPv4-mapped IPv6 (``::ffff:10.0.0.1``) becomes IPv4.
 
     Raises ValueError for anything that is not an IP address.
     """
     address = ipaddress.ip_address(text.split("%", 1)[0])
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        return str(address.ipv4_mapped)
-    return str(address)
+        return PodIP(str(address.ipv4_mapped))
+    return PodIP(str(address))

@@ -12,7 +12,7 @@ import sys
 from dataclasses import dataclass
 from typing import Any
 
-from kiam.common.net import normalise_ip
+from kiam.common.net import PodIP, normalise_ip
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +31,7 @@ class PodInfo:
     namespace: str
     name: str
     uid: str
-    ips: tuple[str, ...]
+    ips: tuple[PodIP, ...]
     """Normalised pod IPs (all of ``status.podIPs``)."""
     phase: str
     host_network: bool
@@ -71,14 +71,14 @@ def _str(value: Any) -> str:
     return value if isinstance(value, str) else ""
 
 
-def _ips(status: dict[str, Any]) -> tuple[str, ...]:
+def _ips(status: dict[str, Any]) -> tuple[PodIP, ...]:
     raw: list[str] = []
     pod_ips = status.get("podIPs")
     if isinstance(pod_ips, list):
         raw = [_str(_dict(entry).get("ip")) for entry in pod_ips]
     if not any(raw):
         raw = [_str(status.get("podIP"))]
-    ips: list[str] = []
+    ips: list[PodIP] = []
     for text in raw:
         if not text:
             continue

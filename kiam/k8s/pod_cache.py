@@ -16,7 +16,7 @@ import logging
 from collections.abc import Iterable
 from typing import NoReturn
 
-from kiam.common.net import normalise_ip
+from kiam.common.net import PodIP
 from kiam.k8s.client import KubeClient
 from kiam.k8s.metrics import dropped_pods
 from kiam.k8s.model import PodInfo, pod_info_from_json
@@ -41,13 +41,13 @@ def _as_tuple(entry: _Claimants) -> tuple[PodInfo, ...]:
     return entry if isinstance(entry, tuple) else (entry,)
 
 
-def _index(by_ip: dict[str, _Claimants], pod: PodInfo) -> None:
+def _index(by_ip: dict[PodIP, _Claimants], pod: PodInfo) -> None:
     for ip in pod.ips:
         entry = by_ip.get(ip)
         by_ip[ip] = pod if entry is None else (*_as_tuple(entry), pod)
 
 
-def _unindex(by_ip: dict[str, _Claimants], pod: PodInfo) -> None:
+def _unindex(by_ip: dict[PodIP, _Claimants], pod: PodInfo) -> None:
     key = _key(pod)
     for ip in pod.ips:
         entry = by_ip.get(ip)
@@ -78,7 +78,7 @@ class PodCache:
         self.announcements: asyncio.Queue[PodInfo] = asyncio.Queue(maxsize=max(1, announce_buffer))
         """Live pods with a role, new or with changed credentials: for prefetch."""
         self._pods: dict[str, PodInfo] = {}
-        self._by_ip: dict[str, _Claimants] = {}
+        self._by_ip: dict[PodIP, _Claimants] = {}
         self._waiters = KeyedWaiters()
         self.watch = ListWatch(
             client,
@@ -103,12 +103,9 @@ class PodCache:
         return list(self._pods.values())
 
     def find_by_ip(self, ip: str) -> PodInfo | None:
-        """The pod owning ``ip`` now, or None. Raises AmbiguousPodIP."""
-        try:
-            ip = normalise_ip(ip)
-        except ValueError:
-            return None
-        entry = self._by_ip.get(ip)
+        """The pod owning ``ip`` (in :func:`~kiam.common.net.normalise_ip`'s form: the
+        caller normalised it where it came in) now, or None. Raises AmbiguousPodIP."""
+        entry = self._by_ip.get(PodIP(ip))
         if entry is None:
             return None
         return owner_of_ip(_as_tuple(entry), ip=ip)
@@ -116,10 +113,6 @@ class PodCache:
     async def wait_for_ip(self, ip: str, *, timeout: float) -> PodInfo | None:  # noqa: ASYNC109
         """Like :meth:`find_by_ip`, but wait up to ``timeout`` seconds for the watch to
         deliver a pod with that IP. None when it is still unknown. Raises AmbiguousPodIP."""
-        try:
-            ip = normalise_ip(ip)
-        except ValueError:
-            return None
         return await self._waiters.wait_for(ip, lambda: self.find_by_ip(ip), timeout=timeout)
 
     def _announce(self, pod: PodInfo, old: PodInfo | None) -> None:
@@ -148,7 +141,7 @@ class PodCache:
 
     def _replace(self, pods: list[PodInfo]) -> None:
         fresh: dict[str, PodInfo] = {}
-        by_ip: dict[str, _Claimants] = {}
+        by_ip: dict[PodIP, _Claimants] = {}
         for pod in pods:
             if can_own_ip(pod):
                 fresh[_key(pod)] = pod

@@ -1,6 +1,7 @@
 """``kiam server``: answers agents over gRPC (mutual TLS) with pods' roles and credentials.
 
 - :mod:`kiam.server.policy` (pure): may this pod have the role it asks for; its STS key
+- :mod:`kiam.server.prefetch` (no I/O): keys to prefetch, keys still in use, the namespace wait
 - :mod:`kiam.server.service`: ``kiam.KiamService`` and its gRPC status codes
 - :mod:`kiam.server.metrics`: gRPC server counters (Go grpc-prometheus names)
 - :mod:`kiam.server.settings`: ``ServerSettings``, one field per flag

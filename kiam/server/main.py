@@ -1,10 +1,10 @@
 """``kiam server``: the process that wires the caches, the policy, STS and gRPC together.
 
-Start-up happens before anything is served, and any problem there (a bad kubeconfig, a
-taken gRPC or ``/metrics`` port, unusable TLS files, no base ARN) ends the process with
-one line and exit 1. ``/metrics`` (with ``--prometheus-listen-addr``) is bound then and
-serves until the end. Then named root tasks run under
-:class:`kiam.common.supervisor.Supervisor`:
+Its lifecycle is :class:`kiam.common.supervisor.Supervisor`'s. Start-up happens before
+anything is served, and any problem there (a bad kubeconfig, a taken gRPC or
+``/metrics`` port, unusable TLS files, no base ARN) ends the process with one line and
+exit 1. ``/metrics`` (with ``--prometheus-listen-addr``) is bound then and serves until
+the end. Then named root tasks run:
 
 ``pod-cache``, ``namespace-cache``  list+watch the API server
 ``events``                          posts the Warning Events the service records
@@ -13,17 +13,16 @@ serves until the end. Then named root tasks run under
 ``grpc``                            serves ``kiam.KiamService`` and ``grpc.health.v1``
 
 Health (both ``""`` and ``kiam.KiamService``) is NOT_SERVING until both caches have
-synced. SIGTERM/SIGINT drain: health goes NOT_SERVING, the server stops accepting, in
--flight RPCs get :data:`GRACE` seconds, then the tasks stop and the clients close.
+synced; then ``caches synced; serving`` and ``kiam server ready`` are logged. SIGTERM/
+SIGINT, in :data:`SHUTDOWN_ORDER`: health goes NOT_SERVING, the server stops accepting,
+in-flight RPCs get :data:`GRACE` seconds, then the tasks stop, ``/metrics`` stops and the
+clients close.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import signal
-from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
@@ -39,7 +38,7 @@ from kiam.common import logs
 from kiam.common.limits import raise_open_file_limit
 from kiam.common.metrics_http import MetricsError, start_metrics
 from kiam.common.net import join_host_port, split_host_port
-from kiam.common.supervisor import Supervisor
+from kiam.common.supervisor import TASKS, Supervisor
 from kiam.common.tls import TLSError, server_credentials
 from kiam.k8s.client import KubeClient
 from kiam.k8s.errors import KubeError
@@ -48,7 +47,8 @@ from kiam.k8s.namespace_cache import NamespaceCache
 from kiam.k8s.pod_cache import PodCache
 from kiam.server.metrics import ServerMetrics
 from kiam.server.policy import Policy
-from kiam.server.service import NAMESPACE_WAIT, KiamService
+from kiam.server.prefetch import keys_in_use, prefetch
+from kiam.server.service import KiamService
 from kiam.server.settings import ServerSettings
 from kiam.wire import kiam_pb2_grpc
 
@@ -65,7 +65,7 @@ class StartupError(Exception):
     """The server cannot start; the message is the one line the operator sees."""
 
 
-def run_server(settings: ServerSettings, *, statsd: str = "", **_: object) -> int:
+def run_server(settings: ServerSettings) -> int:
     """Entry point of ``kiam server`` (from :mod:`kiam.cli`); returns the exit code."""
     logs.configure(json_log=settings.log.json_log, level=settings.log.level)
     raise_open_file_limit()
@@ -78,9 +78,16 @@ def run_server(settings: ServerSettings, *, statsd: str = "", **_: object) -> in
         return 130
 
 
+SHUTDOWN_ORDER = ("drain grpc", TASKS, "stop metrics", "close clients")
+"""Drain first, while the caches still run (an in-flight request may be waiting for its
+pod), then the root tasks, then what they used."""
+
+
 async def serve(settings: ServerSettings) -> int:
     """Run the server until a signal or a failed task; the exit code."""
-    async with contextlib.AsyncExitStack() as stack:
+    async with Supervisor(
+        "kiam server", shutdown_order=SHUTDOWN_ORDER, shutdown_timeout=SHUTDOWN_TIMEOUT
+    ) as daemon:
         base_arn = await _base_arn(settings)
         policy = Policy(
             base_arn=base_arn,
@@ -88,9 +95,9 @@ async def serve(settings: ServerSettings) -> int:
             strict=not settings.disable_strict_namespace_regexp,
         )
         kube = await _kube_client(settings)
-        stack.push_async_callback(kube.close)
+        daemon.on_stop("close clients", kube.close)
         gateway = await _sts_gateway(settings)
-        stack.push_async_callback(gateway.close)
+        daemon.on_stop("close clients", gateway.close)
 
         pods = PodCache(
             kube, resync_interval=settings.sync, announce_buffer=settings.prefetch_buffer_size
@@ -98,15 +105,15 @@ async def serve(settings: ServerSettings) -> int:
         namespaces = NamespaceCache(kube, resync_interval=settings.sync)
         events = EventRecorder(kube)
 
-        def keys_in_use() -> set[CredentialKey]:
-            return _keys_in_use(pods=pods, namespaces=namespaces, policy=policy)
+        def in_use() -> set[CredentialKey]:
+            return keys_in_use(pods.live_pods(), permitted=namespaces.permitted, policy=policy)
 
         credentials = CredentialCache(
             gateway,
             session_duration=settings.session_duration,
             session_refresh=settings.session_refresh,
             fetchers=settings.fetchers,
-            keys_in_use=keys_in_use,
+            keys_in_use=in_use,
         )
         service = KiamService(
             pods=pods,
@@ -117,38 +124,37 @@ async def serve(settings: ServerSettings) -> int:
         )
         health = health_aio.HealthServicer()
         # grpcio's servicer starts with "" SERVING; nothing is served until the caches sync
-        for name in ("", SERVICE_NAME):
-            await health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+        await _set_health(health, health_pb2.HealthCheckResponse.NOT_SERVING)
         server, address = _grpc_server(settings, service=service, health=health)
         if settings.prometheus_listen_addr:
             metrics_runner = await _metrics(settings.prometheus_listen_addr)
-            stack.push_async_callback(metrics_runner.cleanup)
+            daemon.on_stop("stop metrics", metrics_runner.cleanup)
         await _start(server, address)
+        daemon.on_stop("drain grpc", lambda: _drain(server, service=service, health=health))
 
-        supervisor = Supervisor(shutdown_timeout=SHUTDOWN_TIMEOUT)
-        draining = asyncio.Event()
-        supervisor.start("pod-cache", pods.run())
-        supervisor.start("namespace-cache", namespaces.run())
-        supervisor.start("events", events.run())
-        supervisor.start("credential-cache", credentials.run())
-        supervisor.start(
+        daemon.start("pod-cache", pods.run())
+        daemon.start("namespace-cache", namespaces.run())
+        daemon.start("events", events.run())
+        daemon.start("credential-cache", credentials.run())
+        daemon.start(
             "prefetch",
-            prefetch(pods=pods, namespaces=namespaces, policy=policy, credentials=credentials),
-        )
-        supervisor.start(
-            "grpc",
-            _serve_grpc(
-                server,
-                service=service,
-                health=health,
-                ready=(pods.synced, namespaces.synced),
-                draining=draining,
-                stop=supervisor.stop,
+            prefetch(
+                announcements=pods.announcements,
+                namespaces=namespaces,
+                synced=namespaces.synced,
+                policy=policy,
+                fetch=credentials.prefetch,
             ),
         )
-        _install_signal_handlers(draining)
-        await supervisor.wait()
-        return 1 if supervisor.failed is not None else 0
+        daemon.start("grpc", server.wait_for_termination())
+
+        async def synced() -> None:
+            await pods.synced.wait()
+            await namespaces.synced.wait()
+            await _set_health(health, health_pb2.HealthCheckResponse.SERVING)
+            log.info("caches synced; serving")
+
+        return await daemon.run(ready=synced, fields={"address": address})
     raise AssertionError("unreachable")  # pragma: no cover
 
 
@@ -158,7 +164,8 @@ async def serve(settings: ServerSettings) -> int:
 async def _base_arn(settings: ServerSettings) -> str:
     from kiam.aws.arn import InvalidRoleArn, validate_base_arn
 
-    if settings.role_base_arn:
+    # an explicit base wins over --role-base-arn-autodetect
+    if settings.role_base_arn or not settings.role_base_arn_autodetect:
         try:
             return validate_base_arn(settings.role_base_arn)
         except InvalidRoleArn as exc:
@@ -256,105 +263,21 @@ async def _start(server: aio.Server, address: str) -> None:
     log.info("serving on %s", address, extra={"fields": {"address": address}})
 
 
-def _install_signal_handlers(draining: asyncio.Event) -> None:
-    loop = asyncio.get_running_loop()
-
-    def on_signal(sig: signal.Signals) -> None:
-        log.info("received %s; draining", sig.name)
-        draining.set()
-
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, on_signal, sig)
-
-
-# ---------------------------------------------------------------- root tasks
-
-
-async def _serve_grpc(
-    server: aio.Server,
-    *,
-    service: KiamService,
-    health: health_aio.HealthServicer,
-    ready: tuple[asyncio.Event, ...],
-    draining: asyncio.Event,
-    stop: Callable[[], None],
+async def _set_health(
+    health: health_aio.HealthServicer, status: health_pb2.HealthCheckResponse.ServingStatus
 ) -> None:
-    """Mark health SERVING once synced; on a signal, drain and then stop the supervisor.
-
-    When another task fails instead, we are cancelled and stop at once (grace 0 would cut
-    in-flight RPCs, so they still get a short grace).
-    """
-    grace = GRACE
-    marker = asyncio.create_task(_mark_serving(health, ready), name="grpc-health-serving")
-    try:
-        await draining.wait()
-    except asyncio.CancelledError:
-        grace = 1.0
-        raise
-    finally:
-        marker.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await marker
-        service.draining = True
-        await asyncio.shield(_drain(server, health, grace=grace))
-        stop()
-
-
-async def _mark_serving(
-    health: health_aio.HealthServicer, ready: tuple[asyncio.Event, ...]
-) -> None:
-    for event in ready:
-        await event.wait()
     for name in ("", SERVICE_NAME):
-        await health.set(name, health_pb2.HealthCheckResponse.SERVING)
-    log.info("caches synced; serving")
+        await health.set(name, status)
 
 
-async def _drain(server: aio.Server, health: health_aio.HealthServicer, *, grace: float) -> None:
+async def _drain(
+    server: aio.Server, *, service: KiamService, health: health_aio.HealthServicer
+) -> None:
+    """Refuse new calls (UNAVAILABLE, NOT_SERVING), give in-flight ones :data:`GRACE`."""
+    service.draining = True
     await health.enter_graceful_shutdown()
-    await server.stop(grace)
+    await server.stop(GRACE)
     log.info("gRPC server stopped")
 
 
-async def prefetch(
-    *,
-    pods: PodCache,
-    namespaces: NamespaceCache,
-    policy: Policy,
-    credentials: CredentialCache,
-) -> None:
-    """Fetch credentials ahead for every pod with a role its namespace permits."""
-    await namespaces.synced.wait()
-    while True:
-        pod = await pods.announcements.get()
-        permitted = namespaces.permitted(pod.namespace)
-        if permitted is None:
-            # the two watches are independent: a new namespace may trail its first pod
-            info = await namespaces.wait_for_namespace(pod.namespace, timeout=NAMESPACE_WAIT)
-            permitted = info.permitted if info is not None else None
-        key = policy.key_for(pod=pod, permitted=permitted)
-        if key is not None:
-            credentials.prefetch(key)
-
-
-def _keys_in_use(
-    *, pods: PodCache, namespaces: NamespaceCache, policy: Policy
-) -> set[CredentialKey]:
-    """Keys of the live pods the policy would serve. Pods share a handful of
-    (namespace, role, session, external id) combinations, so each is decided once."""
-    keys: set[CredentialKey] = set()
-    decided: dict[tuple[str, str, str, str], CredentialKey | None] = {}
-    for pod in pods.live_pods():
-        if pod.host_network or not pod.role:
-            continue
-        combination = (pod.namespace, pod.role, pod.session_name, pod.external_id)
-        if combination not in decided:
-            permitted = namespaces.permitted(pod.namespace)
-            decided[combination] = policy.key_for(pod=pod, permitted=permitted)
-        key = decided[combination]
-        if key is not None:
-            keys.add(key)
-    return keys
-
-
-__all__ = ["StartupError", "prefetch", "run_server", "serve"]
+__all__ = ["StartupError", "run_server", "serve"]

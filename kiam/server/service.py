@@ -20,10 +20,11 @@ from grpc import aio
 
 from kiam.aws.credentials import CredentialKey, Credentials
 from kiam.aws.errors import AwsError
-from kiam.common.net import normalise_ip
+from kiam.common.net import PodIP, normalise_ip
 from kiam.k8s.errors import AmbiguousPodIP
-from kiam.k8s.model import NamespaceInfo, PodInfo
+from kiam.k8s.model import PodInfo
 from kiam.server.policy import Allowed, Policy
+from kiam.server.prefetch import Namespaces, permitted_expression
 from kiam.wire import kiam_pb2, kiam_pb2_grpc, status
 from kiam.wire.credentials import format_timestamp
 
@@ -33,8 +34,6 @@ DEFAULT_WAIT = 3.0
 """Seconds to wait for an unknown IP when the client sent no deadline."""
 DEADLINE_MARGIN = 0.1
 """Seconds kept back from the client's deadline to send the answer in."""
-NAMESPACE_WAIT = 1.0
-"""Longest wait for a namespace the cache has not seen yet (it is normally there first)."""
 
 ROLE_FORBIDDEN = "KiamRoleForbidden"
 CREDENTIAL_ERROR = "KiamCredentialError"
@@ -53,20 +52,11 @@ class PodLookup(Protocol):
     async def wait_for_ip(self, ip: str, *, timeout: float) -> PodInfo | None: ...  # noqa: ASYNC109
 
 
-class NamespaceLookup(Protocol):
+class NamespaceLookup(Namespaces, Protocol):
     """What the service needs of ``kiam.k8s.namespace_cache.NamespaceCache``."""
 
     @property
     def synced(self) -> asyncio.Event: ...
-
-    def permitted(self, namespace: str) -> str | None: ...
-
-    async def wait_for_namespace(
-        self,
-        name: str,
-        *,
-        timeout: float,  # noqa: ASYNC109
-    ) -> NamespaceInfo | None: ...
 
 
 class EventSink(Protocol):
@@ -169,7 +159,7 @@ class KiamService(kiam_pb2_grpc.KiamServiceServicer):
                 "kiam server has not synced its pod and namespace caches yet",
             )
 
-    async def _parse_ip(self, text: str, context: Context) -> str:
+    async def _parse_ip(self, text: str, context: Context) -> PodIP:
         try:
             return normalise_ip(text)
         except ValueError:
@@ -181,7 +171,7 @@ class KiamService(kiam_pb2_grpc.KiamServiceServicer):
             return self._default_wait
         return remaining - DEADLINE_MARGIN
 
-    async def _find_pod(self, ip: str, context: Context) -> PodInfo:
+    async def _find_pod(self, ip: PodIP, context: Context) -> PodInfo:
         try:
             pod = self._pods.find_by_ip(ip)
             if pod is None:
@@ -200,15 +190,9 @@ class KiamService(kiam_pb2_grpc.KiamServiceServicer):
         return pod
 
     async def _permitted(self, namespace: str, context: Context) -> str | None:
-        permitted = self._namespaces.permitted(namespace)
-        if permitted is not None:
-            return permitted
-        # A namespace created just before its pod may not have reached our watch yet.
-        budget = min(self._budget(context), NAMESPACE_WAIT)
-        if budget <= 0:
-            return None
-        info = await self._namespaces.wait_for_namespace(namespace, timeout=budget)
-        return info.permitted if info is not None else None
+        return await permitted_expression(
+            self._namespaces, namespace, budget=self._budget(context)
+        )
 
     async def _fetch(
         self, decision: Allowed, *, pod: PodInfo, context: Context, fields: dict[str, str]

@@ -4,49 +4,84 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from kiam.common.settings import KeepaliveSettings, LogSettings, TLSSettings
+from kiam.aws.credentials import MIN_SESSION_DURATION
+from kiam.common.flags import (
+    SettingsError,
+    at_least,
+    duration,
+    flag,
+    nested,
+    positive_duration,
+)
+from kiam.common.settings import DEFAULT_SERVER_ADDRESS, DaemonSettings, KeepaliveSettings
 
 
 @dataclass(frozen=True, kw_only=True)
-class ServerSettings:
-    tls: TLSSettings
-    log: LogSettings = field(default_factory=LogSettings)
-    keepalive: KeepaliveSettings = field(default_factory=KeepaliveSettings)
-    bind: str = "localhost:9610"
-    """gRPC listen address."""
-    kubeconfig: str = ""
-    """Path to a kubeconfig; empty means in-cluster configuration."""
-    sync: float = 60.0
-    """Seconds between full resyncs (re-lists) of the pod and namespace caches."""
-    role_base_arn: str = ""
-    """Base for bare role names, e.g. ``arn:aws:iam::123456789012:role/``."""
-    role_base_arn_autodetect: bool = False
-    """Detect the base ARN from the instance's IAM profile via IMDS."""
-    disable_strict_namespace_regexp: bool = False
-    """Do not anchor the namespace ``iam.amazonaws.com/permitted`` expression."""
-    session: str = "kiam"
-    """Default STS session name (sent as ``kiam-<name>``)."""
-    session_duration: float = 900.0
-    """Requested STS session duration in seconds (at least 15 minutes)."""
-    session_refresh: float = 300.0
-    """Refresh credentials when less than this many seconds are left; never serve below it."""
-    assume_role_arn: str = ""
-    """A role the server assumes first, to make its own STS calls with."""
-    region: str = ""
-    """AWS region for a regional STS endpoint; empty uses the global endpoint."""
-    sts_endpoint: str = ""
-    """Explicit STS endpoint URL (tests, the demo, VPC endpoints)."""
-    fetchers: int = 8
-    """Parallel credential fetchers for prefetch and refresh."""
-    prefetch_buffer_size: int = 1000
-    """Pod events held between the pod watcher and the prefetcher."""
-    prometheus_listen_addr: str = ""
-    """``host:port`` for /metrics; empty disables."""
-    max_connection_idle: float = 0.0
-    """gRPC: close connections idle this long (0 = never)."""
-    max_connection_age: float = 0.0
-    """gRPC: close connections this old so clients rebalance (0 = never)."""
-    max_connection_age_grace: float = 0.0
-    """gRPC: grace for in-flight RPCs after max age (0 = unbounded)."""
-    metadata_endpoint: str = "http://169.254.169.254"
-    """IMDS, used only by --role-base-arn-autodetect."""
+class ServerSettings(DaemonSettings):
+    # the server always accepts pings without a call in flight (kiam.server.main)
+    keepalive: KeepaliveSettings = field(
+        default_factory=KeepaliveSettings, metadata=nested(omit=("permit_without_stream",))
+    )
+    bind: str = flag(DEFAULT_SERVER_ADDRESS, "gRPC bind address")
+    kubeconfig: str = flag("", "path to a kubeconfig; empty = in-cluster")
+    sync: float = flag(
+        60.0, "resync (re-list) interval of the pod and namespace caches", parse=positive_duration
+    )
+    role_base_arn: str = flag(
+        "", "base ARN for bare role names, e.g. arn:aws:iam::123456789012:role/"
+    )
+    role_base_arn_autodetect: bool = flag(
+        False, "detect the base ARN from the instance profile via the metadata service"
+    )
+    disable_strict_namespace_regexp: bool = flag(
+        False, "do not anchor the namespace permitted expression with ^...$"
+    )
+    session: str = flag("kiam", "session name used for STS tokens (sent as kiam-<name>)")
+    session_duration: float = flag(
+        MIN_SESSION_DURATION, "requested STS session duration (minimum 15m)", parse=duration
+    )
+    session_refresh: float = flag(
+        300.0,
+        "refresh credentials this long before they expire; never serve them with less left",
+        parse=duration,
+    )
+    assume_role_arn: str = flag(
+        "", "IAM role the server assumes before making STS calls"
+    )
+    region: str = flag(
+        "", "AWS region for a regional STS endpoint; empty uses the global endpoint"
+    )
+    sts_endpoint: str = flag("", "explicit STS endpoint URL (tests, the demo, VPC endpoints)")
+    fetchers: int = flag(8, "parallel credential fetchers", parse=at_least(1))
+    prefetch_buffer_size: int = flag(
+        1000, "pod events held between the pod watcher and the prefetcher", parse=at_least(1)
+    )
+    max_connection_idle: float = flag(
+        0.0,
+        "close gRPC connections idle this long (0 = never)",
+        name="grpc-max-connection-idle",
+        parse=duration,
+    )
+    max_connection_age: float = flag(
+        0.0,
+        "close gRPC connections this old so agents rebalance (0 = never)",
+        name="grpc-max-connection-age",
+        parse=duration,
+    )
+    max_connection_age_grace: float = flag(
+        0.0,
+        "grace for in-flight RPCs after the maximum age (0 = unbounded)",
+        name="grpc-max-connection-age-grace",
+        parse=duration,
+    )
+
+    def __post_init__(self) -> None:
+        if not self.role_base_arn and not self.role_base_arn_autodetect:
+            raise SettingsError(
+                "role-base-arn not specified and not auto-detected: "
+                "use --role-base-arn or --role-base-arn-autodetect"
+            )
+        if self.session_duration < MIN_SESSION_DURATION:
+            raise SettingsError("--session-duration must be at least 15m (the STS minimum)")
+        if not 0 <= self.session_refresh < self.session_duration:
+            raise SettingsError("--session-refresh must be shorter than --session-duration")

@@ -8,16 +8,14 @@ connect itself: the scripted :mod:`tests.agent.named_server` and a small HTTP cl
 from __future__ import annotations
 
 import json
-import select
-import signal
 import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-import pytest
-
 from kiam.certs import CertPaths
+from kiam_testbed.child import Child
+from kiam_testbed.commands import isolated_env
 
 REPO = Path(__file__).resolve().parents[2]
 CREDS = "/latest/meta-data/iam/security-credentials/"
@@ -46,8 +44,9 @@ def start_named_server(
     *,
     bind: str,
     name: str,
+    log_dir: Path,
     hold_file: Path | None = None,
-) -> subprocess.Popen[str]:
+) -> Child:
     """Start a named server at ``bind`` (``host:port``) and wait until it listens."""
     command = [
         *wrap,
@@ -58,33 +57,16 @@ def start_named_server(
     ]
     if hold_file is not None:
         command += ["--hold-file", str(hold_file)]
-    server = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, text=True)
-    if next_line(server, timeout=30) != "ready":
-        server.kill()
-        stop_process(server)
-        pytest.fail(f"scripted server {name} did not start (exit {server.poll()})")
-    return server
-
-
-def next_line(process: subprocess.Popen[str], *, timeout: float) -> str:
-    """The next line ``process`` prints, stripped; ``""`` when none comes in ``timeout``."""
-    assert process.stdout is not None
-    # the pipe is only read here, a line at a time, so nothing waits in a buffer unseen
-    ready, _, _ = select.select([process.stdout], [], [], timeout)
-    return process.stdout.readline().strip() if ready else ""
-
-
-def stop_process(process: subprocess.Popen[str]) -> None:
-    """SIGTERM, wait, SIGKILL if need be; close its output pipe."""
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
+    server = Child.start(
+        f"named server {name}", command, log_path=log_dir / f"named-{name}.log",
+        env=isolated_env(), cwd=REPO,
+    )
     try:
-        process.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
-    if process.stdout is not None:
-        process.stdout.close()
+        server.wait_for("^ready$")
+    except BaseException:
+        server.stop()
+        raise
+    return server
 
 
 def start_client(

@@ -5,7 +5,8 @@
   server cannot easily produce. It records every call.
 * :class:`FakeImds` - a tiny instance metadata service recording every request that
   reaches it; it insists on its own IMDSv2 session token.
-* :class:`AgentProcess` - the real ``kiam agent`` console command.
+* :class:`AgentProcess` - the real ``kiam agent`` console command (a
+  :class:`kiam_testbed.child.Child`).
 * :func:`raw_request` - HTTP/1.1 over a plain socket from a chosen source address, so
   a request target reaches the agent byte for byte (HTTP clients normalise paths).
 
@@ -17,12 +18,9 @@ from __future__ import annotations
 
 import asyncio
 import http.server
-import os
-import re
 import secrets
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Sequence
@@ -36,6 +34,8 @@ from kiam.certs import CertPaths
 from kiam.common.settings import TLSSettings
 from kiam.common.tls import server_credentials
 from kiam.wire import kiam_pb2, kiam_pb2_grpc
+from kiam_testbed.child import Child
+from kiam_testbed.commands import isolated_env, kiam_command, tls_args
 
 ACCOUNT_ROLE = "arn:aws:iam::123456789012:role/"
 EXPIRATION = "2030-01-01T01:00:00Z"
@@ -230,76 +230,52 @@ def start_fake_imds() -> tuple[http.server.ThreadingHTTPServer, ImdsState, int]:
 
 # ------------------------------------------------------------------ the agent process
 
-_LISTENING = re.compile(r"listening on \S*?:(\d+)")
+_LISTENING = r"listening on \S*?:(\d+)"
 
 
 @dataclass
 class AgentProcess:
-    popen: subprocess.Popen[bytes]
-    log_path: Path
-    port: int = 0
+    """``kiam agent`` on port 0 with the given certificates; :attr:`port` is where it
+    listens."""
+
+    child: Child
+    port: int
 
     @classmethod
     def start(
         cls, args: list[str], *, certs: CertPaths, workdir: Path, wrap: Sequence[str] = ()
     ) -> AgentProcess:
         """Start ``kiam agent`` (``wrap`` prefixes the command, e.g. ``ip netns exec NS``)."""
-        log_path = workdir / f"agent-{secrets.token_hex(4)}.log"
-        command = [
-            *wrap,
-            sys.executable,
-            "-m",
-            "kiam",
-            "agent",
-            "--port",
-            "0",
-            "--cert",
-            str(certs.agent_cert),
-            "--key",
-            str(certs.agent_key),
-            "--ca",
-            str(certs.ca),
-            "--gateway-timeout-creation",
-            "2s",
-            *args,
-        ]
-        env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
-        with log_path.open("wb") as log:
-            popen = subprocess.Popen(
-                command, stdout=log, stderr=log, stdin=subprocess.DEVNULL, env=env
-            )
-        agent = cls(popen=popen, log_path=log_path)
-        agent.port = agent._wait_listening()
-        return agent
+        tls = tls_args(cert=certs.agent_cert, key=certs.agent_key, ca=certs.ca)
+        agent = ["agent", "--port", "0", *tls, "--gateway-timeout-creation", "2s", *args]
+        child = Child.start(
+            "kiam agent",
+            [*wrap, *kiam_command(*agent)],
+            log_path=workdir / f"agent-{secrets.token_hex(4)}.log",
+            env=isolated_env(),
+        )
+        try:
+            port = int(child.wait_for(_LISTENING)[1])
+        except BaseException:
+            child.stop()
+            raise
+        return cls(child=child, port=port)
+
+    @property
+    def popen(self) -> subprocess.Popen[bytes]:
+        return self.child.popen
 
     def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def _wait_listening(self, timeout: float = 30.0) -> int:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if match := _LISTENING.search(self.log()):
-                return int(match.group(1))
-            if self.popen.poll() is not None:
-                break
-            time.sleep(0.05)
-        self.stop()
-        raise RuntimeError(f"kiam agent did not start:\n{self.log()}")
+        return self.child.log()
 
     def url(self, host: str = "127.0.0.1") -> str:
         return f"http://[{host}]:{self.port}" if ":" in host else f"http://{host}:{self.port}"
 
     def terminate(self) -> None:
-        if self.popen.poll() is None:
-            self.popen.send_signal(signal.SIGTERM)
+        self.child.signal(signal.SIGTERM)
 
     def stop(self, timeout: float = 15.0) -> int:
-        self.terminate()
-        try:
-            return self.popen.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            self.popen.kill()
-            return self.popen.wait()
+        return self.child.stop(timeout=timeout)
 
 
 # ------------------------------------------------------------------ raw HTTP

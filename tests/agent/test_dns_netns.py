@@ -29,7 +29,8 @@ import pytest
 
 from kiam.certs import CertPaths
 from kiam.wire.client import DEFAULT_PORT
-from tests.agent.netns_helpers import read_answers, start_client, start_named_server, stop_process
+from kiam_testbed.child import Child
+from tests.agent.netns_helpers import read_answers, start_client, start_named_server
 from tests.agent.standins import AgentProcess
 
 pytestmark = pytest.mark.netns
@@ -89,10 +90,11 @@ def netns(tmp_path: Path) -> Iterator[list[str]]:
 def test_a_dns_name_with_two_addresses_spreads_and_survives_losing_one(
     netns: list[str], certs: CertPaths, tmp_path: Path
 ) -> None:
-    servers: dict[str, subprocess.Popen[str]] = {}
+    servers: dict[str, Child] = {}
     try:
         for name, address in zip(("a", "b"), ADDRESSES, strict=True):
-            servers[name] = start_named_server(netns, certs, bind=f"{address}:{PORT}", name=name)
+            bind = f"{address}:{PORT}"
+            servers[name] = start_named_server(netns, certs, bind=bind, name=name, log_dir=tmp_path)
         agent = AgentProcess.start(
             ["--server-address", f"{NAME}:{PORT}", "--gateway-timeout-creation", "10s"],
             certs=certs,
@@ -101,7 +103,7 @@ def test_a_dns_name_with_two_addresses_spreads_and_survives_losing_one(
         )
     except BaseException:
         for server in servers.values():
-            stop_process(server)
+            server.stop()
         raise
     try:
         # both addresses behind the one name serve requests (round_robin)
@@ -114,8 +116,8 @@ def test_a_dns_name_with_two_addresses_spreads_and_survives_losing_one(
         # kill one server while a pod keeps asking: no request fails
         with start_client(netns, agent.port, 300) as load:
             during = read_answers(load, 30)
-            servers["a"].send_signal(signal.SIGKILL)
-            servers["a"].wait(timeout=10)
+            servers["a"].signal(signal.SIGKILL)
+            servers["a"].popen.wait(timeout=10)
             during += read_answers(load)
             assert load.wait(timeout=60) == 0
         assert len(during) == 300
@@ -126,14 +128,16 @@ def test_a_dns_name_with_two_addresses_spreads_and_survives_losing_one(
     finally:
         agent.stop()
         for server in servers.values():
-            stop_process(server)
+            server.stop()
 
 
 def test_kiam_health_reaches_a_server_by_a_name_without_a_port(
-    netns: list[str], certs: CertPaths
+    netns: list[str], certs: CertPaths, tmp_path: Path
 ) -> None:
     # Only the name is given: the port is the default, as it is for the agent.
-    server = start_named_server(netns, certs, bind=f"{ADDRESSES[0]}:{DEFAULT_PORT}", name="a")
+    server = start_named_server(
+        netns, certs, bind=f"{ADDRESSES[0]}:{DEFAULT_PORT}", name="a", log_dir=tmp_path
+    )
     try:
         probe = _run(
             *netns,
@@ -143,5 +147,5 @@ def test_kiam_health_reaches_a_server_by_a_name_without_a_port(
             *("--ca", str(certs.ca), "--server-address", NAME, "--timeout", "10s"),
         )
     finally:
-        stop_process(server)
+        server.stop()
     assert (probe.returncode, probe.stdout) == (0, "healthy: ok from a\n"), probe.stderr

@@ -8,6 +8,7 @@ itself, runs through ``ip netns exec kiamtest-<random>``.
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import shutil
 import subprocess
@@ -22,11 +23,9 @@ import pytest
 from kiam.certs import CertPaths
 from tests.agent.netns_helpers import (
     CREDS,
-    next_line,
     read_answers,
     start_client,
     start_named_server,
-    stop_process,
 )
 from tests.agent.standins import AgentProcess
 
@@ -91,14 +90,7 @@ def dnat_rules(netns: str) -> list[str]:
 
 
 def wait_for_log(agent: AgentProcess, text: str, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if text in agent.log():
-            return
-        if agent.popen.poll() is not None:
-            break
-        time.sleep(0.05)
-    pytest.fail(f"{text!r} never appeared:\n{agent.log()}")
+    agent.child.wait_for(re.escape(text), timeout=timeout)
 
 
 def agent_args(*extra: str) -> list[str]:
@@ -125,9 +117,12 @@ def test_agent_adds_the_rule_once_listening_and_removes_it_on_sigterm(
         agent_args(), certs=certs, workdir=tmp_path, wrap=["ip", "netns", "exec", netns]
     )
     try:
-        wait_for_log(agent, "added iptables rule")
+        wait_for_log(agent, "kiam agent ready")
         log = agent.log()
+        # ready only once the whole start order is done: listening, then the rule
         assert log.index("listening on") < log.index("added iptables rule")
+        assert log.index("added iptables rule") < log.index("kiam agent ready")
+        assert log.count("kiam agent ready") == 1
         rules = dnat_rules(netns)
         assert len(rules) == 1
         assert "! -i eth0" in rules[0] and "--dport 80" in rules[0] and RULE in rules[0]
@@ -184,7 +179,9 @@ def test_sigterm_lets_an_in_flight_request_finish_before_the_rule_goes(
     wrap = ["ip", "netns", "exec", netns]
     release = tmp_path / "release"
     # 127.0.0.1 of the namespace's own loopback: an address the server certificate names
-    server = start_named_server(wrap, certs, bind="127.0.0.1:9612", name="a", hold_file=release)
+    server = start_named_server(
+        wrap, certs, bind="127.0.0.1:9612", name="a", hold_file=release, log_dir=tmp_path
+    )
     try:
         agent = AgentProcess.start(
             agent_args("--server-address", "127.0.0.1:9612", "--gateway-timeout-creation", "10s"),
@@ -195,7 +192,7 @@ def test_sigterm_lets_an_in_flight_request_finish_before_the_rule_goes(
         try:
             wait_for_log(agent, "added iptables rule")
             with start_client(wrap, agent.port, 1, path=CREDS + "from-a") as client:
-                assert next_line(server, timeout=20) == "held", agent.log()
+                server.wait_for("^held$", timeout=20)
                 agent.terminate()
                 wait_for_log(agent, "received SIGTERM")
                 # a request is in flight, so the rule stays, however long we look
@@ -208,7 +205,7 @@ def test_sigterm_lets_an_in_flight_request_finish_before_the_rule_goes(
         finally:
             agent.stop()
     finally:
-        stop_process(server)
+        server.stop()
     assert dnat_rules(netns) == []
     log = agent.log()
     assert log.index("served credentials") < log.index("removed iptables rule")

@@ -11,7 +11,7 @@ import aiohttp
 import pytest
 
 from kiam.certs import CertPaths, generate_certificates
-from kiam.testing.stack import free_port
+from kiam_testbed.stack import free_port
 from tests.agent.conftest import KiamStandIn
 from tests.agent.standins import AgentProcess
 
@@ -133,6 +133,8 @@ async def test_graceful_shutdown_finishes_in_flight_requests(
     with pytest.raises(aiohttp.ClientConnectionError):
         await get(agent.url() + "/ping")
     log = agent.log()
+    assert log.index("listening on") < log.index("kiam agent ready")
+    assert log.index("kiam agent ready") < log.index("received SIGTERM")
     assert log.index("received SIGTERM") < log.index("kiam agent stopped")
 
 

@@ -1,7 +1,7 @@
 """The real ``kiam agent`` in front of two real ``kiam server`` processes.
 
 Everything is a console command with ``kiam certs`` certificates over mTLS: the
-Kubernetes emulator and STS stand-in (``kiam.testing.stack``), two servers, and the
+Kubernetes emulator and STS stand-in (``kiam_testbed.stack``), two servers, and the
 agent given both servers as a comma-separated list. Pods are loopback source addresses.
 
 Statuses produced here from real servers: 200, 401 (forged token), 403 (another role; the
@@ -26,8 +26,9 @@ import pytest
 
 from kiam.agent.imdsv2 import TOKEN_HEADER, TTL_HEADER
 from kiam.certs import CertPaths
-from kiam.testing.commands import ROLE_BASE_ARN
-from kiam.testing.stack import Placement, Process, Stack, free_port
+from kiam_testbed.child import Child
+from kiam_testbed.commands import ROLE_BASE_ARN
+from kiam_testbed.stack import Placement, Stack, free_port
 from tests.agent.standins import AgentProcess
 
 CREDS = "/latest/meta-data/iam/security-credentials/"
@@ -42,16 +43,8 @@ TWIN_IP = "127.0.3.23"
 @dataclass
 class Cluster:
     stacks: list[Stack]
-    servers: list[Process]
+    servers: list[Child]
     agent: AgentProcess
-
-
-def _second_stack(first: Stack, workdir: Path, port: int) -> Stack:
-    """A Stack that shares the first one's emulator, STS stand-in and certificates."""
-    second = Stack(workdir=workdir, placement=Placement(server_port=port))
-    second.kube_url, second.sts_url = first.kube_url, first.sts_url
-    second.kubeconfig, second.certs = first.kubeconfig, first.certs
-    return second
 
 
 @pytest.fixture(scope="module")
@@ -76,7 +69,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         fault = {"kind": "access-denied", "count": 10_000, "role_arn": ROLE_BASE_ARN + "role-90"}
         status, text = first.http("POST", first.sts_url + "/_standin/faults", body=fault)
         assert status == 200, text
-        second = _second_stack(first, base / "two", free_port())
+        second = first.sibling(base / "two", Placement(server_port=free_port()))
         stacks.append(second)
         servers = [first.start_server(), second.start_server()]
         addresses = ",".join(f"127.0.0.1:{s.placement.server_port}" for s in stacks)
@@ -208,7 +201,7 @@ async def test_conflict_and_sts_failure_from_a_real_server(cluster: Cluster) -> 
 
 
 async def test_a_dead_server_is_503_and_fails_deep_health(cluster: Cluster, tmp_path: Path) -> None:
-    lone = _second_stack(cluster.stacks[0], tmp_path / "lone", free_port())
+    lone = cluster.stacks[0].sibling(tmp_path / "lone", Placement(server_port=free_port()))
     try:
         server = lone.start_server()
         agent = AgentProcess.start(
@@ -223,7 +216,7 @@ async def test_a_dead_server_is_503_and_fails_deep_health(cluster: Cluster, tmp_
         )
         try:
             await wait_healthy(agent)
-            server.popen.send_signal(signal.SIGKILL)
+            server.signal(signal.SIGKILL)
             await asyncio.to_thread(server.popen.wait)
             async with pod_session("127.0.3.2") as pod:
                 status, text = await fetch(pod, agent, CREDS)

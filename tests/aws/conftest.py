@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from kiam.testing.sts import StsStandIn
+from kiam_testbed.sts import StsStandIn
 
 
 @pytest.fixture(autouse=True)

@@ -13,7 +13,7 @@ from kiam.aws.credentials import CredentialKey
 from kiam.aws.errors import StsAccessDenied
 from kiam.aws.retry import RetryPolicy
 from kiam.aws.sts import StsGateway
-from kiam.testing.sts import FaultKind, StsStandIn
+from kiam_testbed.sts import FaultKind, StsStandIn
 
 
 def key(n: int) -> CredentialKey:

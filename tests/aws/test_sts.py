@@ -16,7 +16,7 @@ from kiam.aws.credentials import CredentialKey
 from kiam.aws.errors import StsAccessDenied, StsThrottled, StsUnavailable
 from kiam.aws.retry import RetryPolicy
 from kiam.aws.sts import StsGateway
-from kiam.testing.sts import FaultKind, StsStandIn
+from kiam_testbed.sts import FaultKind, StsStandIn
 
 ROLE = RoleArn("arn:aws:iam::123456789012:role/reader")
 OWN_ROLE = "arn:aws:iam::123456789012:role/kiam-server"

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from kiam.testing import netns
-from kiam.testing.sdk_clients import CallerResult, parse_result, pod_command
-from kiam.testing.stack import Placement, Stack
+from kiam_testbed import netns
+from kiam_testbed.sdk_clients import CallerResult, parse_result, pod_command
+from kiam_testbed.stack import Stack, node_placement
 
 SDK_TIMEOUT = 60.0
 
@@ -49,16 +49,7 @@ def workdir() -> Iterator[Path]:
 
 def node_stack(bed: netns.Bed, workdir: Path) -> Stack:
     """A stack placed in the bed's node namespace, agent behind the real DNAT rule."""
-    return Stack(
-        workdir=workdir / "stack",
-        placement=Placement(
-            wrap=bed.node_argv,
-            sts_host=bed.bridge_ip,
-            agent_listen="",
-            iptables_host=bed.bridge_ip,
-            iptables_interface=bed.bridge,
-        ),
-    )
+    return Stack(workdir / "stack", node_placement(bed))
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -8,8 +8,8 @@ import sys
 
 import pytest
 
-from kiam.testing import netns
-from kiam.testing.sdk_clients import parse_result, pod_command
+from kiam_testbed import netns
+from kiam_testbed.sdk_clients import parse_result, pod_command
 from tests.e2e.conftest import require_bed
 
 

@@ -17,16 +17,16 @@ from pathlib import Path
 
 import pytest
 
-from kiam.testing import netns
-from kiam.testing.commands import ACCOUNT
-from kiam.testing.sdk_clients import (
+from kiam_testbed import netns
+from kiam_testbed.commands import ACCOUNT
+from kiam_testbed.sdk_clients import (
     awscli_command,
     boto3_command,
     ensure_js_sdk,
     imds_probe_command,
     js_command,
 )
-from kiam.testing.stack import Stack
+from kiam_testbed.stack import Stack
 from tests.e2e.conftest import node_stack, run_in_pod
 
 pytestmark = pytest.mark.netns

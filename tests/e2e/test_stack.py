@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from kiam.testing.commands import isolated_env
-from kiam.testing.stack import Placement, Stack
+from kiam_testbed.commands import isolated_env
+from kiam_testbed.stack import Placement, Stack
 
 
 def _interrupted_wrap(argv: Sequence[str]) -> list[str]:
@@ -42,8 +42,8 @@ def test_children_die_with_the_process_that_started_them(tmp_path: Path) -> None
     parent_code = (
         "import sys, time\n"
         "from pathlib import Path\n"
-        "from kiam.testing.commands import isolated_env\n"
-        "from kiam.testing.stack import Placement, Stack\n"
+        "from kiam_testbed.commands import isolated_env\n"
+        "from kiam_testbed.stack import Placement, Stack\n"
         "stack = Stack(workdir=Path(sys.argv[1]), placement=Placement())\n"
         "child = stack.spawn('sleeper', [sys.executable, '-c', 'import time; time.sleep(60)'],"
         " env=isolated_env())\n"

@@ -12,7 +12,7 @@ import pytest
 
 from kiam.k8s.client import KubeClient
 from kiam.k8s.watching import Backoff, ListWatch
-from kiam.testing.kube import KubeEmulator
+from kiam_testbed.kube import KubeEmulator
 
 # fast retries keep the fault tests short
 FAST = Backoff(initial=0.01, maximum=0.05)

@@ -10,7 +10,7 @@ import pytest
 
 from kiam.k8s.client import KubeClient
 from kiam.k8s.errors import KubeConflict, KubeError, KubeGone, KubeNotFound, KubeUnavailable
-from kiam.testing.kube import KubeEmulator
+from kiam_testbed.kube import KubeEmulator
 
 
 async def test_get_list_post_patch(kube: KubeEmulator, client: KubeClient) -> None:

@@ -9,7 +9,7 @@ from prometheus_client import REGISTRY
 from kiam.k8s.client import KubeClient
 from kiam.k8s.events import CREDENTIAL_ERROR, ROLE_FORBIDDEN, EventRecorder
 from kiam.k8s.model import pod_info_from_json
-from kiam.testing.kube import KubeEmulator
+from kiam_testbed.kube import KubeEmulator
 from tests.k8s.conftest import running
 from tests.k8s.factories import pod
 

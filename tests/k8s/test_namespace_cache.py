@@ -6,7 +6,7 @@ import asyncio
 
 from kiam.k8s.client import KubeClient
 from kiam.k8s.namespace_cache import NamespaceCache
-from kiam.testing.kube import KubeEmulator
+from kiam_testbed.kube import KubeEmulator
 from tests.k8s.conftest import FAST, caught_up, running
 
 PERMITTED = "iam.amazonaws.com/permitted"

@@ -13,7 +13,7 @@ from kiam.k8s.errors import AmbiguousPodIP
 from kiam.k8s.model import PodInfo, pod_info_from_json
 from kiam.k8s.pod_cache import PodCache
 from kiam.k8s.watching import ListWatch
-from kiam.testing.kube import KubeEmulator
+from kiam_testbed.kube import KubeEmulator
 from tests.k8s.conftest import FAST, caught_up, eventually, running
 
 ROLE = "iam.amazonaws.com/role"
@@ -46,7 +46,7 @@ async def test_initial_list_indexes_live_pods(kube: KubeEmulator, client: KubeCl
         async with asyncio.timeout(5):
             await cache.synced.wait()
         assert _role_at(cache, "10.1.0.5") == "reader"
-        assert cache.find_by_ip("fd00:0::5") == cache.find_by_ip("10.1.0.6")
+        assert cache.find_by_ip("fd00::5") == cache.find_by_ip("10.1.0.6")
         assert cache.find_by_ip("10.1.0.7") is None
         assert cache.find_by_ip("192.168.0.1") is None
         assert sorted(p.name for p in cache.live_pods()) == ["v6", "web"]

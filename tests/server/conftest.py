@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from kiam.certs import CertPaths
-from kiam.testing.commands import aws_test_env, kiam_command
+from kiam_testbed.commands import aws_test_env, kiam_command
 
 
 @pytest.fixture(scope="session")

@@ -19,8 +19,9 @@ from grpc import aio
 
 from kiam.certs import CertPaths
 from kiam.common.tls import channel_credentials
-from kiam.testing.processes import BASE_ARN, agent_tls, make_certs, server_stack
 from kiam.wire import kiam_pb2, kiam_pb2_grpc
+from kiam_testbed.commands import ROLE_BASE_ARN as BASE_ARN
+from kiam_testbed.processes import agent_tls, make_certs, server_stack
 
 ROLE = "iam.amazonaws.com/role"
 # Channels here must not share a subchannel (and so a connection) with another channel.

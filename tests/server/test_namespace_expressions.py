@@ -11,8 +11,9 @@ import pytest
 from grpc import aio
 
 from kiam.certs import CertPaths
-from kiam.testing.processes import BASE_ARN, ServerStack, server_stack
 from kiam.wire import kiam_pb2
+from kiam_testbed.commands import ROLE_BASE_ARN as BASE_ARN
+from kiam_testbed.processes import ServerStack, server_stack
 
 ROLE = "iam.amazonaws.com/role"
 

@@ -1,5 +1,5 @@
 """The real ``kiam server`` process over real gRPC with mTLS, against the Kubernetes
-emulator and the STS stand-in (both in this process). See kiam/testing/processes.py."""
+emulator and the STS stand-in (both in this process). See testbed/kiam_testbed/processes.py."""
 
 from __future__ import annotations
 
@@ -18,16 +18,11 @@ from grpc import aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from kiam.certs import CertPaths
-from kiam.testing.commands import aws_test_env, server_args, tls_args
-from kiam.testing.processes import (
-    BASE_ARN,
-    KiamProcess,
-    ServerStack,
-    server_stack,
-    start_server,
-)
 from kiam.wire import kiam_pb2
 from kiam.wire.credentials import parse_timestamp
+from kiam_testbed.commands import ROLE_BASE_ARN as BASE_ARN
+from kiam_testbed.commands import aws_test_env, server_args, tls_args
+from kiam_testbed.processes import ServerStack, server_stack, start_kiam, start_server
 
 PERMITTED = "iam.amazonaws.com/permitted"
 ROLE = "iam.amazonaws.com/role"
@@ -301,8 +296,8 @@ async def test_client_without_certificate_is_refused(stack: ServerStack) -> None
 async def test_health_reports_not_serving_while_the_api_fails(
     tmp_path: Path, certs: CertPaths
 ) -> None:
-    from kiam.testing.kube import KubeEmulator
-    from kiam.testing.sts import StsStandIn
+    from kiam_testbed.kube import KubeEmulator
+    from kiam_testbed.sts import StsStandIn
 
     async with KubeEmulator() as kube, StsStandIn() as sts:
         kube.inject_fault(method="GET", path=r"^/api/v1/pods$", status=500, times=10_000)
@@ -350,7 +345,7 @@ async def test_kiam_health_command(stack: ServerStack, host: str) -> None:
     # by IP and by DNS name (localhost may also resolve to ::1, where nothing listens)
     port = stack.server.address.rpartition(":")[2]
     tls = stack.agent_tls
-    probe = await KiamProcess.start(
+    probe = await start_kiam(
         [
             "health",
             "--server-address",
@@ -364,6 +359,7 @@ async def test_kiam_health_command(stack: ServerStack, host: str) -> None:
             "--timeout",
             "5s",
         ],
+        log_dir=stack.directory,
         env=aws_test_env(),
     )
     assert await probe.wait(timeout=30) == 0, probe.log_tail()
@@ -375,6 +371,10 @@ async def test_sigterm_drains_and_exits_zero(stack: ServerStack) -> None:
     assert await stack.server.stop() == 0
     assert stack.server.count_logs("received SIGTERM") == 1
     assert stack.server.count_logs("gRPC server stopped") == 1
+    order = ["serving on", "caches synced", "kiam server ready", "received SIGTERM"]
+    order += ["gRPC server stopped", "kiam server stopped"]
+    found = [next(i for i, line in enumerate(stack.server.logs) if text in line) for text in order]
+    assert found == sorted(found), stack.server.logs
 
 
 async def test_sigterm_lets_in_flight_requests_finish(tmp_path: Path, certs: CertPaths) -> None:
@@ -400,20 +400,21 @@ async def test_sigterm_lets_in_flight_requests_finish(tmp_path: Path, certs: Cer
 
 
 async def test_port_taken_is_one_line_and_exit_1(tmp_path: Path, certs: CertPaths) -> None:
-    from kiam.testing.kube import KubeEmulator
+    from kiam_testbed.kube import KubeEmulator
 
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
         async with KubeEmulator() as kube:
-            process = await KiamProcess.start(
+            process = await start_kiam(
                 server_args(
                     bind=f"127.0.0.1:{port}",
                     kubeconfig=kube.write_kubeconfig(tmp_path / "kubeconfig"),
                     sts_url="http://127.0.0.1:9",
                     tls=tls_args(cert=certs.server_cert, key=certs.server_key, ca=certs.ca),
-                )
+                ),
+                log_dir=tmp_path,
             )
             assert await process.wait(timeout=30) == 1
     errors = [line for line in process.logs if "cannot start" in line]
@@ -423,21 +424,22 @@ async def test_port_taken_is_one_line_and_exit_1(tmp_path: Path, certs: CertPath
 
 
 async def test_metrics_port_taken_is_one_line_and_exit_1(tmp_path: Path, certs: CertPaths) -> None:
-    from kiam.testing.kube import KubeEmulator
+    from kiam_testbed.kube import KubeEmulator
 
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
         async with KubeEmulator() as kube:
-            process = await KiamProcess.start(
+            process = await start_kiam(
                 server_args(
                     bind="127.0.0.1:0",
                     kubeconfig=kube.write_kubeconfig(tmp_path / "kubeconfig"),
                     sts_url="http://127.0.0.1:9",
                     tls=tls_args(cert=certs.server_cert, key=certs.server_key, ca=certs.ca),
                     extra=("--prometheus-listen-addr", f"127.0.0.1:{port}"),
-                )
+                ),
+                log_dir=tmp_path,
             )
             assert await process.wait(timeout=30) == 1
     errors = [line for line in process.logs if "cannot start" in line]
@@ -449,7 +451,7 @@ async def test_metrics_port_taken_is_one_line_and_exit_1(tmp_path: Path, certs: 
 async def test_bad_kubeconfig_is_one_line_and_exit_1(tmp_path: Path, certs: CertPaths) -> None:
     kubeconfig = tmp_path / "kubeconfig"
     kubeconfig.write_text("clusters: [\n")
-    process = await KiamProcess.start(
+    process = await start_kiam(
         [
             "server",
             "--bind",
@@ -464,7 +466,8 @@ async def test_bad_kubeconfig_is_one_line_and_exit_1(tmp_path: Path, certs: Cert
             str(certs.server_key),
             "--ca",
             str(certs.ca),
-        ]
+        ],
+        log_dir=tmp_path,
     )
     assert await process.wait(timeout=30) == 1
     assert len(process.logs) == 1, process.logs
@@ -501,13 +504,13 @@ def _server_flags(tmp_path: Path, certs: CertPaths, *, flag: str, value: str) ->
 async def test_unusable_settings_are_one_line_and_exit_1(
     tmp_path: Path, certs: CertPaths, flag: str, value: str, expected: str
 ) -> None:
-    from kiam.testing.kube import KubeEmulator
+    from kiam_testbed.kube import KubeEmulator
 
     flags = _server_flags(tmp_path, certs, flag=flag, value=value)
     async with KubeEmulator() as kube:
         argv = ["server", "--kubeconfig", str(kube.write_kubeconfig(tmp_path / "kubeconfig"))]
         argv += ["--sts-endpoint", "http://127.0.0.1:9", *flags]
-        process = await KiamProcess.start(argv)
+        process = await start_kiam(argv, log_dir=tmp_path)
         assert await process.wait(timeout=30) == 1
     errors = [line for line in process.logs if "cannot start" in line]
     assert len(errors) == 1, process.logs

@@ -9,7 +9,7 @@ import aiohttp
 import pytest
 from kubernetes_asyncio import client, config
 
-from kiam.testing.kube import KubeEmulator
+from kiam_testbed.kube import KubeEmulator
 
 
 @pytest.fixture

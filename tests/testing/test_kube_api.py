@@ -10,7 +10,7 @@ import pytest
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
-from kiam.testing.kube import KubeEmulator
+from kiam_testbed.kube import KubeEmulator
 
 
 def _pod(name: str, *, labels: dict[str, str] | None = None) -> client.V1Pod:

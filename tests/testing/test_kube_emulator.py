@@ -12,7 +12,7 @@ import pytest
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
-from kiam.testing.kube import KubeApiError, KubeEmulator
+from kiam_testbed.kube import KubeApiError, KubeEmulator
 
 
 def test_kubeconfig_names_the_emulator(kube_emulator: KubeEmulator, tmp_path: Path) -> None:

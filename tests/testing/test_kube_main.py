@@ -1,4 +1,4 @@
-"""``python -m kiam.testing.kube`` as a process: URL first on stdout, serves, exits 0."""
+"""``python -m kiam_testbed.kube`` as a process: URL first on stdout, serves, exits 0."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ async def test_standalone_prints_url_serves_and_exits_cleanly(
 ) -> None:
     kubeconfig = tmp_path / "kubeconfig"
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "kiam.testing.kube", "--host", "127.0.0.1", "--port", "0",
+        sys.executable, "-m", "kiam_testbed.kube", "--host", "127.0.0.1", "--port", "0",
         "--kubeconfig", str(kubeconfig),
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )

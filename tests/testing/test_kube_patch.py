@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from kiam.testing.kube.patch import PatchError, json_patch, merge_patch
+from kiam_testbed.kube.patch import PatchError, json_patch, merge_patch
 
 
 def test_merge_patch_merges_objects_and_deletes_nulls_without_touching_inputs() -> None:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from kiam.testing.kube import EVENTS, EVENTS_V1, NAMESPACES, PODS
-from kiam.testing.kube.app import Target, parse_path
+from kiam_testbed.kube import EVENTS, EVENTS_V1, NAMESPACES, PODS
+from kiam_testbed.kube.app import Target, parse_path
 
 
 @pytest.mark.parametrize(

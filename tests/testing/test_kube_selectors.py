@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from kiam.testing.kube import PODS, KubeApiError
-from kiam.testing.kube.resources import field_value
-from kiam.testing.kube.selectors import parse_field_selector, parse_label_selector
+from kiam_testbed.kube import PODS, KubeApiError
+from kiam_testbed.kube.resources import field_value
+from kiam_testbed.kube.selectors import parse_field_selector, parse_label_selector
 
 POD = {
     "metadata": {"name": "web", "namespace": "team", "labels": {"app": "web", "tier": "3"}},

@@ -6,10 +6,10 @@ from typing import Any
 
 import pytest
 
-from kiam.testing.kube import NAMESPACES, PODS, KubeApiError
-from kiam.testing.kube.selectors import FieldSelector, LabelSelector, parse_field_selector
-from kiam.testing.kube.store import Store
-from kiam.testing.kube.watch import Watcher
+from kiam_testbed.kube import NAMESPACES, PODS, KubeApiError
+from kiam_testbed.kube.selectors import FieldSelector, LabelSelector, parse_field_selector
+from kiam_testbed.kube.store import Store
+from kiam_testbed.kube.watch import Watcher
 
 
 def _pod(name: str, **spec: Any) -> dict[str, Any]:

@@ -13,7 +13,7 @@ import aiohttp
 import orjson
 from kubernetes_asyncio import client
 
-from kiam.testing.kube import KubeEmulator
+from kiam_testbed.kube import KubeEmulator
 
 
 @asynccontextmanager

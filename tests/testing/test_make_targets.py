@@ -69,18 +69,32 @@ def test_nothing_is_installed_when_present_or_not_root(tmp_path: Path) -> None:
     assert _syspkgs(tmp_path / "user", _fake_bin(tmp_path / "user", uid=1000)) == []
 
 
-@needs_make
-def test_make_test_sets_up_then_lints_then_tests() -> None:
+def _dry_run(target: str) -> str:
+    """Every recipe ``make TARGET`` would run on a fresh clone (-n -B), without running it."""
     assert MAKE is not None
-    # -n -B: print every recipe as a fresh clone would run it, without running them
-    done = subprocess.run([MAKE, "-n", "-B", "-C", str(ROOT), "test"], capture_output=True,
+    done = subprocess.run([MAKE, "-n", "-B", "-C", str(ROOT), target], capture_output=True,
                           text=True, timeout=60, check=False)
     assert done.returncode == 0, done.stderr
-    steps = ["-m venv .venv", "pip install --quiet -e '.[test]'", "apt-get install",
-             "ruff check kiam tests", ".venv/bin/mypy", ".venv/bin/pytest"]
-    positions = [done.stdout.find(step) for step in steps]
-    assert -1 not in positions, done.stdout
-    assert positions == sorted(positions), done.stdout
+    return done.stdout
+
+
+@needs_make
+def test_make_test_sets_up_then_lints_then_tests() -> None:
+    stdout = _dry_run("test")
+    steps = ["-m venv .venv", "pip install --quiet -e '.[test]' -e ./testbed", "apt-get install",
+             "ruff check kiam testbed tests", ".venv/bin/mypy", ".venv/bin/pytest"]
+    positions = [stdout.find(step) for step in steps]
+    assert -1 not in positions, stdout
+    assert positions == sorted(positions), stdout
+
+
+@needs_make
+def test_make_demo_installs_the_product_and_the_test_bed_without_test_tools() -> None:
+    stdout = _dry_run("demo")
+    installs = [line for line in stdout.splitlines() if "pip install" in line]
+    assert installs[-1].endswith("pip install --quiet -e . -e ./testbed"), installs
+    assert "[test]" not in stdout
+    assert ".venv/bin/kiam demo" in stdout, stdout
 
 
 def test_ci_runs_make_test_from_the_repository_root(tmp_path: Path) -> None:

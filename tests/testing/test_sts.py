@@ -16,7 +16,7 @@ import pytest
 from aiobotocore.session import get_session
 from botocore.config import Config
 
-from kiam.testing.sts import FaultKind, StsStandIn
+from kiam_testbed.sts import FaultKind, StsStandIn
 
 ROLE_A = "arn:aws:iam::123456789012:role/app-a"
 ROLE_B = "arn:aws:iam::210987654321:role/team/app-b"

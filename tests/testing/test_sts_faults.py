@@ -6,7 +6,7 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from kiam.testing.sts.faults import (
+from kiam_testbed.sts.faults import (
     Fault,
     FaultKind,
     FaultQueue,

@@ -1,4 +1,4 @@
-"""``python -m kiam.testing.sts`` as a process: URL first on stdout, faults over HTTP,
+"""``python -m kiam_testbed.sts`` as a process: URL first on stdout, faults over HTTP,
 clean exit on SIGTERM."""
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ async def test_standalone_process_serves_until_sigterm() -> None:
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "kiam.testing.sts",
+        "kiam_testbed.sts",
         "--host",
         "127.0.0.1",
         "--port",

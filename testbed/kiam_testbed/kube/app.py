@@ -16,18 +16,18 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from kiam.testing.kube import errors
-from kiam.testing.kube.errors import JsonObject, KubeApiError
-from kiam.testing.kube.patch import PatchError, json_patch, merge_patch
-from kiam.testing.kube.resources import BY_PATH, PODS, ResourceType, require_object
-from kiam.testing.kube.selectors import (
+from kiam_testbed.kube import errors
+from kiam_testbed.kube.errors import JsonObject, KubeApiError
+from kiam_testbed.kube.patch import PatchError, json_patch, merge_patch
+from kiam_testbed.kube.resources import BY_PATH, PODS, ResourceType, require_object
+from kiam_testbed.kube.selectors import (
     FieldRequirement,
     FieldSelector,
     parse_field_selector,
     parse_label_selector,
 )
-from kiam.testing.kube.store import Store
-from kiam.testing.kube.watch import Entry
+from kiam_testbed.kube.store import Store
+from kiam_testbed.kube.watch import Entry
 
 log = logging.getLogger(__name__)
 

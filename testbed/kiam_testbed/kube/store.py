@@ -24,9 +24,9 @@ from typing import Any
 
 import orjson
 
-from kiam.testing.kube import errors
-from kiam.testing.kube.errors import JsonObject, KubeApiError
-from kiam.testing.kube.resources import (
+from kiam_testbed.kube import errors
+from kiam_testbed.kube.errors import JsonObject, KubeApiError
+from kiam_testbed.kube.resources import (
     ALL_TYPES,
     NAMESPACES,
     PODS,
@@ -34,8 +34,8 @@ from kiam.testing.kube.resources import (
     apply_create_defaults,
     validate,
 )
-from kiam.testing.kube.selectors import FieldSelector, LabelSelector
-from kiam.testing.kube.watch import ADDED, DELETED, MODIFIED, Change, Entry, Watcher
+from kiam_testbed.kube.selectors import FieldSelector, LabelSelector
+from kiam_testbed.kube.watch import ADDED, DELETED, MODIFIED, Change, Entry, Watcher
 
 log = logging.getLogger(__name__)
 

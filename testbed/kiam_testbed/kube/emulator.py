@@ -15,12 +15,12 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from kiam.testing.kube import errors
-from kiam.testing.kube.app import Handler, WatchSettings, build_app, status_response
-from kiam.testing.kube.errors import JsonObject
-from kiam.testing.kube.patch import merge_patch
-from kiam.testing.kube.resources import BY_KEY, EVENTS, EVENTS_V1, NAMESPACES, PODS, ResourceType
-from kiam.testing.kube.store import Store, copy_json
+from kiam_testbed.kube import errors
+from kiam_testbed.kube.app import Handler, WatchSettings, build_app, status_response
+from kiam_testbed.kube.errors import JsonObject
+from kiam_testbed.kube.patch import merge_patch
+from kiam_testbed.kube.resources import BY_KEY, EVENTS, EVENTS_V1, NAMESPACES, PODS, ResourceType
+from kiam_testbed.kube.store import Store, copy_json
 
 DEFAULT_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
 CONTEXT_NAME = "kiam-emulator"

@@ -13,9 +13,9 @@ from dataclasses import dataclass
 
 import orjson
 
-from kiam.testing.kube.errors import JsonObject
-from kiam.testing.kube.resources import ResourceType, field_value
-from kiam.testing.kube.selectors import FieldSelector, LabelSelector
+from kiam_testbed.kube.errors import JsonObject
+from kiam_testbed.kube.resources import ResourceType, field_value
+from kiam_testbed.kube.selectors import FieldSelector, LabelSelector
 
 ADDED = "ADDED"
 MODIFIED = "MODIFIED"

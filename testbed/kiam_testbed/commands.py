@@ -1,9 +1,10 @@
 """How the test harnesses and the demo run the real ``kiam`` commands: one place for the
 command line of each process and for the environment it gets.
 
-Both harnesses use it: :mod:`kiam.testing.processes` (asyncio, stand-ins in-process, for
-the server suite) and :mod:`kiam.testing.stack` (every part a process, on loopback or in
-a network namespace, for the demo, the e2e suite and the benchmarks).
+Both builders use it: :mod:`kiam_testbed.processes` (asyncio, stand-ins in-process, for
+the server suite) and :mod:`kiam_testbed.stack` (every part a process, on loopback or in
+a network namespace, for the demo, the e2e suite and the benchmarks); both start their
+processes as :class:`kiam_testbed.child.Child`.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from pathlib import Path
 ACCOUNT = "123456789012"
 """moto's default account: the STS stand-in issues credentials for roles in it."""
 ROLE_BASE_ARN = f"arn:aws:iam::{ACCOUNT}:role/"
+SERVING = r"serving on ([^\s\"]+)"
+"""``kiam server``'s log line once it listens (text or ``--json-log``); group 1: address."""
 
 
 def kiam_command(*args: str) -> list[str]:

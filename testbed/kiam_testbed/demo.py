@@ -10,7 +10,7 @@ GetCallerIdentity with the credentials issued.
   from its own address (an aiohttp client bound to it), which is how the agent tells the
   pods apart; the agent listens on 127.0.0.1.
 - ``--netns`` (root): the pods are network namespaces behind the agent's real iptables
-  DNAT rule (:mod:`kiam.testing.netns`), and boto3 runs inside each pod.
+  DNAT rule (:mod:`kiam_testbed.netns`), and boto3 runs inside each pod.
 
 Secret keys and session tokens are never shown. Ctrl-C (or SIGTERM) at any point, like
 the normal end, stops every process and removes the namespaces, the rule and the
@@ -19,7 +19,6 @@ temporary directory.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import shutil
@@ -29,25 +28,28 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
-import aiohttp
-
 from kiam.common import logs
 from kiam.common.settings import LogSettings
-from kiam.testing import netns as netns_bed
-from kiam.testing.commands import ACCOUNT
-from kiam.testing.sdk_clients import boto3_command, imds_probe_command, parse_result, pod_command
-from kiam.testing.stack import Placement, Stack, StackError, free_port
+from kiam_testbed import netns as netns_bed
+from kiam_testbed.child import HarnessError, signals_deferred
+from kiam_testbed.commands import ACCOUNT
+from kiam_testbed.sdk_clients import (
+    boto3_command,
+    imds_probe,
+    imds_probe_command,
+    parse_result,
+    pod_command,
+)
+from kiam_testbed.stack import Placement, Stack, free_port, node_placement
 
 NAMESPACE = "shop"
 PERMITTED = f"arn:aws:iam::{ACCOUNT}:role/shop-.*"
-IMDS_PREFIX = "/latest/meta-data/iam/security-credentials/"
 _WIDTH = 20
-_HTTP_TIMEOUT = 10.0
 _EVENT_WAIT = 10.0
 
 
@@ -91,11 +93,6 @@ def section(title: str) -> None:
 
 def row(key: str, value: object) -> None:
     print(f"  {key + ':':<{_WIDTH}} {value}", flush=True)
-
-
-def short_token(token: str) -> str:
-    """An IMDSv2 session token: its first characters and length."""
-    return f"{token[:8]}... ({len(token)} characters)" if token else "(none)"
 
 
 # ---------------------------------------------------------------- entry point
@@ -158,12 +155,14 @@ class _Started:
     bed: netns_bed.Bed | None = None
 
     def close(self) -> None:
-        with _signals_ignored():
+        # A Ctrl-C meanwhile must not cut the clean-up short: it is acted on at the end.
+        with signals_deferred():
+            stack, bed, self.stack, self.bed = self.stack, self.bed, None, None
             try:
-                if self.stack is not None:
-                    self.stack.close()
-                if self.bed is not None:
-                    netns_bed.destroy_bed(self.bed)
+                if stack is not None:
+                    stack.close()
+                if bed is not None:
+                    netns_bed.destroy_bed(bed)
             except netns_bed.NetnsError as exc:
                 print(f"kiam demo: clean-up: {exc}", file=sys.stderr)
             finally:
@@ -179,13 +178,7 @@ def _run(started: _Started, *, netns: bool, log: LogSettings) -> int:
             netns_bed.cleanup_leftovers()
             bed = started.bed = netns_bed.create_bed(pods=len(PODS))
             row("node namespace", f"{bed.node} (bridge {bed.bridge} {bed.bridge_ip})")
-            placement = Placement(
-                wrap=bed.node_argv,
-                sts_host=bed.bridge_ip,
-                agent_listen="",
-                iptables_host=bed.bridge_ip,
-                iptables_interface=bed.bridge,
-            )
+            placement = node_placement(bed)
             ips = [pod.ip for pod in bed.pods]
         else:
             server_port = free_port()
@@ -199,24 +192,13 @@ def _run(started: _Started, *, netns: bool, log: LogSettings) -> int:
         if started.bed is not None:
             _show_netns(stack, started.bed)
         else:
-            asyncio.run(_show_loopback(stack, ips))
+            _show_pods(stack, ips)
         section("done")
         print("  every pod got exactly its own role, or nothing and a reason.", flush=True)
         return 0
-    except (StackError, netns_bed.NetnsError) as exc:
+    except (HarnessError, netns_bed.NetnsError) as exc:
         print(f"\nkiam demo failed: {exc}", file=sys.stderr)
         return 1
-
-
-@contextlib.contextmanager
-def _signals_ignored() -> Iterator[None]:
-    # A second Ctrl-C must not cut the clean-up short and leave processes behind.
-    old = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for sig, handler in old.items():
-            signal.signal(sig, handler)
 
 
 def _start(stack: Stack, ips: list[str], *, log: LogSettings) -> None:
@@ -231,88 +213,51 @@ def _start(stack: Stack, ips: list[str], *, log: LogSettings) -> None:
         row(f"pod {pod.name}", f"{ip:<15} role: {pod.role or '(none)'}")
     log_flags = ["--level", log.level, *(["--json-log"] if log.json_log else [])]
     server = stack.start_server(extra=log_flags)
-    row("kiam server", f"pid {server.popen.pid}, 127.0.0.1:{stack.placement.server_port}")
+    row("kiam server", f"pid {server.pid}, 127.0.0.1:{stack.placement.server_port}")
     agent = stack.start_agent(extra=log_flags)
     where = stack.placement.agent_listen or "every address"
-    row("kiam agent", f"pid {agent.popen.pid}, port {stack.placement.agent_port} on {where}")
+    row("kiam agent", f"pid {agent.pid}, port {stack.placement.agent_port} on {where}")
     stack.wait_agent_ready()
-    row("ready", "agent healthy, server synced")
+    rule = ", DNAT rule in place" if stack.placement.iptables_host else ""
+    row("ready", f"agent healthy, server synced{rule}")
 
 
-# ---------------------------------------------------------------- loopback pods
+# ---------------------------------------------------------------- the pods
 
 
-@dataclass(frozen=True, kw_only=True)
-class Walk:
-    """What a pod saw walking the metadata API as an SDK does."""
-
-    token: str = ""
-    token_status: int = 0
-    role_status: int = 0
-    role: str = ""
-    credentials_status: int = 0
-    credentials: dict[str, Any] | None = None
-    reason: str = ""
-
-
-async def walk_imds(http: aiohttp.ClientSession, base: str) -> Walk:
-    """IMDSv2 token, then the role, then the credentials (the SDKs' order)."""
-    async with http.put(
-        base + "/latest/api/token", headers={"X-aws-ec2-metadata-token-ttl-seconds": "300"}
-    ) as resp:
-        token = (await resp.text()).strip()
-        if resp.status != 200:
-            return Walk(token_status=resp.status, reason=token)
-    headers = {"X-aws-ec2-metadata-token": token}
-    async with http.get(base + IMDS_PREFIX, headers=headers) as resp:
-        text = (await resp.text()).strip()
-        if resp.status != 200:
-            return Walk(token=token, token_status=200, role_status=resp.status, reason=text)
-    role = text
-    async with http.get(base + IMDS_PREFIX + role, headers=headers) as resp:
-        body = (await resp.text()).strip()
-        partial = Walk(token=token, token_status=200, role_status=200, role=role)
-        if resp.status != 200:
-            return replace(partial, credentials_status=resp.status, reason=body)
-        doc = json.loads(body)
-    return replace(partial, credentials_status=200, credentials=doc)
-
-
-async def _show_loopback(stack: Stack, ips: list[str]) -> None:
-    timeout = aiohttp.ClientTimeout(total=_HTTP_TIMEOUT)
+def _show_pods(stack: Stack, ips: list[str]) -> None:
+    """Each pod walks the metadata API as an SDK does (IMDSv2 token, role, credentials),
+    from its own address, then calls STS with what it got."""
     for pod, ip in zip(PODS, ips, strict=True):
         section(f"pod {NAMESPACE}/{pod.name} ({ip}): {pod.story}")
         # Bound to the pod's address: the agent identifies callers by their source IP.
-        connector = aiohttp.TCPConnector(local_addr=(ip, 0), force_close=True)
-        async with aiohttp.ClientSession(connector=connector, timeout=timeout) as http:
-            try:
-                walk = await walk_imds(http, stack.agent_url)
-            except (aiohttp.ClientError, TimeoutError) as exc:
-                raise StackError(f"pod {pod.name}: the agent did not answer: {exc}") from None
-        await _report(stack, pod, walk)
+        walk = imds_probe.probe("v2", stack.agent_url, source=ip)
+        creds = walk.pop("credentials", None)
+        _show_walk(walk)
+        if creds is not None:
+            row("SecretAccessKey", mask(str(creds.get("SecretAccessKey", ""))))
+            row("Token", mask(str(creds.get("Token", ""))))
+            row("Expiration", creds.get("Expiration"))
+            row("sts caller identity", caller_identity(creds, stack.sts_url))
+        _show_denial_event(stack, pod, walk)
 
 
-async def _report(stack: Stack, pod: DemoPod, walk: Walk) -> None:
-    row("PUT api/token", f"{walk.token_status}  token {short_token(walk.token)}")
-    if walk.role_status:
-        row("GET role", f"{walk.role_status}  {walk.role or walk.reason}")
-    if walk.credentials_status:
-        shown = "" if walk.credentials else walk.reason
-        row(f"GET {walk.role}", f"{walk.credentials_status}  {shown}".rstrip())
-    if walk.credentials is None:
-        await _show_denial_event(stack, pod)
-        return
-    creds = walk.credentials
-    row("AccessKeyId", creds.get("AccessKeyId"))
-    row("SecretAccessKey", mask(str(creds.get("SecretAccessKey", ""))))
-    row("Token", mask(str(creds.get("Token", ""))))
-    row("Expiration", creds.get("Expiration"))
-    arn = await asyncio.to_thread(caller_identity, creds, stack.sts_url)
-    row("sts caller identity", arn)
+def _show_walk(walk: dict[str, Any]) -> None:
+    """What the metadata API answered, step by step (never a secret: none is in it)."""
+    row("PUT api/token", walk.get("token_status", "-"))
+    if "role_status" in walk:
+        row("GET role", f"{walk['role_status']}  {walk.get('role') or walk.get('error', '')}")
+    if "credentials_status" in walk:
+        shown = "" if walk.get("access_key_id") else walk.get("error", "")
+        row(f"GET {walk.get('role')}", f"{walk['credentials_status']}  {shown}".rstrip())
+    if 0 in (walk.get(step) for step in ("token_status", "role_status", "credentials_status")):
+        raise HarnessError(f"the agent did not answer: {walk.get('error')}")
+    if walk.get("access_key_id"):
+        row("AccessKeyId", walk["access_key_id"])
 
 
 def caller_identity(creds: dict[str, Any], endpoint: str) -> str:
-    """STS GetCallerIdentity with these credentials, by boto3 (blocking; run in a thread)."""
+    """STS GetCallerIdentity with these credentials, by boto3."""
     import boto3  # type: ignore[import-untyped]
     import botocore.exceptions
 
@@ -327,14 +272,14 @@ def caller_identity(creds: dict[str, Any], endpoint: str) -> str:
     try:
         arn: str = client.get_caller_identity()["Arn"]
     except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
-        raise StackError(f"sts get-caller-identity failed: {exc}") from None
+        raise HarnessError(f"sts get-caller-identity failed: {exc}") from None
     return arn
 
 
-async def _show_denial_event(stack: Stack, pod: DemoPod) -> None:
-    if not pod.role:
+def _show_denial_event(stack: Stack, pod: DemoPod, walk: dict[str, Any]) -> None:
+    if not pod.role or walk.get("access_key_id"):
         return
-    event = await asyncio.to_thread(wait_for_event, stack, pod.name)
+    event = wait_for_event(stack, pod.name)
     if event is None:
         row("event", "(no KiamRoleForbidden event yet)")
     else:
@@ -358,7 +303,8 @@ def wait_for_event(stack: Stack, pod_name: str) -> dict[str, Any] | None:
 
 
 def _show_netns(stack: Stack, bed: netns_bed.Bed) -> None:
-    rules = netns_bed.run(bed.node_argv(["iptables", "-w", "-t", "nat", "-S", "PREROUTING"]))
+    """The same walk and STS call, by the probe and boto3 inside each pod's namespace."""
+    rules = stack.run(["iptables", "-w", "-t", "nat", "-S", "PREROUTING"])
     section(f"iptables in {bed.node}")
     for line in rules.splitlines():
         if "DNAT" in line:
@@ -369,26 +315,15 @@ def _show_netns(stack: Stack, bed: netns_bed.Bed) -> None:
         home = homes / pod.name
         home.mkdir(parents=True, exist_ok=True)
         probe = _in_pod(ns, imds_probe_command("v2"), home)
-        doc = json.loads(probe) if probe.strip().startswith("{") else {"error": probe}
-        row("PUT api/token", doc.get("token_status", "-"))
-        row("GET role", f"{doc.get('role_status', '-')}  {doc.get('role', '')}".rstrip())
-        if "credentials_status" in doc:
-            row("GET credentials", doc["credentials_status"])
-        if doc.get("error"):
-            row("reason", doc["error"])
-        if doc.get("access_key_id"):
-            row("AccessKeyId", doc["access_key_id"])
-            row("SecretAccessKey", "(hidden)")
+        walk = json.loads(probe) if probe.strip().startswith("{") else {"error": probe}
+        _show_walk(walk)
         result = parse_result(_in_pod(ns, boto3_command(stack.sts_url), home))
         if result.ok:
             row("boto3 in the pod", result.arn)
         else:
             reason = (result.error.strip().splitlines() or ["?"])[-1][:90]
             row("boto3 in the pod", f"no credentials ({reason})")
-        if pod.role and not doc.get("access_key_id"):
-            event = wait_for_event(stack, pod.name)
-            if event is not None:
-                row("event", f"{event.get('type')} {event.get('reason')}: {event.get('message')}")
+        _show_denial_event(stack, pod, walk)
 
 
 def _in_pod(pod: netns_bed.PodNetns, command: list[str], home: Path) -> str:

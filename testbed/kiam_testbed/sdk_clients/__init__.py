@@ -4,7 +4,7 @@ Each client finds credentials through its SDK's default chain (ending at the ins
 metadata service) and calls STS GetCallerIdentity at an explicit endpoint. They run with
 an empty environment (:func:`pod_command`) so no ambient AWS setting can leak in:
 
-- boto3: ``python -m kiam.testing.sdk_clients.boto3_caller URL``
+- boto3: ``python -m kiam_testbed.sdk_clients.boto3_caller URL``
 - the AWS CLI: ``aws sts get-caller-identity --endpoint-url URL``
 - the AWS SDK for JavaScript v3: ``node caller.mjs URL``, with the packages pinned by
   ``js/package-lock.json`` installed once into a cache directory (:func:`ensure_js_sdk`).
@@ -92,7 +92,7 @@ def pod_command(command: Sequence[str], *, home: Path) -> list[str]:
 
 
 def boto3_command(endpoint: str) -> list[str]:
-    return [sys.executable, "-m", "kiam.testing.sdk_clients.boto3_caller", endpoint]
+    return [sys.executable, "-m", "kiam_testbed.sdk_clients.boto3_caller", endpoint]
 
 
 def awscli_command(endpoint: str) -> list[str]:
@@ -120,7 +120,7 @@ def imds_probe_command(
 ) -> list[str]:
     """The metadata walk by hand; ``ask_for`` requests that role's credentials instead."""
     extra = [ask_for] if ask_for else []
-    return [sys.executable, "-m", "kiam.testing.sdk_clients.imds_probe", version, url, *extra]
+    return [sys.executable, "-m", "kiam_testbed.sdk_clients.imds_probe", version, url, *extra]
 
 
 # ---------------------------------------------------------------- npm

@@ -1,10 +1,10 @@
 """Run inside a test pod: boto3's default credential chain, then STS GetCallerIdentity.
 
-    python -m kiam.testing.sdk_clients.boto3_caller http://10.1.2.1:PORT
+    python -m kiam_testbed.sdk_clients.boto3_caller http://10.1.2.1:PORT
 
 The chain ends at the instance metadata service (IMDSv2 token PUT first, then the role,
 then the credentials), which the node's DNAT rule sends to ``kiam agent``. Prints one
-JSON line (see :func:`kiam.testing.sdk_clients.parse_result`); never the secret or token.
+JSON line (see :func:`kiam_testbed.sdk_clients.parse_result`); never the secret or token.
 """
 
 from __future__ import annotations

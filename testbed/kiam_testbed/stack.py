@@ -4,65 +4,49 @@ Used by the end-to-end tests and by ``kiam demo``. Every command goes through a
 :class:`Placement`, so the same code runs the processes on this host (the demo, on
 loopback addresses) or inside a test bed's node namespace (``ip netns exec``; the tests
 and ``kiam demo --netns``). The processes are the real console commands: ``kiam certs``,
-``kiam server`` and ``kiam agent`` with mTLS, ``python -m kiam.testing.kube`` and
-``python -m kiam.testing.sts``.
+``kiam server`` and ``kiam agent`` with mTLS, ``python -m kiam_testbed.kube`` and
+``python -m kiam_testbed.sts``.
 
 Kubernetes objects are created through the emulator's HTTP API by a small Python child run in the
 same place as the emulator (from the host, a node namespace's loopback is unreachable):
 create the object, then set a pod's IP with a merge patch on the ``/status``
 subresource, as a kubelet would.
 
-Synchronous on purpose (like :mod:`kiam.testing.netns`): starting and stopping processes
-is set-up work; asyncio callers use ``asyncio.to_thread``.
+Synchronous on purpose (like :mod:`kiam_testbed.netns`): starting and stopping processes
+is set-up work. Asyncio callers start from the loop's thread with ``wait=False`` and wait
+through :class:`kiam_testbed.child.AsyncChild`, as :mod:`kiam_testbed.processes` does.
 
-:meth:`Stack.close` stops every process :meth:`Stack.spawn` started, last first (SIGTERM,
-then SIGKILL after ten seconds): a Ctrl-C or SIGTERM arriving while a child is being
-started is held until the child is recorded, so none can escape the clean-up.
+:meth:`Stack.close` stops every process :meth:`Stack.spawn` started, last first; each is
+a :class:`kiam_testbed.child.Child` (log file ``WORKDIR/NAME.log``, dies with its parent,
+SIGTERM then SIGKILL). A Ctrl-C or SIGTERM arriving while a child is being started is
+held until the child is recorded, so none can escape the clean-up.
 """
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
 import json
-import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
-from kiam.testing.commands import (
+from kiam_testbed.child import READY_TIMEOUT, Child, HarnessError, signals_deferred
+from kiam_testbed.commands import (
+    ROLE_BASE_ARN,
+    SERVING,
     aws_test_env,
     isolated_env,
     kiam_command,
     server_args,
     tls_args,
 )
+from kiam_testbed.netns import Bed
 
-_START_TIMEOUT = 30.0
-_STOP_TIMEOUT = 10.0
-
-
-_PR_SET_PDEATHSIG = 1
-# Looked up here, in the parent: the child may only call it (no loading after a fork).
-_prctl = ctypes.CDLL(None, use_errno=True).prctl
-
-
-def _die_with_parent() -> None:
-    """In the child before exec: SIGTERM it when the process that started it dies.
-
-    Whatever kills the demo or a test run (even SIGKILL, which no clean-up sees), the
-    stand-ins and daemons it started do not outlive it. ``ip netns exec`` execs the
-    command, which keeps the setting. Only an async-signal-safe system call runs
-    between fork and exec, which is what makes ``preexec_fn`` safe here.
-    """
-    _prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+_URL = r"^(https?://\S+?)/?$"  # the stand-ins print their URL first
 
 
 # Run as `python -c` where the processes are: one request described on stdin, the answer
@@ -87,10 +71,6 @@ json.dump(out, sys.stdout)
 """
 
 
-class StackError(Exception):
-    """A process did not start, did not become ready, or a request to it failed."""
-
-
 def _identity(argv: Sequence[str]) -> list[str]:
     return list(argv)
 
@@ -113,6 +93,18 @@ class Placement:
     """The agent's ``--host-interface`` with ``--iptables``."""
 
 
+def node_placement(bed: Bed) -> Placement:
+    """Everything in the bed's node namespace; pods reach the agent through the real DNAT
+    rule (on the bridge) and the STS stand-in on the bridge address."""
+    return Placement(
+        wrap=bed.node_argv,
+        sts_host=bed.bridge_ip,
+        agent_listen="",
+        iptables_host=bed.bridge_ip,
+        iptables_interface=bed.bridge,
+    )
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     """A port free on ``host`` right now (for processes on this host's own loopback)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
@@ -121,91 +113,62 @@ def free_port(host: str = "127.0.0.1") -> int:
         return port
 
 
-@dataclass
-class Process:
-    """A started process, its output files, and how to stop it."""
-
-    name: str
-    popen: subprocess.Popen[bytes]
-    stdout_path: Path
-    stderr_path: Path
-
-    def first_line(self, *, timeout: float = _START_TIMEOUT) -> str:
-        """The first line the process prints (the stand-ins print their URL first)."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            text = self.stdout_path.read_text(errors="replace")
-            if "\n" in text:
-                return text.split("\n", 1)[0].strip()
-            if self.popen.poll() is not None:
-                break
-            time.sleep(0.05)
-        raise StackError(f"{self.name} printed no first line: {self.diagnostics()}")
-
-    def diagnostics(self) -> str:
-        code = self.popen.poll()
-        state = "running" if code is None else f"exited {code}"
-        tail = self.stderr_path.read_text(errors="replace")[-3000:]
-        return f"{self.name} ({state}); stderr tail:\n{tail}"
-
-    def stop(self, *, timeout: float = _STOP_TIMEOUT) -> int:
-        """SIGTERM, wait, then SIGKILL; return the exit code."""
-        if self.popen.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                self.popen.send_signal(signal.SIGTERM)
-            try:
-                return self.popen.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                self.popen.kill()
-        return self.popen.wait()
-
-
 @dataclass(frozen=True, kw_only=True)
 class KubeReply:
     status: int
     body: Any
 
 
-@dataclass
 class Stack:
-    """Starts the processes in order and stops them all (in reverse) on :meth:`close`."""
+    """Starts the processes in order and stops them all (in reverse) on :meth:`close`.
 
-    workdir: Path
-    placement: Placement = field(default_factory=Placement)
-    processes: dict[str, Process] = field(default_factory=dict)
-    kube_url: str = ""
-    sts_url: str = ""
-    kubeconfig: Path = field(init=False)
-    certs: Path = field(init=False)
+    Given ``kube_url``/``sts_url``, ``kubeconfig`` and ``certs``: stand-ins and
+    certificates that exist already (the benchmarks' stand-ins process, the server
+    suite's in-process stand-ins, another stack's: :meth:`sibling`)."""
 
-    def __post_init__(self) -> None:
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        self.kubeconfig = self.workdir / "kubeconfig"
-        self.certs = self.workdir / "certs"
+    def __init__(
+        self,
+        workdir: Path,
+        placement: Placement | None = None,
+        *,
+        kube_url: str = "",
+        sts_url: str = "",
+        kubeconfig: Path | None = None,
+        certs: Path | None = None,
+    ) -> None:
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.workdir = workdir
+        self.placement = placement or Placement()
+        self.kube_url, self.sts_url = kube_url, sts_url
+        self.kubeconfig = kubeconfig or workdir / "kubeconfig"
+        self.certs = certs or workdir / "certs"
+        """A ``kiam certs --out`` directory."""
+        self.processes: dict[str, Child] = {}
+        self.server_address = ""
+        """Where ``kiam server`` listens, from its log (port 0 picks a free port)."""
+
+    def sibling(self, workdir: Path, placement: Placement) -> Stack:
+        """Another stack on this one's stand-ins and certificates (a second server)."""
+        return Stack(workdir, placement, kube_url=self.kube_url, sts_url=self.sts_url,
+                     kubeconfig=self.kubeconfig, certs=self.certs)
 
     # ------------------------------------------------------------ processes
 
-    def spawn(self, name: str, command: Sequence[str], *, env: Mapping[str, str]) -> Process:
-        out = self.workdir / f"{name}.out"
-        err = self.workdir / f"{name}.err"
-        # A Ctrl-C raised inside Popen after the fork would lose the child: it would run on,
-        # unrecorded, and close() would never stop it. Hold the signal until it is recorded.
-        with _signals_deferred(), out.open("wb") as stdout, err.open("wb") as stderr:
-            popen = subprocess.Popen(
+    def spawn(self, name: str, command: Sequence[str], *, env: Mapping[str, str]) -> Child:
+        # A Ctrl-C between the start and the record would lose the child: held until then.
+        with signals_deferred():
+            child = Child.start(
+                name,
                 self.placement.wrap(command),
-                stdout=stdout,
-                stderr=stderr,
-                stdin=subprocess.DEVNULL,
-                env=dict(env),
+                log_path=self.workdir / f"{name}.log",
+                env=env,
                 cwd=self.workdir,
-                preexec_fn=_die_with_parent,  # noqa: PLW1509 (see _die_with_parent)
             )
-            proc = Process(name=name, popen=popen, stdout_path=out, stderr_path=err)
-            self.processes[name] = proc
-        return proc
+            self.processes[name] = child
+        return child
 
     def run(self, command: Sequence[str], *, timeout: float = 30.0) -> str:
-        """Run a short command in place; return stdout or raise :class:`StackError`."""
+        """Run a short command in place; return stdout or raise :class:`HarnessError`."""
         done = subprocess.run(
             self.placement.wrap(command),
             capture_output=True,
@@ -215,57 +178,54 @@ class Stack:
             env=isolated_env(),
         )
         if done.returncode != 0:
-            raise StackError(f"{' '.join(command)}: exit {done.returncode}: {done.stderr}")
+            raise HarnessError(f"{' '.join(command)}: exit {done.returncode}: {done.stderr}")
         return done.stdout
 
     def start_kube(self) -> str:
-        proc = self.spawn(
-            "kube",
-            [
-                sys.executable,
-                "-m",
-                "kiam.testing.kube",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                "0",
-                "--kubeconfig",
-                str(self.kubeconfig),
-            ],
-            env=isolated_env(),
-        )
-        self.kube_url = proc.first_line().rstrip("/")
+        command = [sys.executable, "-m", "kiam_testbed.kube", "--host", "127.0.0.1"]
+        command += ["--port", "0", "--kubeconfig", str(self.kubeconfig)]
+        self.kube_url = self.spawn("kube", command, env=isolated_env()).wait_for(_URL)[1]
         return self.kube_url
 
     def start_sts(self) -> str:
-        host = self.placement.sts_host
-        proc = self.spawn(
-            "sts",
-            [sys.executable, "-m", "kiam.testing.sts", "--host", host, "--port", "0"],
-            env=isolated_env(),
-        )
-        self.sts_url = proc.first_line().rstrip("/")
+        command = [sys.executable, "-m", "kiam_testbed.sts", "--host", self.placement.sts_host]
+        command += ["--port", "0"]
+        self.sts_url = self.spawn("sts", command, env=isolated_env()).wait_for(_URL)[1]
         return self.sts_url
 
     def make_certs(self) -> Path:
-        self.run(_kiam("certs", "--out", str(self.certs)))
+        self.run(kiam_command("certs", "--out", str(self.certs)))
         return self.certs
 
-    def start_server(self, *, extra: Sequence[str] = ()) -> Process:
-        if not (self.kube_url and self.sts_url):
-            raise StackError("start the Kubernetes emulator and the STS stand-in first")
+    def start_server(
+        self,
+        *,
+        extra: Sequence[str] = (),
+        env: Mapping[str, str] | None = None,
+        base_arn: str = ROLE_BASE_ARN,
+        wait: bool = True,
+    ) -> Child:
+        """``kiam server`` against the stand-ins, once it listens (``wait=False``: the
+        caller waits for :data:`SERVING` itself, e.g. without blocking an event loop).
+
+        ``base_arn=""`` leaves ``--role-base-arn`` out; ``env`` adds to the environment."""
+        if not (self.kubeconfig.exists() and self.sts_url):
+            raise HarnessError("start the Kubernetes emulator and the STS stand-in first")
         args = server_args(
             bind=f"127.0.0.1:{self.placement.server_port}",
             kubeconfig=self.kubeconfig,
             sts_url=self.sts_url,
             tls=self._tls("server"),
+            base_arn=base_arn,
             extra=("--region", "us-east-1", "--sync", "1m", *extra),
         )
         # Dummy keys for the stand-in, which checks none; never the real metadata service.
-        command, env = _kiam(*args), aws_test_env()
-        return self.spawn("server", command, env=env)
+        server = self.spawn("server", kiam_command(*args), env=aws_test_env(**(env or {})))
+        if wait:
+            self.server_address = server.wait_for(SERVING)[1]
+        return server
 
-    def start_agent(self, *, extra: Sequence[str] = ()) -> Process:
+    def start_agent(self, *, extra: Sequence[str] = ()) -> Child:
         p = self.placement
         args = [
             "agent",
@@ -280,7 +240,7 @@ class Stack:
         if p.iptables_host:
             args += ["--iptables", "--host", p.iptables_host]
             args += ["--host-interface", p.iptables_interface]
-        return self.spawn("agent", _kiam(*args, *extra), env=isolated_env())
+        return self.spawn("agent", kiam_command(*args, *extra), env=isolated_env())
 
     def _tls(self, who: str) -> list[str]:
         c = self.certs
@@ -291,21 +251,35 @@ class Stack:
         host = self.placement.agent_listen or "127.0.0.1"
         return f"http://{host}:{self.placement.agent_port}"
 
-    def wait_agent_ready(self, *, timeout: float = _START_TIMEOUT) -> None:
-        """Poll the agent's deep health (agent up and a synced server behind it)."""
+    @property
+    def dnat_rule(self) -> str:
+        """What ``iptables -S`` shows of the agent's rule (with ``--iptables``)."""
+        p = self.placement
+        return f"-j DNAT --to-destination {p.iptables_host}:{p.agent_port}"
+
+    def wait_agent_ready(self, *, timeout: float = READY_TIMEOUT) -> None:
+        """Until the agent is ready for pods: its deep health answers 200 (agent up, a
+        synced server behind it) and, with ``--iptables``, its DNAT rule is in place.
+
+        The agent listens before it installs the rule, so health alone would let a pod's
+        first request (or an ``iptables -S``) run before the rule exists."""
         deadline = time.monotonic() + timeout
         url = self.agent_url + "/health?deep=1"
         while time.monotonic() < deadline:
             for name in ("server", "agent"):
                 proc = self.processes.get(name)
-                if proc is not None and proc.popen.poll() is not None:
-                    raise StackError(f"{name} exited while starting: {proc.diagnostics()}")
-            status, _ = self.http("GET", url)
-            if status == 200:
+                if proc is not None and proc.returncode is not None:
+                    raise HarnessError(f"{name} exited while starting: {proc.diagnostics()}")
+            if self.http("GET", url)[0] == 200 and self._dnat_in_place():
                 return
             time.sleep(0.2)
         details = "\n".join(self.processes[n].diagnostics() for n in ("server", "agent"))
-        raise StackError(f"the agent did not become healthy in {timeout}s:\n{details}")
+        raise HarnessError(f"the agent did not become ready in {timeout}s:\n{details}")
+
+    def _dnat_in_place(self) -> bool:
+        if not self.placement.iptables_host:
+            return True
+        return self.dnat_rule in self.run(["iptables", "-w", "-t", "nat", "-S", "PREROUTING"])
 
     # ------------------------------------------------------------ HTTP in place
 
@@ -339,7 +313,7 @@ class Stack:
         try:
             reply = json.loads(done.stdout)
         except ValueError:
-            raise StackError(f"HTTP helper failed: {done.stderr.strip()[-1000:]}") from None
+            raise HarnessError(f"HTTP helper failed: {done.stderr.strip()[-1000:]}") from None
         return int(reply["status"]), str(reply["body"])
 
     def kube(
@@ -357,7 +331,7 @@ class Stack:
     ) -> Any:
         reply = self.kube(method, path, body, content_type=content_type)
         if not 200 <= reply.status < 300:
-            raise StackError(f"{method} {path}: HTTP {reply.status}: {reply.body}")
+            raise HarnessError(f"{method} {path}: HTTP {reply.status}: {reply.body}")
         return reply.body
 
     def create_namespace(self, name: str, *, permitted: str | None) -> None:
@@ -412,36 +386,3 @@ class Stack:
         """Stop every process, last started first (the agent before the server, ...)."""
         for name in reversed(list(self.processes)):
             self.processes[name].stop()
-
-
-@contextlib.contextmanager
-def _signals_deferred() -> Iterator[None]:
-    """Hold SIGINT and SIGTERM for the duration of the block; act on them at its end.
-
-    Python-level handlers (not a blocked signal mask) so that the child started inside
-    the block gets the default dispositions back at exec, and stays stoppable. Only the
-    main thread may set handlers; elsewhere the block runs unprotected."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    held: list[int] = []
-
-    def hold(signum: int, frame: FrameType | None) -> None:
-        held.append(signum)
-
-    previous = {sig: signal.signal(sig, hold) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-        for signum in dict.fromkeys(held):
-            handler = previous[signal.Signals(signum)]
-            if callable(handler):
-                handler(signum, None)
-            elif handler == signal.SIG_DFL:
-                signal.raise_signal(signum)
-
-
-def _kiam(*args: str) -> list[str]:
-    return kiam_command(*args)

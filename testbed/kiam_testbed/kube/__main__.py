@@ -1,4 +1,4 @@
-"""``python -m kiam.testing.kube``: serve the emulator until SIGTERM or SIGINT.
+"""``python -m kiam_testbed.kube``: serve the emulator until SIGTERM or SIGINT.
 
 The first line of stdout is the base URL (flushed), so a parent process can read it.
 """
@@ -10,11 +10,11 @@ import asyncio
 import signal
 import sys
 
-from kiam.testing.kube.emulator import KubeEmulator
+from kiam_testbed.kube.emulator import KubeEmulator
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m kiam.testing.kube", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m kiam_testbed.kube", description=__doc__)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0, help="0: any free port")
     parser.add_argument("--kubeconfig", default="", help="write a kubeconfig for it here")

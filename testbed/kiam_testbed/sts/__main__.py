@@ -1,7 +1,7 @@
-"""``python -m kiam.testing.sts --host 127.0.0.1 --port 0``
+"""``python -m kiam_testbed.sts --host 127.0.0.1 --port 0``
 
 Prints the proxy URL as the first line of stdout, then serves until SIGTERM or SIGINT
-(exit 0). Faults are queued over HTTP: see :mod:`kiam.testing.sts.standin`.
+(exit 0). Faults are queued over HTTP: see :mod:`kiam_testbed.sts.standin`.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import signal
 import sys
 from collections.abc import Sequence
 
-from kiam.testing.sts.standin import StsStandIn, StsStandInError
+from kiam_testbed.sts.standin import StsStandIn, StsStandInError
 
 
 async def serve(*, host: str, port: int) -> None:
@@ -28,7 +28,7 @@ async def serve(*, host: str, port: int) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m kiam.testing.sts", description="moto STS behind a fault-injecting proxy"
+        prog="python -m kiam_testbed.sts", description="moto STS behind a fault-injecting proxy"
     )
     parser.add_argument("--host", default="127.0.0.1", help="address for the proxy")
     parser.add_argument("--port", type=int, default=0, help="port for the proxy (0: any)")

@@ -14,7 +14,7 @@ moto does not verify signatures, enforces no trust policy or ExternalId, and its
 ``AssumeRole`` works for any role ARN without creating the role first (the account of the
 issued credentials is the one in the ARN), so tests need no IAM set-up.
 
-For a stand-in running in another process (``python -m kiam.testing.sts``), the same
+For a stand-in running in another process (``python -m kiam_testbed.sts``), the same
 controls are served under ``/_standin/``: ``POST /_standin/faults`` with a JSON
 ``{"kind", "count", "role_arn", "delay"}``, ``GET /_standin/calls``, ``POST /_standin/reset``.
 """
@@ -36,7 +36,7 @@ from aiohttp import web
 from multidict import CIMultiDict
 
 from kiam.common.net import join_host_port, split_host_port
-from kiam.testing.sts.faults import (
+from kiam_testbed.sts.faults import (
     ERRORS,
     AssumeRoleRequest,
     Fault,

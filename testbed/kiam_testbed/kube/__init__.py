@@ -11,7 +11,7 @@ for a compacted version; field and label selectors; graceful pod deletion.
 
 In process::
 
-    from kiam.testing.kube import KubeEmulator
+    from kiam_testbed.kube import KubeEmulator
 
     async with KubeEmulator() as kube:              # serves on 127.0.0.1, a free port
         kube.url                                    # "http://127.0.0.1:PORT"
@@ -65,13 +65,13 @@ after ``continue`` shows the current state (not a snapshot) under the first page
 Namespaces are deleted at once, without deleting what they contain. A watch consumer more
 than 100,000 events behind is cut off.
 
-Standalone: ``python -m kiam.testing.kube --host 127.0.0.1 --port 0 --kubeconfig PATH``
+Standalone: ``python -m kiam_testbed.kube --host 127.0.0.1 --port 0 --kubeconfig PATH``
 prints its URL as the first line of stdout and serves until SIGTERM/SIGINT (exit 0).
 """
 
-from kiam.testing.kube.emulator import DEFAULT_NAMESPACES, Fault, KubeEmulator
-from kiam.testing.kube.errors import KubeApiError
-from kiam.testing.kube.resources import EVENTS, EVENTS_V1, NAMESPACES, PODS, ResourceType
+from kiam_testbed.kube.emulator import DEFAULT_NAMESPACES, Fault, KubeEmulator
+from kiam_testbed.kube.errors import KubeApiError
+from kiam_testbed.kube.resources import EVENTS, EVENTS_V1, NAMESPACES, PODS, ResourceType
 
 __all__ = [
     "DEFAULT_NAMESPACES",
