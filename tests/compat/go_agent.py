@@ -15,7 +15,8 @@ What it copies from Go Kiam (read, not ported):
 * ``pkg/aws/metadata/handlers.go``: that context ends 5 s after the request arrived,
   and each RPC carries it as its deadline.
 
-:attr:`GoShapedAgent.calls` records every RPC it made, so a test sees a retry storm.
+:attr:`GoShapedAgent.calls` records every RPC it made, so a test sees a retry storm, and
+:attr:`GoShapedAgent.errors` what each failed one became.
 """
 
 from __future__ import annotations
@@ -68,6 +69,8 @@ class GoShapedAgent:
     patience: float = HANDLER_MAX_DURATION
     """The request context's lifetime (Go: 5 s)."""
     calls: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    """The error each failed RPC became, in order."""
     rng: random.Random = field(default_factory=lambda: random.Random(17))
 
     async def role_name(self, ip: str) -> GoAnswer:
@@ -130,6 +133,7 @@ class GoShapedAgent:
             try:
                 return await operation(max(deadline - loop.time(), 0.0))
             except GoError as exc:
+                self.errors.append(str(exc))
                 if exc.permanent:
                     raise
                 last = exc
