@@ -40,6 +40,7 @@ MODULES: dict[str, tuple[str, ...]] = {
     "kiam/agent/paths.py": ("tests/agent/test_paths.py",),
     "kiam/aws/arn.py": ("tests/aws/test_arn.py",),
     "kiam/aws/session_names.py": ("tests/aws/test_session_names.py",),
+    "kiam/server/prefetch.py": ("tests/server/test_prefetch.py",),
 }
 """Security-critical pure module -> its own unit tests."""
 

@@ -1,7 +1,7 @@
 """``kiam agent``: the per-node metadata proxy (never imports kiam.server, aws or k8s).
 
 main.py      run_agent(): process wiring, start-up and shutdown order
-app.py       the HTTP routes of SPEC §2 behind one dispatcher
+app.py       the HTTP routes (docs/architecture.md) behind one dispatcher
 paths.py     path normalisation, routing, the --allow-route-regexp allow-list
 imdsv2.py    IMDSv2 session tokens issued and checked by the agent
 proxy.py     allow-listed paths forwarded to the real IMDS with the agent's own token

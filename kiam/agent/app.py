@@ -1,4 +1,4 @@
-"""The agent's HTTP side: every route of SPEC §2 behind one dispatcher.
+"""The agent's HTTP side: every route (docs/architecture.md) behind one dispatcher.
 
 aiohttp's router is not used to choose a handler, because it would match on its own
 decoding of the path; instead one catch-all handler normalises the raw path once

@@ -1,4 +1,4 @@
-"""The agent's Prometheus metrics, with Kiam's names (SPEC §4).
+"""The agent's Prometheus metrics, with Kiam's names (docs/metrics.md).
 
 They live in a registry of their own so the agent and the server (or the health probe)
 can be imported into one test process without clashing names; ``/metrics`` serves

@@ -1,6 +1,6 @@
 """Credentials cached per (role ARN, session name, external ID), refreshed ahead of need.
 
-Rules (SPEC §3):
+Rules (docs/architecture.md, kiam.aws):
 
 - one STS call at a time per key, however many callers wait (single-flight); a waiter
   that is cancelled never cancels the call the others wait for;

@@ -7,5 +7,6 @@
 - :mod:`kiam.server.settings`: ``ServerSettings``, one field per flag
 - :mod:`kiam.server.main`: ``run_server``: start-up, the supervised tasks, shutdown
 
-Contracts: docs/architecture.md; the product contract is SPEC §3.
+Contracts: docs/architecture.md (parts, wire, status codes) and docs/policy.md (who gets
+which role).
 """

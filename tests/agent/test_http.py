@@ -2,7 +2,8 @@
 
 Each caller is a distinct loopback source address (127.0.0.x, ::1), standing for a pod;
 the scripted server answers by that address (see ``standins.PODS``), so every status
-code of SPEC §2 can be produced, including the ones a real server rarely gives.
+code of the agent (docs/architecture.md) can be produced, including the ones a real
+server rarely gives.
 """
 
 from __future__ import annotations

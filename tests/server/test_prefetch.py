@@ -149,3 +149,13 @@ async def test_announced_pods_are_prefetched_when_the_policy_serves_them() -> No
 async def test_a_pod_without_a_role_is_not_prefetched() -> None:
     fetched = await _prefetched([pod("p", namespace="team")], Namespaces({"team": ".*"}))
     assert fetched == []
+
+
+def test_pods_without_a_key_do_not_hide_the_pods_after_them() -> None:
+    namespaces = Namespaces({"team": ".*"})
+    pods = [
+        pod("host", namespace="team", role="app", host_network=True),
+        pod("none", namespace="team"),
+        pod("web", namespace="team", role="web"),
+    ]
+    assert keys_in_use(pods, permitted=namespaces.permitted, policy=POLICY) == {key("web")}

@@ -1,4 +1,4 @@
-"""The gRPC contract a Go Kiam agent relies on (SPEC §3): package ``kiam``, service
+"""The gRPC contract a Go Kiam agent relies on (docs/architecture.md): package ``kiam``, service
 ``KiamService``, its methods, and every message's field names, numbers and types."""
 
 from __future__ import annotations
