@@ -22,6 +22,7 @@ from aiohttp import web
 
 from kiam.agent import metrics
 from kiam.agent.app import AppConfig, MetadataApp
+from kiam.agent.bad_requests import MetadataRunner
 from kiam.agent.client import KiamClient
 from kiam.agent.imdsv2 import TokenStore
 from kiam.agent.iptables import DnatRule, Iptables, IptablesError
@@ -101,7 +102,7 @@ async def _run(settings: AgentSettings) -> int:
         await _connect(client, budget=settings.gateway_timeout_creation)
         tokens = TokenStore()
         metadata = _metadata_app(settings, client=client, session=session, tokens=tokens)
-        runner = web.AppRunner(metadata.build(), handle_signals=False, access_log=None)
+        runner = MetadataRunner(metadata.build(), handle_signals=False, access_log=None)
         await runner.setup()
         daemon.on_stop("stop http", lambda: _stop_http(metadata, runner))
         try:

@@ -27,6 +27,11 @@ handler_latency = Histogram(
     registry=REGISTRY,
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
 )
+bad_requests = Counter(
+    "kiam_metadata_bad_requests",
+    "Requests the HTTP parser refused (400): bad request targets, over-long lines",
+    registry=REGISTRY,
+)
 credential_fetch_errors = Counter(
     "kiam_metadata_credential_fetch_errors_total",
     "Credential requests that failed",
