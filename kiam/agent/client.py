@@ -7,7 +7,10 @@ retry over several servers and the translation into :mod:`kiam.agent.errors`.
 Each call has one deadline (the caller's budget). UNAVAILABLE is retried on the next
 channel (with fewer than three channels, round the list again: behind a DNS name
 ``round_robin`` moves each retry to another address) while the budget lasts; every
-other status is final, and PERMISSION_DENIED in particular is never retried.
+other status is final, and PERMISSION_DENIED in particular is never retried. A Go Kiam
+server's UNKNOWN refusals are read by their message into the same rows (``forbidden by
+policy`` is a 403 at once), and the pod is told the reason the server sent beside the
+message, not the fixed message itself.
 """
 
 from __future__ import annotations
@@ -64,7 +67,7 @@ def translate(error: aio.AioRpcError, *, what: str) -> AgentError:
     kind, summary = _ERRORS[answer]
     if answer is status.DEADLINE_EXCEEDED:
         return kind(f"{what}: {summary}")
-    detail = " ".join((error.details() or code.name).split())
+    detail = " ".join((status.reason(error) or code.name).split())
     return kind(f"{what}: {summary.format(code=code.name)} ({detail})")
 
 

@@ -1,7 +1,9 @@
 """``kiam.KiamService``: who is at this IP, what role may it have, and its credentials.
 
 Every refusal is a row of the status table, :mod:`kiam.wire.status` (quoted in
-docs/architecture.md), sent with its :func:`~kiam.wire.status.abort`.
+docs/architecture.md), sent with its :func:`~kiam.wire.status.abort`: a policy refusal
+and an unknown pod go out with Go Kiam's fixed messages, which Go's agents compare,
+and the reason given here travels beside them.
 
 An IP the pod cache does not know yet is waited for (event-driven) for as long as the
 client's deadline allows, less a margin to answer in; a client without a deadline gets

@@ -7,7 +7,15 @@ with one of these rows; the agent reads what it received back into a row with
 :func:`classify`; docs/architecture.md quotes the table as :func:`markdown_table`
 renders it (tests/wire/test_status.py fails when the two differ). A change to what a
 refusal carries on the wire (its code, its message, metadata beside it) is made here,
-in :func:`abort` and :func:`classify`, and nowhere else.
+in :func:`abort`, :func:`classify` and :func:`reason`, and nowhere else.
+
+Go Kiam's agent tells a refusal by the status *message*, never the code: it gives up at
+once only on ``forbidden by policy`` and retries everything else until the pod's
+request times out. So the rows Go's agent matches are sent with Go's exact message
+(:attr:`Answer.message`), and the human reason travels beside it in the trailing
+metadata key :data:`REASON_KEY`, which Go's agent ignores and ours reads. Go Kiam's
+server answers every refusal with UNKNOWN and one of those fixed messages; the agent
+reads such an answer into the row that means the same (:attr:`Answer.go_messages`).
 
 Metric labels are Go's ``codes.Code.String()`` (``NotFound``, ``PermissionDenied``,
 note ``Canceled``), the spelling go-grpc-prometheus gives Kiam's ``grpc_code`` label,
@@ -65,22 +73,45 @@ class Answer:
     """The agent tries another server before answering (while the deadline lasts)."""
     why: str = ""
     """The reason for ``http`` where it is not obvious."""
+    message: str = ""
+    """The status message, fixed because Go Kiam's agent compares it (the reason then
+    travels under :data:`REASON_KEY`); empty: the reason is the message."""
+    go_messages: tuple[str, ...] = ()
+    """Messages a Go Kiam server sends with UNKNOWN in this situation."""
 
+
+REASON_KEY = "kiam-reason-bin"
+"""Trailing metadata with the human reason (UTF-8) where the message is fixed; ``-bin``
+so any text survives (gRPC base64-encodes it)."""
+
+# Go Kiam's error texts (pkg/server/errors.go, pkg/k8s/pod_cache.go), as its server
+# sends them and its agent compares them.
+GO_FORBIDDEN = "forbidden by policy"
+GO_NO_POD = "no pod found"
+"""Go's server, GetPodCredentials for an unknown IP."""
+GO_POD_NOT_FOUND = "pod not found"
+"""Go's server, GetPodRole for an unknown IP (its pod cache's own error)."""
+GO_MULTIPLE_PODS = "multiple running pods found"
 
 POD_NOT_FOUND = Answer(
     code=grpc.StatusCode.NOT_FOUND,
     situation="no live pod has the IP (after waiting for the watch)",
     http=404,
+    message=GO_NO_POD,
+    go_messages=(GO_NO_POD, GO_POD_NOT_FOUND),
 )
 AMBIGUOUS_POD = Answer(
     code=grpc.StatusCode.FAILED_PRECONDITION,
     situation="live pods with different roles claim the IP",
     http=409,
+    go_messages=(GO_MULTIPLE_PODS,),
 )
 ROLE_FORBIDDEN = Answer(
     code=grpc.StatusCode.PERMISSION_DENIED,
     situation="requested role is not the pod's role / namespace forbids it",
     http=403,
+    message=GO_FORBIDDEN,
+    go_messages=(GO_FORBIDDEN,),
 )
 CREDENTIALS_FAILED = Answer(
     code=grpc.StatusCode.INTERNAL,
@@ -121,17 +152,40 @@ TABLE = (
     OTHER,
 )
 _BY_CODE = {answer.code: answer for answer in TABLE if answer.code is not None}
+_BY_GO_MESSAGE = {message: answer for answer in TABLE for message in answer.go_messages}
 
 
 def classify(error: aio.AioRpcError) -> Answer:
-    """The row of a status the client received (the catch-all row for unknown codes)."""
-    return _BY_CODE.get(error.code(), OTHER)
+    """The row of a status the client received (the catch-all row for unknown codes).
+
+    UNKNOWN is what a Go Kiam server sends for every refusal; its message says which."""
+    code = error.code()
+    if code is grpc.StatusCode.UNKNOWN:
+        return _BY_GO_MESSAGE.get(error.details() or "", OTHER)
+    return _BY_CODE.get(code, OTHER)
+
+
+def reason(error: aio.AioRpcError) -> str:
+    """The human reason of a status: :data:`REASON_KEY` when sent, else the message."""
+    # pairs of an aio.Metadata at run time (the stubs give it the sync API's type)
+    trailing: Any = error.trailing_metadata()
+    for key, value in trailing or ():
+        if key == REASON_KEY:
+            text = value if isinstance(value, str) else value.decode(errors="replace")
+            if text:
+                return text
+    return error.details() or ""
 
 
 async def abort(context: aio.ServicerContext[Any, Any], answer: Answer, reason: str) -> NoReturn:
-    """End the RPC with ``answer``'s code; ``reason`` (one line, for people) travels with it."""
+    """End the RPC with ``answer``'s code; ``reason`` (one line, for people) travels with it:
+    as the message, or under :data:`REASON_KEY` when the row's message is fixed."""
     if answer.code is None:
         raise ValueError("the catch-all row is not an answer the server gives")
+    if answer.message:
+        await context.abort(
+            answer.code, answer.message, trailing_metadata=((REASON_KEY, reason.encode()),)
+        )
     await context.abort(answer.code, reason)
     raise AssertionError("context.abort returned")  # pragma: no cover
 
@@ -139,15 +193,17 @@ async def abort(context: aio.ServicerContext[Any, Any], answer: Answer, reason: 
 def markdown_table() -> str:
     """The table as docs/architecture.md quotes it."""
     lines = [
-        "| situation | gRPC code | `grpc_code` label | agent HTTP |",
-        "|---|---|---|---|",
+        "| situation | gRPC code | message | `grpc_code` label | agent HTTP | from a Go server |",
+        "|---|---|---|---|---|---|",
     ]
     for answer in TABLE:
-        code, label = "any other", "its Go name, e.g. `Unknown`"
+        code, label, message = "any other", "its Go name, e.g. `Unknown`", ""
         if answer.code is not None:
             code, label = answer.code.name, f"`{metric_label(answer.code)}`"
+            message = f"`{answer.message}`" if answer.message else "the reason"
         retried = "retried on another server first" if answer.retried else ""
         notes = "; ".join(note for note in (retried, answer.why) if note)
         http = f"{answer.http} ({notes})" if notes else str(answer.http)
-        lines.append(f"| {answer.situation} | {code} | {label} | {http} |")
+        go = " or ".join(f"UNKNOWN `{m}`" for m in answer.go_messages)
+        lines.append(f"| {answer.situation} | {code} | {message} | {label} | {http} | {go} |")
     return "\n".join(lines) + "\n"

@@ -55,6 +55,39 @@ def test_an_unlisted_code_is_named_in_the_message() -> None:
     assert exc.message == "GetPodRole: the kiam server answered UNAUTHENTICATED (who?)"
 
 
+def test_the_pod_is_told_the_reason_beside_a_fixed_message() -> None:
+    reason = "pod team/web is annotated with role reader,\nnot admin"
+    error = aio.AioRpcError(
+        grpc.StatusCode.PERMISSION_DENIED,
+        aio.Metadata(),
+        aio.Metadata((status.REASON_KEY, reason.encode())),
+        details="forbidden by policy",
+    )
+    exc = translate(error, what="GetPodCredentials")
+    assert type(exc) is errors.RoleForbidden
+    assert exc.message == (
+        "GetPodCredentials: forbidden (pod team/web is annotated with role reader, not admin)"
+    )
+
+
+@pytest.mark.parametrize(
+    ("details", "exc_type", "http"),
+    [
+        ("forbidden by policy", errors.RoleForbidden, 403),
+        ("no pod found", errors.PodNotFound, 404),
+        ("pod not found", errors.PodNotFound, 404),
+        ("multiple running pods found", errors.AmbiguousPod, 409),
+        ("AccessDenied: not authorized to perform sts:AssumeRole", errors.ServerFailed, 502),
+    ],
+)
+def test_a_go_servers_unknown_answers(
+    details: str, exc_type: type[errors.AgentError], http: int
+) -> None:
+    exc = translate(_rpc_error(grpc.StatusCode.UNKNOWN, details), what="GetPodCredentials")
+    assert (type(exc), exc.status) == (exc_type, http)
+    assert details in exc.message
+
+
 def test_messages_are_one_line() -> None:
     assert errors.NotFound("a\nb\n  c").message == "a b c"
 

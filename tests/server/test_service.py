@@ -21,7 +21,7 @@ from kiam.k8s.errors import AmbiguousPodIP
 from kiam.k8s.model import NamespaceInfo, PodInfo
 from kiam.server.policy import Policy
 from kiam.server.service import KiamService
-from kiam.wire import kiam_pb2
+from kiam.wire import kiam_pb2, status
 
 BASE = "arn:aws:iam::123456789012:role/"
 SECRET = "secret-never-logged"
@@ -47,10 +47,13 @@ def make_pod(name: str = "web-1", ip: str = "10.0.0.5", role: str = "app") -> Po
 
 
 class Aborted(Exception):
-    def __init__(self, code: grpc.StatusCode, details: str) -> None:
-        super().__init__(f"{code}: {details}")
+    def __init__(self, code: grpc.StatusCode, details: str, reason: str) -> None:
+        super().__init__(f"{code}: {details} ({reason})")
         self.code = code
         self.details = details
+        """The status message, as Go's agent compares it."""
+        self.reason = reason
+        """The human reason: beside a fixed message, or the message itself."""
 
 
 class FakeContext:
@@ -60,8 +63,14 @@ class FakeContext:
     def time_remaining(self) -> float | None:
         return self.remaining
 
-    async def abort(self, code: grpc.StatusCode, details: str = "") -> None:
-        raise Aborted(code, details)
+    async def abort(
+        self,
+        code: grpc.StatusCode,
+        details: str = "",
+        trailing_metadata: tuple[tuple[str, bytes], ...] = (),
+    ) -> None:
+        beside = dict(trailing_metadata).get(status.REASON_KEY)
+        raise Aborted(code, details, beside.decode() if beside is not None else details)
 
 
 class FakePods:
@@ -213,7 +222,8 @@ async def test_unknown_ip_waits_within_the_deadline_then_not_found(rig: Rig) -> 
     with pytest.raises(Aborted) as caught:
         await role(rig, "10.0.0.9", remaining=0.3)
     assert caught.value.code == grpc.StatusCode.NOT_FOUND
-    assert "10.0.0.9" in caught.value.details
+    assert caught.value.details == "no pod found"  # Go's text: its agents compare it
+    assert "10.0.0.9" in caught.value.reason
     assert rig.pods.waits == [pytest.approx(0.2)]
 
 
@@ -243,7 +253,7 @@ async def test_ambiguous_ip_is_failed_precondition(rig: Rig) -> None:
     with pytest.raises(Aborted) as caught:
         await creds(rig, "10.0.0.5", "app")
     assert caught.value.code == grpc.StatusCode.FAILED_PRECONDITION
-    assert "team/a" in caught.value.details
+    assert "team/a" in caught.value.reason
 
 
 @pytest.mark.parametrize("which", ["pods", "namespaces"])
@@ -270,7 +280,7 @@ async def test_draining_is_unavailable(rig: Rig) -> None:
     with pytest.raises(Aborted) as caught:
         await creds(rig, "10.0.0.5", "app")
     assert caught.value.code == grpc.StatusCode.UNAVAILABLE
-    assert "shutting down" in caught.value.details
+    assert "shutting down" in caught.value.reason
 
 
 async def test_credentials_document(rig: Rig, caplog: pytest.LogCaptureFixture) -> None:
@@ -304,7 +314,9 @@ async def test_wrong_role_is_denied_with_an_event(rig: Rig) -> None:
     with pytest.raises(Aborted) as caught:
         await creds(rig, "10.0.0.5", "db")
     assert caught.value.code == grpc.StatusCode.PERMISSION_DENIED
-    assert rig.events.recorded == [("team/web-1", "KiamRoleForbidden", caught.value.details)]
+    assert caught.value.details == "forbidden by policy"  # Go's text: its agents compare it
+    assert "team/web-1" in caught.value.reason
+    assert rig.events.recorded == [("team/web-1", "KiamRoleForbidden", caught.value.reason)]
     assert rig.credentials.keys == []
 
 
@@ -314,7 +326,8 @@ async def test_namespace_forbidding_is_denied_with_an_event(rig: Rig) -> None:
     with pytest.raises(Aborted) as caught:
         await creds(rig, "10.0.0.5", "app")
     assert caught.value.code == grpc.StatusCode.PERMISSION_DENIED
-    assert "does not permit" in caught.value.details
+    assert caught.value.details == "forbidden by policy"
+    assert "does not permit" in caught.value.reason
     assert [reason for _, reason, _ in rig.events.recorded] == ["KiamRoleForbidden"]
 
 
@@ -332,7 +345,7 @@ async def test_sts_failure_is_internal_with_an_event(rig: Rig) -> None:
     with pytest.raises(Aborted) as caught:
         await creds(rig, "10.0.0.5", "app")
     assert caught.value.code == grpc.StatusCode.INTERNAL
-    assert "not authorized" in caught.value.details
+    assert "not authorized" in caught.value.reason
     assert [reason for _, reason, _ in rig.events.recorded] == ["KiamCredentialError"]
 
 

@@ -61,10 +61,16 @@ def test_each_code_is_in_one_row_and_the_table_ends_with_the_catch_all() -> None
     assert [answer for answer in status.TABLE if answer.retried] == [status.UNAVAILABLE]
 
 
+UNICODE_REASON = "rôle «admin» is not the pod's"
+
+
 class Refuser(kiam_pb2_grpc.KiamServiceServicer):
-    """GetPodRole refuses with the row named by the request's ``ip`` (an index)."""
+    """GetPodRole refuses with the row named by the request's ``ip`` (an index), or
+    with ROLE_FORBIDDEN and :data:`UNICODE_REASON` for ``unicode``."""
 
     async def GetPodRole(self, request: kiam_pb2.GetPodRoleRequest, context: Any) -> Any:
+        if request.ip == "unicode":
+            await status.abort(context, status.ROLE_FORBIDDEN, UNICODE_REASON)
         await status.abort(context, SENT[int(request.ip)], f"row {request.ip}\nsecond line")
 
 
@@ -89,7 +95,74 @@ async def test_each_row_the_server_sends_is_the_row_the_client_reads(
             await stub.GetPodRole(kiam_pb2.GetPodRoleRequest(ip=str(index)), timeout=5)
         assert caught.value.code() is answer.code
         assert status.classify(caught.value) is answer
-        assert f"row {index}" in (caught.value.details() or "")
+        assert status.reason(caught.value) == f"row {index}\nsecond line"
+        if answer.message:
+            assert caught.value.details() == answer.message
+        else:
+            assert caught.value.details() == f"row {index}\nsecond line"
+
+
+async def test_refusals_go_kiams_agent_matches_carry_its_exact_message(
+    stub: kiam_pb2_grpc.KiamServiceAsyncStub,
+) -> None:
+    # Go's agent (pkg/server/gateway.go) compares the message, byte for byte
+    messages = {}
+    for row in (status.ROLE_FORBIDDEN, status.POD_NOT_FOUND):
+        with pytest.raises(aio.AioRpcError) as caught:
+            await stub.GetPodRole(kiam_pb2.GetPodRoleRequest(ip=str(SENT.index(row))), timeout=5)
+        messages[caught.value.code()] = caught.value.details()
+    assert messages == {
+        grpc.StatusCode.PERMISSION_DENIED: "forbidden by policy",
+        grpc.StatusCode.NOT_FOUND: "no pod found",
+    }
+
+
+async def test_a_reason_beside_a_fixed_message_survives_any_text(
+    stub: kiam_pb2_grpc.KiamServiceAsyncStub,
+) -> None:
+    with pytest.raises(aio.AioRpcError) as caught:
+        await stub.GetPodRole(kiam_pb2.GetPodRoleRequest(ip="unicode"), timeout=5)
+    assert caught.value.details() == "forbidden by policy"
+    assert status.reason(caught.value) == UNICODE_REASON
+
+
+def _received(code: grpc.StatusCode, details: str, trailer: bytes | None = None) -> aio.AioRpcError:
+    trailing = aio.Metadata() if trailer is None else aio.Metadata((status.REASON_KEY, trailer))
+    return aio.AioRpcError(code, aio.Metadata(), trailing, details=details)
+
+
+@pytest.mark.parametrize(
+    ("details", "row"),
+    [
+        # pkg/server/errors.go and pkg/k8s/pod_cache.go, as Go's server sends them
+        ("forbidden by policy", status.ROLE_FORBIDDEN),
+        ("no pod found", status.POD_NOT_FOUND),
+        ("pod not found", status.POD_NOT_FOUND),
+        ("multiple running pods found", status.AMBIGUOUS_POD),
+        # anything else from a Go server (an STS error, ...) is the catch-all row
+        ("AccessDenied: not authorized", status.OTHER),
+        ("Forbidden by policy", status.OTHER),
+        ("forbidden by policy ", status.OTHER),
+        ("", status.OTHER),
+    ],
+)
+def test_a_go_servers_unknown_is_read_by_its_message(details: str, row: status.Answer) -> None:
+    assert status.classify(_received(grpc.StatusCode.UNKNOWN, details)) is row
+
+
+def test_the_code_decides_for_every_code_but_unknown() -> None:
+    error = _received(grpc.StatusCode.INTERNAL, "forbidden by policy")
+    assert status.classify(error) is status.CREDENTIALS_FAILED
+    error = _received(grpc.StatusCode.PERMISSION_DENIED, "anything")
+    assert status.classify(error) is status.ROLE_FORBIDDEN
+
+
+def test_the_reason_is_the_message_when_nothing_travels_beside_it() -> None:
+    assert status.reason(_received(grpc.StatusCode.UNKNOWN, "forbidden by policy")) == (
+        "forbidden by policy"
+    )
+    error = _received(grpc.StatusCode.PERMISSION_DENIED, "forbidden by policy", b"why")
+    assert status.reason(error) == "why"
 
 
 async def test_the_catch_all_row_is_not_an_answer_to_send() -> None:
