@@ -11,7 +11,7 @@ import pytest
 from grpc import aio
 
 from kiam.certs import CertPaths
-from kiam.wire import kiam_pb2
+from kiam.wire import kiam_pb2, status
 from kiam_testbed.commands import ROLE_BASE_ARN as BASE_ARN
 from kiam_testbed.processes import ServerStack, server_stack
 
@@ -62,7 +62,7 @@ async def test_strict_namespace_expressions(stack: ServerStack) -> None:
         try:
             await stack.stub().GetPodCredentials(request, timeout=5.0)
         except aio.AioRpcError as exc:
-            outcomes[(namespace, role)] = (exc.code(), exc.details() or "")
+            outcomes[(namespace, role)] = (exc.code(), status.reason(exc))
         else:
             outcomes[(namespace, role)] = (grpc.StatusCode.OK, "")
     for namespace, role, allowed, _ip in pods:
@@ -71,6 +71,9 @@ async def test_strict_namespace_expressions(stack: ServerStack) -> None:
             assert code == grpc.StatusCode.OK, (namespace, role, details)
         else:
             assert code == grpc.StatusCode.PERMISSION_DENIED, (namespace, role, code, details)
+    # the reason beside "forbidden by policy" names the invalid expression
+    for role in ("admin", "zzz", "a"):
+        assert "invalid iam.amazonaws.com/permitted expression" in outcomes[("escape", role)][1]
     # a role no namespace permits never reached STS
     allowed_somewhere = {role for _ns, role, allowed, _ip in pods if allowed}
     for role in {role for _ns, role, _allowed, _ip in pods} - allowed_somewhere:
