@@ -33,7 +33,9 @@ def parse_ttl(value: str | None) -> int:
     if value is None:
         raise BadRequest(f"missing {TTL_HEADER} header")
     text = value.strip()
-    if not text.isdigit() or not MIN_TTL <= int(text) <= MAX_TTL:
+    # ASCII digits only: str.isdigit() is also true of "²" (which int() refuses) and of
+    # other scripts' digits, which IMDS does not accept either
+    if not (text.isascii() and text.isdigit()) or not MIN_TTL <= int(text) <= MAX_TTL:
         raise BadRequest(f"{TTL_HEADER} must be an integer from {MIN_TTL} to {MAX_TTL}")
     return int(text)
 

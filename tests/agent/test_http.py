@@ -422,3 +422,12 @@ async def test_dot_segments_cannot_reach_another_role(
     asked = [c.role for c in fake_kiam.servicer.calls_from("127.0.0.2")]
     assert asked[-1] == "other-role"
     assert len(fake_imds.state.requests) == before
+
+
+async def test_a_ttl_of_non_ascii_digits_is_400_not_500(agent: AgentProcess) -> None:
+    # "²" (latin-1 0xB2) is a digit to str.isdigit() but not to int()
+    reply = await raw_request(
+        agent.port, "/latest/api/token", method="PUT", source="127.0.1.60",
+        headers={TTL_HEADER: "\u00b2"},
+    )
+    assert reply.status == 400, reply.body
