@@ -169,6 +169,9 @@ def _run(name: str, tmp_path: Path, where: Placement, *, host_ip: str) -> None:
         agent_argv += ["--listen-address", "127.0.0.1", "--metadata-endpoint", imds_url]
         stack.spawn("agent", kiam_command(*agent_argv), env=isolated_env(HOST_IP=host_ip))
         stack.wait_agent_ready()  # with --iptables: its DNAT rule is in place too
+        # the chart's agent liveness probes: httpGet /ping, or /health?deep=1 (deepLivenessProbe)
+        for path in ("/ping", "/health?deep=1"):
+            assert stack.http("GET", stack.agent_url + path)[0] == 200, path
 
         answer = json.loads(
             stack.run([sys.executable, "-c", _POD, str(ports["agent"]), POD_IP, CREDS])
