@@ -43,12 +43,18 @@ class TLSSettings:
 @dataclass(frozen=True, kw_only=True)
 class KeepaliveSettings:
     time: float = flag(
-        10.0, "gRPC keepalive ping interval", name="grpc-keepalive-time-duration", parse=duration
+        10.0,
+        "gRPC keepalive ping interval",
+        name="grpc-keepalive-time-duration",
+        # Go Kiam 3.5 and 3.6 spelled it -ms, and took a duration (10s) all the same
+        aliases=("grpc-keepalive-time-ms",),
+        parse=duration,
     )
     timeout: float = flag(
         2.0,
         "gRPC keepalive ping timeout: a ping not acknowledged by then drops the connection",
         name="grpc-keepalive-timeout-duration",
+        aliases=("grpc-keepalive-timeout-ms",),
         parse=duration,
     )
     permit_without_stream: bool = flag(
@@ -75,6 +81,7 @@ class DaemonSettings(PeerSettings):
         Ignored(name="statsd-prefix", reason="StatsD is not supported", hidden=True),
         Ignored(name="statsd-interval", reason="StatsD is not supported", hidden=True),
         Ignored(name="prometheus-sync-interval", reason="metrics are always live"),
+        Ignored(name="pprof-listen-addr", reason="pprof is Go's profiler; there is no Python one"),
     )
 
     prometheus_listen_addr: str = flag(

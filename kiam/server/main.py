@@ -220,6 +220,8 @@ def _grpc_options(settings: ServerSettings) -> list[tuple[str, Any]]:
         ("grpc.http2.min_ping_interval_without_data_ms", 1000),
         ("grpc.http2.max_pings_without_data", 0),
     ]
+    # Go Kiam's keepalive.ServerParameters under grpc core's names; 0 leaves gRPC's
+    # default, never, as grpc-go reads a zero (docs/MIGRATING-flags.md)
     for name, seconds in (
         ("grpc.max_connection_idle_ms", settings.max_connection_idle),
         ("grpc.max_connection_age_ms", settings.max_connection_age),

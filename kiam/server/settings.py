@@ -15,6 +15,9 @@ from kiam.common.flags import (
 )
 from kiam.common.settings import DEFAULT_SERVER_ADDRESS, DaemonSettings, KeepaliveSettings
 
+GO_CONNECTION_LIMIT = 900.0
+"""Go Kiam's default for each of the three gRPC connection limits: 15 minutes."""
+
 
 @dataclass(frozen=True, kw_only=True)
 class ServerSettings(DaemonSettings):
@@ -56,22 +59,25 @@ class ServerSettings(DaemonSettings):
     prefetch_buffer_size: int = flag(
         1000, "pod events held between the pod watcher and the prefetcher", parse=at_least(1)
     )
+    # As Go Kiam's server (grpc-go keepalive.ServerParameters): 15m each by default, and
+    # 0 means never, as grpc-go reads a zero value (docs/MIGRATING-flags.md).
     max_connection_idle: float = flag(
-        0.0,
-        "close gRPC connections idle this long (0 = never)",
-        name="grpc-max-connection-idle",
+        GO_CONNECTION_LIMIT,
+        "close a gRPC connection with no RPC for this long (0 = never)",
+        name="grpc-max-connection-idle-duration",
         parse=duration,
     )
     max_connection_age: float = flag(
-        0.0,
-        "close gRPC connections this old so agents rebalance (0 = never)",
-        name="grpc-max-connection-age",
+        GO_CONNECTION_LIMIT,
+        "close a gRPC connection this old, so agents rebalance over the servers (0 = never)",
+        name="grpc-max-connection-age-duration",
         parse=duration,
     )
     max_connection_age_grace: float = flag(
-        0.0,
-        "grace for in-flight RPCs after the maximum age (0 = unbounded)",
-        name="grpc-max-connection-age-grace",
+        GO_CONNECTION_LIMIT,
+        "after the maximum age, time in-flight RPCs get before the connection is cut "
+        "(0 = unbounded)",
+        name="grpc-max-connection-age-grace-duration",
         parse=duration,
     )
 

@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import grpc
+import pytest
 from cryptography import x509
 from grpc import aio
 
@@ -117,9 +118,9 @@ async def test_max_connection_age_recycles_connections_without_failing_requests(
     tmp_path: Path, certs: CertPaths
 ) -> None:
     args = (
-        "--grpc-max-connection-age",
+        "--grpc-max-connection-age-duration",
         "1s",
-        "--grpc-max-connection-age-grace",
+        "--grpc-max-connection-age-grace-duration",
         "1s",
         "--grpc-keepalive-time-duration",
         "1s",
@@ -142,6 +143,45 @@ async def test_max_connection_age_recycles_connections_without_failing_requests(
                     answered += 1
                     await asyncio.sleep(0.02)
             assert answered > 3
+
+
+WATCH = 4.0
+"""Seconds a connection is watched: well past a 1s limit, well short of the 15m default."""
+
+
+async def _leaves_ready(address: str, certs: CertPaths) -> bool:
+    """Whether a connection, READY after one call and then idle, stops being READY
+    (the server's GOAWAY) within :data:`WATCH` seconds."""
+    channel = aio.secure_channel(address, channel_credentials(agent_tls(certs)), options=[LOCAL])
+    try:
+        stub = kiam_pb2_grpc.KiamServiceStub(channel)
+        await stub.GetHealth(kiam_pb2.GetHealthRequest(), timeout=5)
+        assert channel.get_state() == grpc.ChannelConnectivity.READY
+        try:
+            async with asyncio.timeout(WATCH):
+                await channel.wait_for_state_change(grpc.ChannelConnectivity.READY)
+        except TimeoutError:
+            return False
+        return True
+    finally:
+        await channel.close(None)
+
+
+@pytest.mark.parametrize(
+    ("args", "closed"),
+    [
+        (("--grpc-max-connection-age-duration=1s", "--grpc-max-connection-age-grace-duration=1s"),
+         True),
+        (("--grpc-max-connection-idle-duration=1s",), True),
+        ((), False),  # Go Kiam's defaults: 15m each
+    ],
+    ids=["max-age", "max-idle", "defaults"],
+)
+async def test_go_kiams_connection_limits_close_connections(
+    tmp_path: Path, certs: CertPaths, args: tuple[str, ...], closed: bool
+) -> None:
+    async with server_stack(tmp_path, certs=certs, server_args=args) as stack:
+        assert await _leaves_ready(stack.server.address, certs) is closed
 
 
 async def test_idle_keepalive_pings_do_not_get_the_connection_closed(
