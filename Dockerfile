@@ -16,7 +16,7 @@ RUN apt-get update \
 COPY --from=build /install /usr/local
 # Go Kiam's image is the one binary /kiam: its chart and manifests say
 # `command: [/kiam, agent]` and probe with `/kiam health ...`, which override ENTRYPOINT.
-# The same program answers to both names (docs/MIGRATING-flags.md).
+# The same program answers to both names (docs/MIGRATING.md).
 RUN ln -s /usr/local/bin/kiam /kiam
 # The agent runs as root (hostNetwork + NET_ADMIN for the DNAT rule); the server does
 # not need root: its manifest sets runAsUser.

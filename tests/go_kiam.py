@@ -5,7 +5,7 @@ Go Kiam release that had them (v2.0-rc1 to v4.2 and master; v2.x shipped them as
 binaries ``/agent``, ``/server`` and ``/health``, v3.0 on as ``/kiam agent|server|health``),
 each with the first and the last release that accepted it. Read from ``cmd/`` at each tag.
 v1.x had one process and no commands; its command lines cannot name ours
-(docs/MIGRATING-flags.md).
+(docs/MIGRATING.md).
 
 :data:`CHART_ARGV`: the command lines Go Kiam's Helm chart (``helm/kiam`` at master,
 chart 6.x, app v4.x) renders, and those of its plain manifests (``deploy/``), for the

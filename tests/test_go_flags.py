@@ -1,6 +1,6 @@
 """Every flag any Go Kiam release's agent, server and health accepted is ours too
 (tests/go_kiam.py: GO_FLAGS): meant where it still makes sense, otherwise accepted and
-warned about once (docs/MIGRATING-flags.md lists those)."""
+warned about once (docs/MIGRATING.md lists those)."""
 
 from __future__ import annotations
 
@@ -162,7 +162,7 @@ def test_ignored_flags_are_warned_about_once_each(tmp_path: Path) -> None:
 
 
 def test_the_ignored_flags_are_in_the_migration_notes() -> None:
-    notes = (ROOT / "docs" / "MIGRATING-flags.md").read_text()
+    notes = (ROOT / "docs" / "MIGRATING.md").read_text()
     for name, meant in MEANT.items():
         if meant is None:
             assert f"`--{name}`" in notes, name

@@ -47,7 +47,8 @@ def validate_base_arn(base_arn: str) -> str:
     base = base_arn if base_arn.endswith("/") else base_arn + "/"
     if _BASE_ARN.fullmatch(base) is None:
         raise InvalidRoleArn(
-            f"invalid base role ARN {base_arn!r}: expected arn:<partition>:iam::<account>:role/"
+            f"invalid base role ARN {base_arn!r}: "
+            "expected arn:<partition>:iam::<12-digit account>:role/"
         )
     return base
 

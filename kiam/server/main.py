@@ -221,7 +221,7 @@ def _grpc_options(settings: ServerSettings) -> list[tuple[str, Any]]:
         ("grpc.http2.max_pings_without_data", 0),
     ]
     # Go Kiam's keepalive.ServerParameters under grpc core's names; 0 leaves gRPC's
-    # default, never, as grpc-go reads a zero (docs/MIGRATING-flags.md)
+    # default, never, as grpc-go reads a zero (docs/MIGRATING.md)
     for name, seconds in (
         ("grpc.max_connection_idle_ms", settings.max_connection_idle),
         ("grpc.max_connection_age_ms", settings.max_connection_age),

@@ -60,7 +60,7 @@ class ServerSettings(DaemonSettings):
         1000, "pod events held between the pod watcher and the prefetcher", parse=at_least(1)
     )
     # As Go Kiam's server (grpc-go keepalive.ServerParameters): 15m each by default, and
-    # 0 means never, as grpc-go reads a zero value (docs/MIGRATING-flags.md).
+    # 0 means never, as grpc-go reads a zero value (docs/MIGRATING.md).
     max_connection_idle: float = flag(
         GO_CONNECTION_LIMIT,
         "close a gRPC connection with no RPC for this long (0 = never)",

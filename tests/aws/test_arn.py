@@ -199,7 +199,7 @@ def test_non_ascii_instance_profile_is_refused() -> None:
             "x",
             "arn:aws:iam::1:role/",
             "invalid base role ARN 'arn:aws:iam::1:role/': "
-            "expected arn:<partition>:iam::<account>:role/",
+            "expected arn:<partition>:iam::<12-digit account>:role/",
         ),
     ],
 )
@@ -239,7 +239,7 @@ def test_validate_base_arn_refuses(base: str) -> None:
     with pytest.raises(InvalidRoleArn) as refused:
         validate_base_arn(base)
     assert str(refused.value) == (
-        f"invalid base role ARN {base!r}: expected arn:<partition>:iam::<account>:role/"
+        f"invalid base role ARN {base!r}: expected arn:<partition>:iam::<12-digit account>:role/"
     )
 
 
