@@ -11,6 +11,10 @@ Rules (docs/policy.md):
   ``--disable-strict-namespace-regexp``. A missing or empty expression permits nothing;
   an expression that does not compile on its own permits nothing and the reason names it.
 
+- an ``iam.amazonaws.com/external-id``, when set, must be one STS accepts (2-1224
+  characters of ``[\\w+=,.@:/-]``); otherwise every AssumeRole would fail, so the pod is
+  refused up front with the reason, without an STS call.
+
 The credentials are always issued for the pod's own annotated role, keyed by
 (role ARN, ``kiam-<session name>``, external id).
 """
@@ -24,11 +28,13 @@ from dataclasses import dataclass
 
 from kiam.aws.arn import InvalidRoleArn, RoleArn, resolve_role_arn, role_name
 from kiam.aws.credentials import CredentialKey
-from kiam.aws.session_names import sts_session_name
-from kiam.k8s.model import PodInfo
-
-ROLE_ANNOTATION = "iam.amazonaws.com/role"
-PERMITTED_ANNOTATION = "iam.amazonaws.com/permitted"
+from kiam.aws.session_names import external_id_problem, sts_session_name
+from kiam.k8s.model import (
+    EXTERNAL_ID_ANNOTATION,
+    PERMITTED_ANNOTATION,
+    ROLE_ANNOTATION,
+    PodInfo,
+)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -106,6 +112,14 @@ def pod_role_arn(pod: PodInfo, *, base_arn: str) -> RoleArn | Denied | None:
         return Denied(reason=f"pod {pod.namespace}/{pod.name}: {ROLE_ANNOTATION}: {exc}")
 
 
+def external_id_denial(pod: PodInfo) -> Denied | None:
+    """Why STS would refuse the pod's external ID, or None (the ID itself is never shown)."""
+    problem = external_id_problem(pod.external_id)
+    if problem is None:
+        return None
+    return Denied(reason=f"pod {pod.namespace}/{pod.name}: {EXTERNAL_ID_ANNOTATION} {problem}")
+
+
 def credential_key(pod: PodInfo, role_arn: RoleArn, *, default_session: str) -> CredentialKey:
     """The cache/STS key for ``pod`` assuming ``role_arn``."""
     return CredentialKey(
@@ -152,7 +166,7 @@ class Policy:
             )
         denial = namespace_denial(
             namespace=pod.namespace, role_arn=resolved, permitted=permitted, strict=self.strict
-        )
+        ) or external_id_denial(pod)
         if denial is not None:
             return denial
         return Allowed(
@@ -170,7 +184,7 @@ class Policy:
             return None
         denial = namespace_denial(
             namespace=pod.namespace, role_arn=resolved, permitted=permitted, strict=self.strict
-        )
+        ) or external_id_denial(pod)
         if denial is not None:
             return None
         return credential_key(pod, resolved, default_session=self.default_session)

@@ -4,7 +4,7 @@ import re
 
 import pytest
 
-from kiam.aws.session_names import sts_session_name
+from kiam.aws.session_names import external_id_problem, sts_session_name
 
 
 @pytest.mark.parametrize(
@@ -31,3 +31,24 @@ def test_always_valid_for_sts(annotation: str) -> None:
     assert 2 <= len(name) <= 64
     assert re.fullmatch(r"[\w+=,.@-]+", name, re.ASCII)
     assert name.startswith("kiam-")
+
+
+BAD_CHARACTERS = "holds characters STS does not accept (only letters, digits and +=,.@:/-_)"
+
+
+@pytest.mark.parametrize(
+    ("external_id", "problem"),
+    [
+        ("", None),
+        ("ab", None),
+        ("x" * 1224, None),
+        ("a+b=c,d.e@f:g/h-i_j", None),
+        ("x", "is 1 characters long; STS accepts 2 to 1224"),
+        ("x" * 1225, "is 1225 characters long; STS accepts 2 to 1224"),
+        ("a b", BAD_CHARACTERS),
+        ("\u00e9\u00e9", BAD_CHARACTERS),
+        ("ab\n", BAD_CHARACTERS),
+    ],
+)
+def test_external_id_problem(external_id: str, problem: str | None) -> None:
+    assert external_id_problem(external_id) == problem

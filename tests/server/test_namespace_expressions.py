@@ -94,3 +94,26 @@ async def test_strict_namespace_expressions(stack: ServerStack) -> None:
     assert messages and all(
         "invalid iam.amazonaws.com/permitted expression" in m for m in messages
     ), messages
+
+
+async def test_an_external_id_sts_would_refuse_is_denied_with_an_event(stack: ServerStack) -> None:
+    bad = "not valid"  # a space: STS would refuse every AssumeRole with it
+    stack.kube.create_pod(
+        "exact", "ext", ip="10.7.1.1",
+        annotations={ROLE: "app", "iam.amazonaws.com/external-id": bad},
+    )
+    request = kiam_pb2.GetPodCredentialsRequest(ip="10.7.1.1", role="app")
+    with pytest.raises(aio.AioRpcError) as refused:
+        await stack.stub().GetPodCredentials(request, timeout=5.0)
+    assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    reason = status.reason(refused.value)
+    assert "iam.amazonaws.com/external-id holds characters STS does not accept" in reason
+    assert bad not in reason
+    await stack.kube.wait_for(
+        lambda: any(
+            e["involvedObject"]["name"] == "ext"
+            for e in stack.kube.events(reason="KiamRoleForbidden")
+        ),
+        timeout=10,
+    )
+    assert stack.sts.assume_role_calls(BASE_ARN + "app") == 0

@@ -236,3 +236,35 @@ def test_an_expression_python_warns_about_is_applied_without_a_warning() -> None
     assert not isinstance(compile_permitted(BASE + "[[a]"), str)
     decision = STRICT.decide(pod=pod("a"), requested_role="a", permitted=BASE + "[[a]")
     assert isinstance(decision, Allowed)
+
+
+@pytest.mark.parametrize(
+    ("external_id", "problem"),
+    [
+        ("Q", "is 1 characters long; STS accepts 2 to 1224"),
+        ("Q" * 1225, "is 1225 characters long; STS accepts 2 to 1224"),
+        ("with space", "holds characters STS does not accept"),
+        ("caf\u00e9-id", "holds characters STS does not accept"),
+        ("line\nbreak", "holds characters STS does not accept"),
+    ],
+)
+def test_an_external_id_sts_would_refuse_is_refused_without_showing_it(
+    external_id: str, problem: str
+) -> None:
+    subject = pod("app", external_id=external_id)
+    decision = STRICT.decide(pod=subject, requested_role="app", permitted=".*")
+    assert isinstance(decision, Denied)
+    assert decision.reason.startswith(
+        f"pod team/web-1: iam.amazonaws.com/external-id {problem}"
+    )
+    assert external_id not in decision.reason
+    assert STRICT.key_for(pod=subject, permitted=".*") is None
+
+
+@pytest.mark.parametrize("external_id", ["", "ab", "x" * 1224, "a+b=c,d.e@f:g/h-i_j"])
+def test_an_external_id_sts_accepts_is_sent(external_id: str) -> None:
+    subject = pod("app", external_id=external_id)
+    decision = STRICT.decide(pod=subject, requested_role="app", permitted=".*")
+    assert isinstance(decision, Allowed)
+    assert decision.key.external_id == external_id
+    assert STRICT.key_for(pod=subject, permitted=".*") == decision.key
