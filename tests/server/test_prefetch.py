@@ -57,14 +57,14 @@ def test_keys_of_served_pods_each_identity_decided_once() -> None:
         pod("a1", namespace="team", role="app"),
         pod("a2", namespace="team", role="app"),
         pod("b", namespace="team", role="app", session_name="batch"),
-        pod("c", namespace="team", role="app", external_id="x"),
+        pod("c", namespace="team", role="app", external_id="ext-1"),
         pod("none", namespace="team"),
         pod("host", namespace="team", role="app", host_network=True),
         pod("denied", namespace="closed", role="app"),
         pod("unknown", namespace="elsewhere", role="app"),
     ]
     keys = keys_in_use(pods, permitted=namespaces.permitted, policy=POLICY)
-    assert keys == {key("app"), key("app", "kiam-batch"), key("app", external_id="x")}
+    assert keys == {key("app"), key("app", "kiam-batch"), key("app", external_id="ext-1")}
     # a1 and a2 share their credential identity: one decision for both
     assert namespaces.lookups.count("team") == 3
 
