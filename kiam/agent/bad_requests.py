@@ -19,6 +19,7 @@ is called before middlewares), so :class:`MetadataRunner` gives its server a
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections import OrderedDict
@@ -38,6 +39,9 @@ MAX_LINE = 8190
 """Longest request line or header line (bytes), aiohttp's default, as the README states."""
 IDLE_TIMEOUT = 75.0
 """Seconds an idle keep-alive connection is kept open (aiohttp's default is an hour)."""
+FIRST_REQUEST_TIMEOUT = 10.0
+"""Seconds a new connection has to deliver its first request's headers (aiohttp has no
+such limit, so a pod could hold connections open for ever by sending nothing)."""
 
 
 class WarnLimiter:
@@ -67,6 +71,17 @@ def one_line(message: str) -> str:
 
 class _QuietRequestHandler(RequestHandler):
     limiter: WarnLimiter
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        loop = asyncio.get_running_loop()
+        loop.call_later(FIRST_REQUEST_TIMEOUT, self._close_if_silent, transport)
+
+    def _close_if_silent(self, transport: asyncio.BaseTransport) -> None:
+        # no request parsed yet: a slow or silent client; later requests on a kept-alive
+        # connection are bounded by keepalive_timeout
+        if self._request_count == 0 and not transport.is_closing():
+            transport.close()
 
     def handle_error(
         self,

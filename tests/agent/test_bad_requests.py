@@ -9,7 +9,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from kiam.agent.bad_requests import WarnLimiter, one_line
+from kiam.agent.bad_requests import FIRST_REQUEST_TIMEOUT, WarnLimiter, one_line
 from kiam.certs import CertPaths
 from kiam_testbed.stack import free_port
 from tests.agent.conftest import KiamStandIn
@@ -103,3 +103,25 @@ def test_warn_limiter_once_per_key_per_interval() -> None:
 )
 def test_one_line(message: str, line: str) -> None:
     assert one_line(message) == line
+
+
+async def test_a_connection_that_never_completes_a_request_is_closed(
+    agent: AgentProcess,
+) -> None:
+    async def held(data: bytes) -> float:
+        reader, writer = await asyncio.open_connection(
+            "127.0.0.1", agent.port, local_addr=("127.0.2.3", 0)
+        )
+        started = asyncio.get_running_loop().time()
+        try:
+            writer.write(data)
+            await writer.drain()
+            await asyncio.wait_for(reader.read(), timeout=FIRST_REQUEST_TIMEOUT + 10)
+        finally:
+            writer.close()
+        return asyncio.get_running_loop().time() - started
+
+    # nothing at all, and headers that never end (a slow-loris client)
+    silent, slow = await asyncio.gather(held(b""), held(b"GET / HTTP/1.1\r\nHost: a\r\n"))
+    for elapsed in (silent, slow):
+        assert FIRST_REQUEST_TIMEOUT - 1 <= elapsed < FIRST_REQUEST_TIMEOUT + 10
