@@ -53,8 +53,9 @@ def loadgen(url: str, *, concurrency: int, requests: int) -> dict[str, float]:
     if done.returncode != 0:
         raise BenchError(f"loadgen failed: {done.stderr[-2000:]}")
     result: dict[str, float] = orjson.loads(done.stdout)
-    if result["errors"]:
-        raise BenchError(f"{url}: {result['errors']:.0f} of {requests} requests failed")
+    failed = result["errors"] + result["refused"]
+    if failed:
+        raise BenchError(f"{url}: {failed:.0f} of {requests} requests failed")
     return result
 
 
