@@ -17,6 +17,7 @@ pods"), keyed by the TCP peer alone, ``?ip=`` or not: a pod over it gets 429 wit
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from dataclasses import dataclass
@@ -51,6 +52,8 @@ log = logging.getLogger(__name__)
 TEXT = "text/plain; charset=utf-8"
 JSON = "application/json"
 DEFAULT_BUDGET = 0.9
+REFUSAL_DELAY = 0.1
+"""Seconds a 429 waits before it is sent (docs/architecture.md, "Fairness between pods")."""
 _READ_METHODS = ("GET", "HEAD")
 _ROUTE_METHODS = {RouteKind.TOKEN: ("PUT",)}
 _NEEDS_TOKEN = (RouteKind.ROLE_NAME, RouteKind.CREDENTIALS, RouteKind.IAM_BLOCKED, RouteKind.PROXY)
@@ -137,6 +140,9 @@ class MetadataApp:
                 fields = {"caller": caller, "limit": refused.limit}
                 log.warning("pod over its limit, refused (429)", extra={"fields": fields})
             limit = "in flight" if refused.limit == "in_flight" else "per second"
+            # a flooding pod waits for its refusals too, so it cannot make them as fast
+            # as the event loop can answer and slow its neighbours down that way
+            await asyncio.sleep(REFUSAL_DELAY)
             raise Throttled(
                 f"too many requests {limit} from {caller}; retry after {refused.retry_after} s",
                 retry_after=refused.retry_after,
