@@ -28,6 +28,9 @@ POD_IPS = [f"127.0.0.{i}" for i in range(2, 10)]
 """Eight "pods": the agent knows a caller by its source address."""
 
 
+UNTHROTTLED = ("--pod-rate", "1000000", "--pod-burst", "1000000")
+
+
 @dataclass(frozen=True, kw_only=True)
 class AgentSizes:
     concurrency: tuple[int, ...]
@@ -50,8 +53,9 @@ def loadgen(url: str, *, concurrency: int, requests: int) -> dict[str, float]:
     if done.returncode != 0:
         raise BenchError(f"loadgen failed: {done.stderr[-2000:]}")
     result: dict[str, float] = orjson.loads(done.stdout)
-    if result["errors"]:
-        raise BenchError(f"{url}: {result['errors']:.0f} of {requests} requests failed")
+    failed = result["errors"] + result["refused"]
+    if failed:
+        raise BenchError(f"{url}: {failed:.0f} of {requests} requests failed")
     return result
 
 
@@ -87,7 +91,9 @@ def run(*, quick: bool, workdir: Path) -> int:
         standins.call("namespace", name=NAMESPACE)
         standins.call("pods", namespace=NAMESPACE, count=len(POD_IPS), ips=POD_IPS, role=ROLE)
         stack.start_server()
-        stack.start_agent()
+        # each of the eight pods asks far above --pod-rate here: raised, so the figure is
+        # the agent's throughput; the per-pod bookkeeping still runs on every request
+        stack.start_agent(extra=UNTHROTTLED)
         stack.wait_agent_ready()
         agent_port = stack.placement.agent_port
         status, body = fetch("127.0.0.1", agent_port, CREDENTIALS_PATH + ROLE, source=POD_IPS[0])

@@ -38,6 +38,7 @@ MODULES: dict[str, tuple[str, ...]] = {
     ),
     "kiam/k8s/ownership.py": ("tests/k8s/test_ownership.py",),
     "kiam/agent/paths.py": ("tests/agent/test_paths.py",),
+    "kiam/agent/fairness.py": ("tests/agent/test_fairness.py",),
     "kiam/aws/arn.py": ("tests/aws/test_arn.py",),
     "kiam/aws/session_names.py": ("tests/aws/test_session_names.py",),
     "kiam/server/prefetch.py": ("tests/server/test_prefetch.py",),

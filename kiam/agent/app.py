@@ -8,10 +8,16 @@ The caller is the TCP peer (IPv4 or IPv6, IPv4-mapped addresses folded to IPv4),
 never a header; ``?ip=`` overrides it only with ``--allow-ip-query`` (development).
 Every answer comes within ``budget`` seconds of the request's arrival, inside the
 1-second timeout of the AWS SDKs' metadata clients.
+
+Every route but ``/ping`` and ``/health`` (the kubelet's probes) is behind the
+per-caller limit (:mod:`kiam.agent.fairness`, docs/architecture.md, "Fairness between
+pods"), keyed by the TCP peer alone, ``?ip=`` or not: a pod over it gets 429 with
+``Retry-After``, is counted, and is logged at most once a minute.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from dataclasses import dataclass
@@ -19,6 +25,7 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from kiam.agent import metrics
+from kiam.agent.bad_requests import WarnLimiter
 from kiam.agent.client import KiamClient
 from kiam.agent.errors import (
     AgentError,
@@ -30,8 +37,10 @@ from kiam.agent.errors import (
     NotFound,
     ServerFailed,
     ServerUnavailable,
+    Throttled,
     Unauthorized,
 )
+from kiam.agent.fairness import NO_LIMITS, CallerLimiter, CallerLimits
 from kiam.agent.imdsv2 import TOKEN_HEADER, TTL_HEADER, TokenStore, parse_ttl
 from kiam.agent.paths import AllowList, Route, RouteKind, classify, normalise_path, split_target
 from kiam.agent.proxy import MetadataProxy
@@ -43,9 +52,12 @@ log = logging.getLogger(__name__)
 TEXT = "text/plain; charset=utf-8"
 JSON = "application/json"
 DEFAULT_BUDGET = 0.9
+REFUSAL_DELAY = 0.1
+"""Seconds a 429 waits before it is sent (docs/architecture.md, "Fairness between pods")."""
 _READ_METHODS = ("GET", "HEAD")
 _ROUTE_METHODS = {RouteKind.TOKEN: ("PUT",)}
 _NEEDS_TOKEN = (RouteKind.ROLE_NAME, RouteKind.CREDENTIALS, RouteKind.IAM_BLOCKED, RouteKind.PROXY)
+_UNLIMITED = (RouteKind.PING, RouteKind.HEALTH)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -58,6 +70,8 @@ class AppConfig:
     """--allow-ip-query (development only)."""
     budget: float = DEFAULT_BUDGET
     """Seconds from a request's arrival to its answer."""
+    limits: CallerLimits = NO_LIMITS
+    """--pod-max-in-flight, --pod-rate, --pod-burst (0: no limit)."""
 
 
 class MetadataApp:
@@ -77,6 +91,8 @@ class MetadataApp:
         self.tokens = tokens
         self.serving = True
         """False once shutdown starts: /health then answers 503 so traffic drains."""
+        self.limiter = CallerLimiter(config.limits)
+        self._throttle_warnings = WarnLimiter()
 
     def build(self) -> web.Application:
         app = web.Application()
@@ -91,7 +107,10 @@ class MetadataApp:
             raw_path, _ = split_target(request.raw_path)
             route = classify(normalise_path(raw_path))
             handler = route.handler
-            response = await self._route(request, route, deadline)
+            if route.kind in _UNLIMITED:
+                response = await self._route(request, route, deadline)
+            else:
+                response = await self._limited(request, route, deadline)
         except AgentError as exc:
             response = error_response(exc)
             if exc.status >= 500:
@@ -109,6 +128,29 @@ class MetadataApp:
             if response.status == 200:
                 metrics.success.labels(handler).inc()
         return response
+
+    async def _limited(
+        self, request: web.Request, route: Route, deadline: float
+    ) -> web.Response:
+        caller = _peer_ip(request)
+        refused = self.limiter.admit(caller, now=time.monotonic())
+        if refused is not None:
+            metrics.throttled.labels(refused.limit).inc()
+            if self._throttle_warnings.should_warn(caller, now=time.monotonic()):
+                fields = {"caller": caller, "limit": refused.limit}
+                log.warning("pod over its limit, refused (429)", extra={"fields": fields})
+            limit = "in flight" if refused.limit == "in_flight" else "per second"
+            # a flooding pod waits for its refusals too, so it cannot make them as fast
+            # as the event loop can answer and slow its neighbours down that way
+            await asyncio.sleep(REFUSAL_DELAY)
+            raise Throttled(
+                f"too many requests {limit} from {caller}; retry after {refused.retry_after} s",
+                retry_after=refused.retry_after,
+            )
+        try:
+            return await self._route(request, route, deadline)
+        finally:
+            self.limiter.release(caller, now=time.monotonic())
 
     async def _route(self, request: web.Request, route: Route, deadline: float) -> web.Response:
         allowed = _ROUTE_METHODS.get(route.kind, _READ_METHODS)
@@ -140,10 +182,7 @@ class MetadataApp:
                 return normalise_ip(override)
             except ValueError:
                 raise BadRequest(f"?ip={override!r} is not an IP address") from None
-        peer = request.transport.get_extra_info("peername") if request.transport else None
-        if not peer:
-            raise BadRequest("cannot tell the caller's address")
-        return normalise_ip(str(peer[0]))
+        return _peer_ip(request)
 
     def _token(self, request: web.Request, ip: str) -> web.Response:
         if "X-Forwarded-For" in request.headers:
@@ -208,13 +247,24 @@ class MetadataApp:
         return web.Response(status=upstream.status, body=upstream.body, headers=upstream.headers)
 
 
+def _peer_ip(request: web.Request) -> PodIP:
+    peer = request.transport.get_extra_info("peername") if request.transport else None
+    if not peer:
+        raise BadRequest("cannot tell the caller's address")
+    return normalise_ip(str(peer[0]))
+
+
 def _left(deadline: float) -> float:
     return max(deadline - time.monotonic(), 0.0)
 
 
 def error_response(exc: AgentError) -> web.Response:
     """The one-line reason as text, with the status of the exception's class."""
-    headers = {"Allow": ", ".join(exc.allow)} if isinstance(exc, MethodNotAllowed) else None
+    headers = None
+    if isinstance(exc, MethodNotAllowed):
+        headers = {"Allow": ", ".join(exc.allow)}
+    elif isinstance(exc, Throttled):
+        headers = {"Retry-After": str(exc.retry_after)}
     return web.Response(
         status=exc.status, text=exc.message + "\n", content_type="text/plain", headers=headers
     )

@@ -10,6 +10,7 @@ them (``client.py``, ``proxy.py``); the HTTP layer only ever sees this tree::
     ├── Forbidden                   403  X-Forwarded-For on a token request
     ├── NotFound                    404  unknown route or a path the allow-list blocks
     ├── MethodNotAllowed            405  e.g. GET on the token route
+    ├── Throttled                   429  the pod is over its limit (--pod-max-in-flight, --pod-rate)
     ├── NoRole                      404  the caller's pod has no role annotation
     ├── UpstreamFailed              502  the real IMDS could not be reached
     ├── PodNotFound                 404  no live pod has the caller's IP
@@ -82,6 +83,15 @@ class MethodNotAllowed(AgentError):
         super().__init__(message)
         self.allow = allow
         """The methods the route takes: the ``Allow`` header HTTP requires on a 405."""
+
+
+class Throttled(AgentError):
+    status = 429
+
+    def __init__(self, message: str, *, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+        """Whole seconds, the ``Retry-After`` header HTTP pairs with a 429."""
 
 
 class NoRole(AgentError):

@@ -24,6 +24,7 @@ from kiam.agent import metrics
 from kiam.agent.app import AppConfig, MetadataApp
 from kiam.agent.bad_requests import MetadataRunner
 from kiam.agent.client import KiamClient
+from kiam.agent.fairness import CallerLimits
 from kiam.agent.imdsv2 import TokenStore
 from kiam.agent.iptables import DnatRule, Iptables, IptablesError
 from kiam.agent.paths import AllowList
@@ -161,6 +162,11 @@ def _metadata_app(
             allow=AllowList.from_regexp(settings.allow_route_regexp),
             imdsv2_required=settings.imdsv2 == "required",
             allow_ip_query=settings.allow_ip_query,
+            limits=CallerLimits(
+                max_in_flight=settings.pod_max_in_flight,
+                rate=settings.pod_rate,
+                burst=settings.pod_burst,
+            ),
         ),
         client=client,
         proxy=MetadataProxy(endpoint=settings.metadata_endpoint, session=session),

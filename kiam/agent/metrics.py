@@ -32,6 +32,12 @@ bad_requests = Counter(
     "Requests the HTTP parser refused (400): bad request targets, over-long lines",
     registry=REGISTRY,
 )
+throttled = Counter(
+    "kiam_metadata_throttled",
+    "Requests refused (429) because their pod was over its limit, by limit",
+    ["limit"],
+    registry=REGISTRY,
+)
 credential_fetch_errors = Counter(
     "kiam_metadata_credential_fetch_errors_total",
     "Credential requests that failed",

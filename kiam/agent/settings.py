@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from kiam.common.flags import SettingsError, flag, nested, port_number, regexp
+from kiam.common.flags import SettingsError, at_least, flag, nested, port_number, regexp
 from kiam.common.settings import DaemonSettings, KeepaliveSettings, ServerConnection
 
 
@@ -40,6 +40,23 @@ class AgentSettings(DaemonSettings, ServerConnection):
         "whether token-less IMDSv1 requests are still served",
         choices=("optional", "required"),
     )
+    pod_max_in_flight: int = flag(
+        32, "requests one pod may have unanswered at once; more get 429 (0: no limit)",
+        parse=at_least(0),
+    )
+    """Per caller address (docs/architecture.md, "Fairness between pods"). An SDK asks
+    one request at a time per process, so a pod reaches 32 only with 32 processes
+    fetching credentials at the same instant."""
+    pod_rate: int = flag(
+        100, "requests per second one pod is answered at, sustained; more get 429 (0: no limit)",
+        parse=at_least(0),
+    )
+    """Per caller address. An SDK that caches credentials asks a few times an hour; a CLI
+    in a loop makes about three requests per invocation, some ten a second."""
+    pod_burst: int = flag(
+        200, "requests a quiet pod may make at once before --pod-rate applies", parse=at_least(1)
+    )
+    """The token bucket's size: a pod that was quiet may make this many at once."""
 
     def __post_init__(self) -> None:
         if (self.iptables or self.iptables_cleanup) and not self.host:

@@ -96,7 +96,9 @@ def test_a_dns_name_with_two_addresses_spreads_and_survives_losing_one(
             bind = f"{address}:{PORT}"
             servers[name] = start_named_server(netns, certs, bind=bind, name=name, log_dir=tmp_path)
         agent = AgentProcess.start(
-            ["--server-address", f"{NAME}:{PORT}", "--gateway-timeout-creation", "10s"],
+            # the pod asks as fast as it can, far above --pod-rate: not what is tested here
+            ["--server-address", f"{NAME}:{PORT}", "--gateway-timeout-creation", "10s",
+             "--pod-rate", "0"],
             certs=certs,
             workdir=tmp_path,
             wrap=netns,
