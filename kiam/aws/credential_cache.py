@@ -4,7 +4,10 @@ Rules (docs/architecture.md, kiam.aws):
 
 - one STS call at a time per key, however many callers wait (single-flight); a waiter
   that is cancelled never cancels the call the others wait for;
-- errors reach every waiter of that call and are not cached: the next ``get`` retries;
+- errors reach every waiter of that call. A permanent refusal is kept for ``refusals``'
+  window (:mod:`kiam.aws.refusals`): until then ``get`` raises its remembered copy and
+  background work skips the key, without an STS call; ``forget_refusals`` ends the window
+  early. Other errors are not kept: the next ``get`` retries;
 - credentials with ``session_refresh`` or less left are never served;
 - ``run()`` refreshes a key shortly before it would fall below ``session_refresh``
   (``refresh_margin`` earlier) while ``keys_in_use()`` still names it, and drops it
@@ -19,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Container
+from collections.abc import Callable, Container, Iterable
 from datetime import datetime, timedelta
 from typing import Protocol
 
@@ -27,6 +30,7 @@ from kiam.aws import metrics
 from kiam.aws.clock import SYSTEM_CLOCK, Clock
 from kiam.aws.credentials import CredentialKey, Credentials
 from kiam.aws.errors import AwsError, StsFailure, StsUnavailable
+from kiam.aws.refusals import RefusalMemory
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +69,7 @@ class CredentialCache:
         keys_in_use: KeysInUse | None = None,
         refresh_margin: float = 60.0,
         retry_after_failure: float = 10.0,
+        refusals: RefusalMemory | None = None,
     ) -> None:
         if session_refresh >= session_duration:
             raise ValueError("session refresh must be shorter than the session duration")
@@ -86,6 +91,7 @@ class CredentialCache:
         self._queued: dict[CredentialKey, asyncio.Task[None]] = {}
         self._workers: set[asyncio.Task[None]] = set()
         self._failed_at: dict[CredentialKey, datetime] = {}
+        self._refusals = RefusalMemory(ttl=0) if refusals is None else refusals
         self._wake = asyncio.Event()
         self._closed = False
 
@@ -110,18 +116,36 @@ class CredentialCache:
         if cached is not None and cached.remaining(self._clock.now()) > self._refresh:
             metrics.CACHE_HIT.inc()
             return cached
-        metrics.CACHE_MISS.inc()
         flight = self._flights.get(key)
         if flight is None:
+            refusal = self._refusals.recall(key, now=self._clock.now())
+            if refusal is not None:
+                metrics.REFUSAL_HITS.inc()
+                raise refusal
+        metrics.CACHE_MISS.inc()
+        if flight is None:
             flight = self._start_flight(key)
-        # shield: a cancelled caller must not cancel the call others wait for
-        return await asyncio.shield(flight)
+        try:
+            # shield: a cancelled caller must not cancel the call others wait for
+            return await asyncio.shield(flight)
+        except AwsError:
+            self._refusals.reported(key)  # this caller reports it (kiam.aws.refusals)
+            raise
+
+    def forget_refusals(self, keys: Iterable[CredentialKey]) -> None:
+        """End the refusal window of ``keys`` (their annotations changed): the next
+        request asks STS again."""
+        forgotten = self._refusals.forget(keys)
+        if forgotten:
+            metrics.REFUSALS.set(len(self._refusals))
+            log.info("forgot %d remembered STS refusals after an annotation change", forgotten)
 
     def prefetch(self, key: CredentialKey) -> None:
         """Fetch ``key`` in the background unless it is fresh or on its way; never blocks."""
         if self._closed or key in self._queued or key in self._flights:
             return
-        if not self._due(key, self._clock.now()):
+        now = self._clock.now()
+        if not self._due(key, now) or self._refused(key, now):
             return
         self._queue(key)
 
@@ -173,6 +197,10 @@ class CredentialCache:
                     extra={"fields": _fields(key, credentials)},
                 )
                 continue
+            refused_until = self._refusals.until(key, now=now)
+            if refused_until is not None:
+                next_due = refused_until if next_due is None else min(next_due, refused_until)
+                continue
             failed_at = self._failed_at.get(key)
             if failed_at is not None and now < failed_at + self._retry_after_failure:
                 retry_at = failed_at + self._retry_after_failure
@@ -191,6 +219,9 @@ class CredentialCache:
             log.exception("keys_in_use() failed; keeping every cached key")
             return _EVERY_KEY
 
+    def _refused(self, key: CredentialKey, now: datetime) -> bool:
+        return self._refusals.until(key, now=now) is not None
+
     def _due(self, key: CredentialKey, now: datetime) -> bool:
         """True when background work should fetch ``key`` now."""
         cached = self._cached.get(key)
@@ -205,7 +236,7 @@ class CredentialCache:
             async with self._slots:
                 if key in self._flights:
                     flight = self._flights[key]  # a get() started it meanwhile
-                elif self._due(key, self._clock.now()):
+                elif self._due(key, now := self._clock.now()) and not self._refused(key, now):
                     flight = self._start_flight(key)
                 else:
                     return
@@ -250,7 +281,11 @@ class CredentialCache:
             raise
         except Exception as error:
             self._flights.pop(key, None)
-            self._failed_at[key] = self._clock.now()
+            now = self._clock.now()
+            self._failed_at[key] = now
+            if isinstance(error, AwsError) and self._refusals.remember(key, error, now=now):
+                self._refusals.expire(now=now)
+                metrics.REFUSALS.set(len(self._refusals))
             log.warning(
                 "could not fetch credentials: %s",
                 error,
