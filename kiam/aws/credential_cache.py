@@ -7,7 +7,10 @@ Rules (docs/architecture.md, kiam.aws):
 - errors reach every waiter of that call. A permanent refusal is kept for ``refusals``'
   window (:mod:`kiam.aws.refusals`): until then ``get`` raises its remembered copy and
   background work skips the key, without an STS call; ``forget_refusals`` ends the window
-  early. Other errors are not kept: the next ``get`` retries;
+  early. Throttling opens a backoff step for the key (:mod:`kiam.aws.backoff`): until it
+  ends ``get`` raises the throttling error at once and background work waits, so a key
+  costs at most one STS call per step; credentials still cached keep being served.
+  Other errors are not kept: the next ``get`` retries;
 - credentials with ``session_refresh`` or less left are never served;
 - ``run()`` refreshes a key shortly before it would fall below ``session_refresh``
   (``refresh_margin`` earlier) while ``keys_in_use()`` still names it, and drops it
@@ -27,6 +30,7 @@ from datetime import datetime, timedelta
 from typing import Protocol
 
 from kiam.aws import metrics
+from kiam.aws.backoff import ThrottleBackoff
 from kiam.aws.clock import SYSTEM_CLOCK, Clock
 from kiam.aws.credentials import CredentialKey, Credentials
 from kiam.aws.errors import AwsError, StsFailure, StsUnavailable
@@ -70,6 +74,7 @@ class CredentialCache:
         refresh_margin: float = 60.0,
         retry_after_failure: float = 10.0,
         refusals: RefusalMemory | None = None,
+        backoff: ThrottleBackoff | None = None,
     ) -> None:
         if session_refresh >= session_duration:
             raise ValueError("session refresh must be shorter than the session duration")
@@ -92,6 +97,7 @@ class CredentialCache:
         self._workers: set[asyncio.Task[None]] = set()
         self._failed_at: dict[CredentialKey, datetime] = {}
         self._refusals = RefusalMemory(ttl=0) if refusals is None else refusals
+        self._backoff = ThrottleBackoff() if backoff is None else backoff
         self._wake = asyncio.Event()
         self._closed = False
 
@@ -118,10 +124,15 @@ class CredentialCache:
             return cached
         flight = self._flights.get(key)
         if flight is None:
-            refusal = self._refusals.recall(key, now=self._clock.now())
+            now = self._clock.now()
+            refusal = self._refusals.recall(key, now=now)
             if refusal is not None:
                 metrics.REFUSAL_HITS.inc()
                 raise refusal
+            throttled = self._backoff.blocked(key, now=now)
+            if throttled is not None:
+                metrics.BACKOFF_SKIPS.inc()
+                raise throttled
         metrics.CACHE_MISS.inc()
         if flight is None:
             flight = self._start_flight(key)
@@ -192,24 +203,29 @@ class CredentialCache:
             if key not in in_use:
                 del self._cached[key]
                 self._failed_at.pop(key, None)
+                self._backoff.succeeded(key)
                 log.info(
                     "dropped credentials no live pod uses",
                     extra={"fields": _fields(key, credentials)},
                 )
                 continue
-            refused_until = self._refusals.until(key, now=now)
-            if refused_until is not None:
-                next_due = refused_until if next_due is None else min(next_due, refused_until)
-                continue
-            failed_at = self._failed_at.get(key)
-            if failed_at is not None and now < failed_at + self._retry_after_failure:
-                retry_at = failed_at + self._retry_after_failure
+            retry_at = self._retry_at(key, now)
+            if retry_at is not None:
                 next_due = retry_at if next_due is None else min(next_due, retry_at)
                 continue
             self._queue(key)
         if next_due is None:
             return None
         return max(0.0, (next_due - now).total_seconds())
+
+    def _retry_at(self, key: CredentialKey, now: datetime) -> datetime | None:
+        """When a refresh of ``key`` that failed may be tried again; None: now."""
+        waits = [self._held_until(key, now)]
+        failed_at = self._failed_at.get(key)
+        if failed_at is not None and now < failed_at + self._retry_after_failure:
+            waits.append(failed_at + self._retry_after_failure)
+        ends = [when for when in waits if when is not None]
+        return max(ends) if ends else None
 
     def _in_use(self) -> Container[CredentialKey]:
         try:
@@ -220,7 +236,16 @@ class CredentialCache:
             return _EVERY_KEY
 
     def _refused(self, key: CredentialKey, now: datetime) -> bool:
-        return self._refusals.until(key, now=now) is not None
+        """Refused or backing off: background work leaves the key alone for now."""
+        return self._held_until(key, now) is not None
+
+    def _held_until(self, key: CredentialKey, now: datetime) -> datetime | None:
+        ends = [
+            until
+            for until in (self._refusals.until(key, now=now), self._backoff.until(key, now=now))
+            if until is not None
+        ]
+        return max(ends) if ends else None
 
     def _due(self, key: CredentialKey, now: datetime) -> bool:
         """True when background work should fetch ``key`` now."""
@@ -286,6 +311,8 @@ class CredentialCache:
             if isinstance(error, AwsError) and self._refusals.remember(key, error, now=now):
                 self._refusals.expire(now=now)
                 metrics.REFUSALS.set(len(self._refusals))
+            if isinstance(error, AwsError):
+                self._backoff.failed(key, error, now=now)
             log.warning(
                 "could not fetch credentials: %s",
                 error,
@@ -296,6 +323,7 @@ class CredentialCache:
             return
         self._cached[key] = credentials
         self._failed_at.pop(key, None)
+        self._backoff.succeeded(key)
         self._flights.pop(key, None)
         log.info("fetched credentials", extra={"fields": _fields(key, credentials)})
         self._wake.set()

@@ -33,3 +33,8 @@ REFUSAL_HITS = Counter(
     "kiam_sts_refusal_hits",
     "Credential requests answered with a remembered STS refusal, without an STS call",
 )
+BACKOFF_SKIPS = Counter(
+    "kiam_sts_backoff_skips",
+    "Credential requests answered with STS's throttling error while their key backs off, "
+    "without an STS call",
+)

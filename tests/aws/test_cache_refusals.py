@@ -81,11 +81,38 @@ async def test_refusal_is_answered_from_memory_until_the_window_ends(
     assert (await cache.get(key())).access_key_id == "ASIA2"
 
 
-async def test_throttling_is_not_remembered(cache: CredentialCache, gateway: FakeGateway) -> None:
+async def test_throttling_is_not_remembered_as_a_refusal(
+    cache: CredentialCache, gateway: FakeGateway, clock: FakeClock
+) -> None:
     gateway.failures = [StsThrottled("slow down", code="Throttling")]
     with pytest.raises(StsThrottled):
         await cache.get(key())
+    clock.advance(1.0)  # past the first backoff step (kiam.aws.backoff)
     assert (await cache.get(key())).access_key_id == "ASIA2"
+
+
+async def test_throttling_backs_off_per_key_one_call_per_step(
+    cache: CredentialCache, gateway: FakeGateway, clock: FakeClock
+) -> None:
+    await cache.get(key("cached"))
+    skips = sample("kiam_sts_backoff_skips_total")
+    gateway.failures = [StsThrottled("slow down", code="Throttling")] * 3
+    steps = 0
+    for served_at in range(100):  # noqa: B007  (10 s of requests, 10 a second)
+        try:
+            await cache.get(key())
+        except StsThrottled as exc:
+            steps += not exc.remembered
+        else:
+            break
+        # another key with cached credentials is served throughout
+        assert (await cache.get(key("cached"))).access_key_id == "ASIA1"
+        clock.advance(0.1)
+    # three throttled calls, each opening a longer step (<= 1 s, 2 s, 4 s), then success
+    assert [k.role_arn.rsplit("/", 1)[1] for k in gateway.calls] == ["cached"] + ["reader"] * 4
+    assert steps == 3
+    assert served_at >= 35  # the steps lasted at least 0.5 + 1 + 2 s
+    assert sample("kiam_sts_backoff_skips_total") > skips
 
 
 async def test_forget_refusals_asks_sts_at_once(

@@ -80,7 +80,7 @@ def test_a_ttl_of_zero_keeps_nothing() -> None:
 
 
 def test_a_negative_ttl_is_refused() -> None:
-    with pytest.raises(ValueError, match="negative"):
+    with pytest.raises(ValueError, match=r"^the refusal TTL cannot be negative$"):
         RefusalMemory(ttl=-1)
 
 
@@ -110,6 +110,7 @@ def test_forget_drops_only_the_keys_named() -> None:
     memory = RefusalMemory(ttl=TTL)
     memory.remember(key("a"), denied("a"), now=T0)
     memory.remember(key("b"), denied("b"), now=T0)
+    assert memory.forget([key("unknown")]) == 0
     assert memory.forget([key("a"), key("unknown")]) == 1
     assert memory.recall(key("a"), now=T0) is None
     assert memory.recall(key("b"), now=T0) is not None

@@ -120,3 +120,40 @@ async def test_touching_the_namespace_forgets_its_pods_refusals(stack: ServerSta
         assert time.monotonic() - touched < 1.0, answer.details()
         await asyncio.sleep(0.05)
     assert answer.code == "Success"
+
+
+@pytest.mark.timeout(60)
+async def test_throttling_costs_one_call_per_backoff_step(stack: ServerStack) -> None:
+    throttled = BASE_ARN + "throttled"
+    stack.kube.create_pod("team", "good", ip="10.1.0.13", annotations={ROLE: "reader"})
+    cached = await ask(stack, "10.1.0.13", "reader")
+    assert isinstance(cached, kiam_pb2.Credentials)
+    stack.sts.queue_fault("throttling", count=10_000, role_arn=throttled)
+    stack.kube.create_pod("team", "busy", ip="10.1.0.14", annotations={ROLE: "throttled"})
+
+    started = time.monotonic()
+    answers: list[kiam_pb2.Credentials | aio.AioRpcError] = []
+    while time.monotonic() - started < 4.0:
+        tick = asyncio.sleep(1 / RATE)
+        busy, good = await asyncio.gather(
+            ask(stack, "10.1.0.14", "throttled"), ask(stack, "10.1.0.13", "reader")
+        )
+        answers.append(busy)
+        # credentials cached for another role are served throughout
+        assert isinstance(good, kiam_pb2.Credentials), good.details()
+        assert good.access_key_id == cached.access_key_id
+        await tick
+    assert all(isinstance(a, aio.AioRpcError) and "Throttling" in (a.details() or "")
+               for a in answers)
+    # steps of 0.5-1 s, 1-2 s, 2-4 s...: at most 4 calls in 4 s, one attempt each (no
+    # retries underneath: each call is one request at the stand-in)
+    assert 2 <= stack.sts.assume_role_calls(throttled) <= 4
+    assert len(answers) >= 4.0 * RATE / 2
+
+    stack.sts.reset()  # STS stops throttling: served within the next step (at most 8 s)
+    deadline = time.monotonic() + 10
+    while not isinstance(answer := await ask(stack, "10.1.0.14", "throttled"),
+                         kiam_pb2.Credentials):
+        assert time.monotonic() < deadline, answer.details()
+        await asyncio.sleep(0.1)
+    assert stack.sts.successful_assume_role_calls(throttled) == 1
