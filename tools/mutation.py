@@ -42,6 +42,8 @@ MODULES: dict[str, tuple[str, ...]] = {
     "kiam/aws/arn.py": ("tests/aws/test_arn.py",),
     "kiam/aws/session_names.py": ("tests/aws/test_session_names.py",),
     "kiam/server/prefetch.py": ("tests/server/test_prefetch.py",),
+    "kiam/aws/refusals.py": ("tests/aws/test_refusals.py",),
+    "kiam/aws/backoff.py": ("tests/aws/test_backoff.py",),
 }
 """Security-critical pure module -> its own unit tests."""
 

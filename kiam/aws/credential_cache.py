@@ -4,7 +4,13 @@ Rules (docs/architecture.md, kiam.aws):
 
 - one STS call at a time per key, however many callers wait (single-flight); a waiter
   that is cancelled never cancels the call the others wait for;
-- errors reach every waiter of that call and are not cached: the next ``get`` retries;
+- errors reach every waiter of that call. A permanent refusal is kept for ``refusals``'
+  window (:mod:`kiam.aws.refusals`): until then ``get`` raises its remembered copy and
+  background work skips the key, without an STS call; ``forget_refusals`` ends the window
+  early. Throttling opens a backoff step for the key (:mod:`kiam.aws.backoff`): until it
+  ends ``get`` raises the throttling error at once and background work waits, so a key
+  costs at most one STS call per step; credentials still cached keep being served.
+  Other errors are not kept: the next ``get`` retries;
 - credentials with ``session_refresh`` or less left are never served;
 - ``run()`` refreshes a key shortly before it would fall below ``session_refresh``
   (``refresh_margin`` earlier) while ``keys_in_use()`` still names it, and drops it
@@ -19,14 +25,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Container
+from collections.abc import Callable, Container, Iterable
 from datetime import datetime, timedelta
 from typing import Protocol
 
 from kiam.aws import metrics
+from kiam.aws.backoff import ThrottleBackoff
 from kiam.aws.clock import SYSTEM_CLOCK, Clock
 from kiam.aws.credentials import CredentialKey, Credentials
 from kiam.aws.errors import AwsError, StsFailure, StsUnavailable
+from kiam.aws.refusals import RefusalMemory
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +73,8 @@ class CredentialCache:
         keys_in_use: KeysInUse | None = None,
         refresh_margin: float = 60.0,
         retry_after_failure: float = 10.0,
+        refusals: RefusalMemory | None = None,
+        backoff: ThrottleBackoff | None = None,
     ) -> None:
         if session_refresh >= session_duration:
             raise ValueError("session refresh must be shorter than the session duration")
@@ -86,6 +96,8 @@ class CredentialCache:
         self._queued: dict[CredentialKey, asyncio.Task[None]] = {}
         self._workers: set[asyncio.Task[None]] = set()
         self._failed_at: dict[CredentialKey, datetime] = {}
+        self._refusals = RefusalMemory(ttl=0) if refusals is None else refusals
+        self._backoff = ThrottleBackoff() if backoff is None else backoff
         self._wake = asyncio.Event()
         self._closed = False
 
@@ -110,18 +122,41 @@ class CredentialCache:
         if cached is not None and cached.remaining(self._clock.now()) > self._refresh:
             metrics.CACHE_HIT.inc()
             return cached
-        metrics.CACHE_MISS.inc()
         flight = self._flights.get(key)
         if flight is None:
+            now = self._clock.now()
+            refusal = self._refusals.recall(key, now=now)
+            if refusal is not None:
+                metrics.REFUSAL_HITS.inc()
+                raise refusal
+            throttled = self._backoff.blocked(key, now=now)
+            if throttled is not None:
+                metrics.BACKOFF_SKIPS.inc()
+                raise throttled
+        metrics.CACHE_MISS.inc()
+        if flight is None:
             flight = self._start_flight(key)
-        # shield: a cancelled caller must not cancel the call others wait for
-        return await asyncio.shield(flight)
+        try:
+            # shield: a cancelled caller must not cancel the call others wait for
+            return await asyncio.shield(flight)
+        except AwsError:
+            self._refusals.reported(key)  # this caller reports it (kiam.aws.refusals)
+            raise
+
+    def forget_refusals(self, keys: Iterable[CredentialKey]) -> None:
+        """End the refusal window of ``keys`` (their annotations changed): the next
+        request asks STS again."""
+        forgotten = self._refusals.forget(keys)
+        if forgotten:
+            metrics.REFUSALS.set(len(self._refusals))
+            log.info("forgot %d remembered STS refusals after an annotation change", forgotten)
 
     def prefetch(self, key: CredentialKey) -> None:
         """Fetch ``key`` in the background unless it is fresh or on its way; never blocks."""
         if self._closed or key in self._queued or key in self._flights:
             return
-        if not self._due(key, self._clock.now()):
+        now = self._clock.now()
+        if not self._due(key, now) or self._refused(key, now):
             return
         self._queue(key)
 
@@ -168,20 +203,29 @@ class CredentialCache:
             if key not in in_use:
                 del self._cached[key]
                 self._failed_at.pop(key, None)
+                self._backoff.succeeded(key)
                 log.info(
                     "dropped credentials no live pod uses",
                     extra={"fields": _fields(key, credentials)},
                 )
                 continue
-            failed_at = self._failed_at.get(key)
-            if failed_at is not None and now < failed_at + self._retry_after_failure:
-                retry_at = failed_at + self._retry_after_failure
+            retry_at = self._retry_at(key, now)
+            if retry_at is not None:
                 next_due = retry_at if next_due is None else min(next_due, retry_at)
                 continue
             self._queue(key)
         if next_due is None:
             return None
         return max(0.0, (next_due - now).total_seconds())
+
+    def _retry_at(self, key: CredentialKey, now: datetime) -> datetime | None:
+        """When a refresh of ``key`` that failed may be tried again; None: now."""
+        waits = [self._held_until(key, now)]
+        failed_at = self._failed_at.get(key)
+        if failed_at is not None and now < failed_at + self._retry_after_failure:
+            waits.append(failed_at + self._retry_after_failure)
+        ends = [when for when in waits if when is not None]
+        return max(ends) if ends else None
 
     def _in_use(self) -> Container[CredentialKey]:
         try:
@@ -190,6 +234,18 @@ class CredentialCache:
             # a broken callback must not stop refreshes: keep every key this round
             log.exception("keys_in_use() failed; keeping every cached key")
             return _EVERY_KEY
+
+    def _refused(self, key: CredentialKey, now: datetime) -> bool:
+        """Refused or backing off: background work leaves the key alone for now."""
+        return self._held_until(key, now) is not None
+
+    def _held_until(self, key: CredentialKey, now: datetime) -> datetime | None:
+        ends = [
+            until
+            for until in (self._refusals.until(key, now=now), self._backoff.until(key, now=now))
+            if until is not None
+        ]
+        return max(ends) if ends else None
 
     def _due(self, key: CredentialKey, now: datetime) -> bool:
         """True when background work should fetch ``key`` now."""
@@ -205,7 +261,7 @@ class CredentialCache:
             async with self._slots:
                 if key in self._flights:
                     flight = self._flights[key]  # a get() started it meanwhile
-                elif self._due(key, self._clock.now()):
+                elif self._due(key, now := self._clock.now()) and not self._refused(key, now):
                     flight = self._start_flight(key)
                 else:
                     return
@@ -250,7 +306,13 @@ class CredentialCache:
             raise
         except Exception as error:
             self._flights.pop(key, None)
-            self._failed_at[key] = self._clock.now()
+            now = self._clock.now()
+            self._failed_at[key] = now
+            if isinstance(error, AwsError) and self._refusals.remember(key, error, now=now):
+                self._refusals.expire(now=now)
+                metrics.REFUSALS.set(len(self._refusals))
+            if isinstance(error, AwsError):
+                self._backoff.failed(key, error, now=now)
             log.warning(
                 "could not fetch credentials: %s",
                 error,
@@ -261,6 +323,7 @@ class CredentialCache:
             return
         self._cached[key] = credentials
         self._failed_at.pop(key, None)
+        self._backoff.succeeded(key)
         self._flights.pop(key, None)
         log.info("fetched credentials", extra={"fields": _fields(key, credentials)})
         self._wake.set()

@@ -10,6 +10,10 @@
     └── StsFailure            any other STS error (validation, unknown codes): not retried
     BaseArnUnavailable        --role-base-arn-autodetect could not read the instance profile
 
+The errors that are not ``retryable`` are permanent: the credential cache keeps them per
+key for ``--sts-error-ttl`` (:mod:`kiam.aws.refusals`) and answers with a copy whose
+``remembered`` is True, made without an STS call.
+
 Messages name the role ARN, the AWS error code and AWS's message so an operator can act
 on them; they never contain credentials.
 """
@@ -21,6 +25,8 @@ class AwsError(Exception):
     """Base of every error raised by ``kiam.aws``."""
 
     retryable: bool = False
+    remembered: bool = False
+    """True on a refusal answered from :class:`kiam.aws.refusals.RefusalMemory`."""
 
     def __init__(self, message: str, *, role_arn: str = "", code: str = "") -> None:
         super().__init__(message)

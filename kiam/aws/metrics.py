@@ -25,3 +25,16 @@ CACHE_MISS = Counter(
     "kiam_sts_cache_miss",
     "Credential requests that needed an STS call",
 )
+REFUSALS = Gauge(
+    "kiam_sts_refusals_remembered",
+    "Permanent STS refusals kept per credential key for --sts-error-ttl",
+)
+REFUSAL_HITS = Counter(
+    "kiam_sts_refusal_hits",
+    "Credential requests answered with a remembered STS refusal, without an STS call",
+)
+BACKOFF_SKIPS = Counter(
+    "kiam_sts_backoff_skips",
+    "Credential requests answered with STS's throttling error while their key backs off, "
+    "without an STS call",
+)

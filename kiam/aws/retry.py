@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
-from kiam.aws.errors import AwsError
+from kiam.aws.errors import AwsError, StsThrottled
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +38,10 @@ class RetryPolicy:
     """Give up instead of sleeping when the delays so far would exceed this many seconds."""
     jitter: float = 1.0
     """How random each delay is: 1 draws it from [delay/2, delay]; 0 makes it fixed."""
+    retry_throttled: bool = True
+    """Retry throttling errors too. The pod calls of :class:`kiam.aws.sts.StsGateway` do
+    not: there the credential cache backs off per key (:mod:`kiam.aws.backoff`), so a
+    throttled call is one attempt, not four on a service already saying "slow down"."""
 
     def __post_init__(self) -> None:
         if self.max_attempts < 1:
@@ -49,6 +53,8 @@ class RetryPolicy:
         return full * (1.0 - self.jitter) + full * self.jitter * (0.5 + rng() / 2)
 
     def is_retryable(self, error: BaseException) -> bool:
+        if isinstance(error, StsThrottled):
+            return self.retry_throttled
         return isinstance(error, AwsError) and error.retryable
 
     async def call(

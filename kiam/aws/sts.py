@@ -2,8 +2,9 @@
 
 ``StsGateway`` wraps one aiobotocore STS client. botocore's own retries are off (one
 attempt per call) so :class:`kiam.aws.retry.RetryPolicy` alone decides, and its
-"attempt n/N" counts are exact. botocore exceptions are translated into
-:mod:`kiam.aws.errors` here and go no further.
+"attempt n/N" counts are exact. A pod's AssumeRole that STS throttles is not retried
+here: the credential cache backs off per key instead (:mod:`kiam.aws.backoff`). botocore
+exceptions are translated into :mod:`kiam.aws.errors` here and go no further.
 
 The server's own credentials come from botocore's default chain (environment, web
 identity, instance profile, ...). With ``assume_role_arn`` the gateway first assumes
@@ -14,6 +15,7 @@ refreshes ahead of their expiry (each refresh goes through the retry policy too)
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import time
 from collections.abc import Callable
@@ -243,7 +245,9 @@ class StsGateway:
             "STS client ready",
             extra={"fields": {"endpoint": url, "region": region_name, "role": assume_role_arn}},
         )
-        return cls(client=client, retry=policy, exit_stack=stack, clock=clock)
+        # pod calls: throttling is one attempt, the cache backs off (kiam.aws.backoff)
+        pod_calls = dataclasses.replace(policy, retry_throttled=False)
+        return cls(client=client, retry=pod_calls, exit_stack=stack, clock=clock)
 
     async def close(self) -> None:
         await self._exit_stack.aclose()

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from kiam.common.net import PodIP, normalise_ip
@@ -44,6 +44,9 @@ class PodInfo:
     external_id: str
     creation_timestamp: str
     """RFC 3339 as the API server writes it (second precision, ``Z``)."""
+    annotations_digest: int = field(default=0, compare=False, repr=False)
+    """Changes when any annotation changes: the server then forgets the STS refusals
+    remembered for the pod's key (docs/sts.md)."""
 
     @property
     def is_live(self) -> bool:
@@ -61,6 +64,13 @@ class NamespaceInfo:
     name: str
     permitted: str
     """``iam.amazonaws.com/permitted`` (a regular expression); ``""`` permits nothing."""
+    annotations_digest: int = field(default=0, compare=False, repr=False)
+    """Changes when any annotation changes (see :attr:`PodInfo.annotations_digest`)."""
+
+
+def _digest(annotations: dict[str, Any]) -> int:
+    """A hash of every annotation: equal within this process for equal annotations."""
+    return hash(frozenset((str(k), str(v)) for k, v in annotations.items()))
 
 
 def _dict(value: Any) -> dict[str, Any]:
@@ -119,6 +129,7 @@ def pod_info_from_json(obj: dict[str, Any]) -> PodInfo:
         session_name=_intern(_str(annotations.get(SESSION_NAME_ANNOTATION))),
         external_id=_intern(_str(annotations.get(EXTERNAL_ID_ANNOTATION))),
         creation_timestamp=_str(meta.get("creationTimestamp")),
+        annotations_digest=_digest(annotations),
     )
 
 
@@ -130,5 +141,7 @@ def namespace_info_from_json(obj: dict[str, Any]) -> NamespaceInfo:
         raise ValueError("namespace without metadata.name")
     annotations = _dict(meta.get("annotations"))
     return NamespaceInfo(
-        name=_intern(name), permitted=_intern(_str(annotations.get(PERMITTED_ANNOTATION)))
+        name=_intern(name),
+        permitted=_intern(_str(annotations.get(PERMITTED_ANNOTATION))),
+        annotations_digest=_digest(annotations),
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from typing import NoReturn
 
 from kiam.k8s.client import KubeClient
@@ -27,9 +28,12 @@ class NamespaceCache:
         watch_timeout: float = 300.0,
         inactivity_timeout: float | None = None,
         backoff: Backoff | None = None,
+        on_annotations_changed: Callable[[NamespaceInfo], None] | None = None,
     ) -> None:
         self.synced = asyncio.Event()
         """Set once the first full list is in."""
+        self._on_annotations_changed = on_annotations_changed
+        """Called with a cached namespace whose annotations changed (not for new ones)."""
         self._namespaces: dict[str, NamespaceInfo] = {}
         self._waiters = KeyedWaiters()
         self.watch = ListWatch(
@@ -73,10 +77,22 @@ class NamespaceCache:
         if kind == DELETED:
             self._namespaces.pop(info.name, None)
             return
+        old = self._namespaces.get(info.name)
         self._namespaces[info.name] = info
         self._waiters.wake([info.name])
+        self._changed(old, info)
 
     def _replace(self, namespaces: list[NamespaceInfo]) -> None:
-        self._namespaces = {info.name: info for info in namespaces}
+        old, self._namespaces = self._namespaces, {info.name: info for info in namespaces}
+        for info in namespaces:
+            self._changed(old.get(info.name), info)
         self._waiters.wake([n for n in self._waiters.waiting_keys() if n in self._namespaces])
         self.synced.set()
+
+    def _changed(self, old: NamespaceInfo | None, info: NamespaceInfo) -> None:
+        if (
+            old is not None
+            and old.annotations_digest != info.annotations_digest
+            and self._on_annotations_changed is not None
+        ):
+            self._on_annotations_changed(info)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import NoReturn
 
 from kiam.common.net import PodIP
@@ -72,9 +72,12 @@ class PodCache:
         watch_timeout: float = 300.0,
         inactivity_timeout: float | None = None,
         backoff: Backoff | None = None,
+        on_annotations_changed: Callable[[PodInfo], None] | None = None,
     ) -> None:
         self.synced = asyncio.Event()
         """Set once the first full list has been indexed."""
+        self._on_annotations_changed = on_annotations_changed
+        """Called with a cached pod whose annotations changed (not for new pods)."""
         self.announcements: asyncio.Queue[PodInfo] = asyncio.Queue(maxsize=max(1, announce_buffer))
         """Live pods with a role, new or with changed credentials: for prefetch."""
         self._pods: dict[str, PodInfo] = {}
@@ -116,6 +119,12 @@ class PodCache:
         return await self._waiters.wait_for(ip, lambda: self.find_by_ip(ip), timeout=timeout)
 
     def _announce(self, pod: PodInfo, old: PodInfo | None) -> None:
+        if (
+            old is not None
+            and old.annotations_digest != pod.annotations_digest
+            and self._on_annotations_changed is not None
+        ):
+            self._on_annotations_changed(pod)
         if not pod.role:
             return
         if old is not None and credential_identity(old) == credential_identity(pod):

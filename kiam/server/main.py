@@ -33,6 +33,7 @@ from grpc_health.v1.health import aio as health_aio  # type: ignore[attr-defined
 from kiam.aws.credential_cache import CredentialCache
 from kiam.aws.credentials import CredentialKey
 from kiam.aws.errors import AwsError
+from kiam.aws.refusals import RefusalMemory
 from kiam.aws.sts import StsGateway
 from kiam.common import logs
 from kiam.common.limits import raise_open_file_limit
@@ -43,6 +44,7 @@ from kiam.common.tls import TLSError, server_credentials
 from kiam.k8s.client import KubeClient
 from kiam.k8s.errors import KubeError
 from kiam.k8s.events import EventRecorder
+from kiam.k8s.model import NamespaceInfo, PodInfo
 from kiam.k8s.namespace_cache import NamespaceCache
 from kiam.k8s.pod_cache import PodCache
 from kiam.server.metrics import ServerMetrics
@@ -99,10 +101,27 @@ async def serve(settings: ServerSettings) -> int:
         gateway = await _sts_gateway(settings)
         daemon.on_stop("close clients", gateway.close)
 
+        # a changed annotation may be the fix for a refused role: ask STS again at once
+        def pod_changed(pod: PodInfo) -> None:
+            key = policy.key_for(pod=pod, permitted=namespaces.permitted(pod.namespace))
+            if key is not None:
+                credentials.forget_refusals([key])
+
+        def namespace_changed(info: NamespaceInfo) -> None:
+            members = (pod for pod in pods.live_pods() if pod.namespace == info.name)
+            credentials.forget_refusals(
+                keys_in_use(members, permitted=namespaces.permitted, policy=policy)
+            )
+
         pods = PodCache(
-            kube, resync_interval=settings.sync, announce_buffer=settings.prefetch_buffer_size
+            kube,
+            resync_interval=settings.sync,
+            announce_buffer=settings.prefetch_buffer_size,
+            on_annotations_changed=pod_changed,
         )
-        namespaces = NamespaceCache(kube, resync_interval=settings.sync)
+        namespaces = NamespaceCache(
+            kube, resync_interval=settings.sync, on_annotations_changed=namespace_changed
+        )
         events = EventRecorder(kube)
 
         def in_use() -> set[CredentialKey]:
@@ -114,6 +133,7 @@ async def serve(settings: ServerSettings) -> int:
             session_refresh=settings.session_refresh,
             fetchers=settings.fetchers,
             keys_in_use=in_use,
+            refusals=RefusalMemory(ttl=settings.sts_error_ttl),
         )
         service = KiamService(
             pods=pods,

@@ -207,6 +207,10 @@ class KiamService(kiam_pb2_grpc.KiamServiceServicer):
             return await status.abort(context, status.DEADLINE_EXCEEDED, message)
         except AwsError as exc:
             message = f"error fetching credentials for {decision.role_arn}: {exc}"
-            log.error("%s", message, extra={"fields": fields})
-            self._events.warning(pod, CREDENTIAL_ERROR, message)
+            if exc.remembered:
+                # reported when STS refused; again only once the window ends (docs/sts.md)
+                log.debug("%s (remembered refusal)", message, extra={"fields": fields})
+            else:
+                log.error("%s", message, extra={"fields": fields})
+                self._events.warning(pod, CREDENTIAL_ERROR, message)
             return await status.abort(context, status.CREDENTIALS_FAILED, message)

@@ -55,6 +55,15 @@ class ServerSettings(DaemonSettings):
         "", "AWS region for a regional STS endpoint; empty uses the global endpoint"
     )
     sts_endpoint: str = flag("", "explicit STS endpoint URL (tests, the demo, VPC endpoints)")
+    # A minute: a pod polling a refused role costs one AssumeRole a minute instead of one
+    # per request, and a fixed trust policy is picked up within a minute even if nobody
+    # touches the pod's annotations (docs/sts.md).
+    sts_error_ttl: float = flag(
+        60.0,
+        "remember a permanent STS refusal (AccessDenied, ...) per role and session this "
+        "long, answering it without calling STS; an annotation change forgets it (0 = never)",
+        parse=duration,
+    )
     fetchers: int = flag(8, "parallel credential fetchers", parse=at_least(1))
     prefetch_buffer_size: int = flag(
         1000, "pod events held between the pod watcher and the prefetcher", parse=at_least(1)

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 import logging
 
 import pytest
@@ -41,6 +42,18 @@ async def test_transient_errors_are_retried_with_backoff(error: AwsError) -> Non
     assert await FIXED.call(script, description="op", sleep=script.sleep) == "ok"
     assert script.calls == 4
     assert script.sleeps == pytest.approx([0.1, 0.2, 0.4])
+
+
+async def test_without_retry_throttled_throttling_is_one_attempt() -> None:
+    policy = dataclasses.replace(FIXED, retry_throttled=False)
+    script = Script(StsThrottled("slow down"))
+    with pytest.raises(StsThrottled):
+        await policy.call(script, description="op", sleep=script.sleep)
+    assert (script.calls, script.sleeps) == (1, [])
+    # other transient errors are still retried
+    script = Script(StsUnavailable("500"))
+    assert await policy.call(script, description="op", sleep=script.sleep) == "ok"
+    assert script.calls == 2
 
 
 async def test_gives_up_after_max_attempts(caplog: pytest.LogCaptureFixture) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from kiam.k8s.client import KubeClient
+from kiam.k8s.model import NamespaceInfo
 from kiam.k8s.namespace_cache import NamespaceCache
 from kiam_testbed.kube import KubeEmulator
 from tests.k8s.conftest import FAST, caught_up, running
@@ -45,3 +46,24 @@ async def test_wait_for_namespace_created_later(kube: KubeEmulator, client: Kube
         info = await waiter
         assert info is not None and info.permitted == "x"
         assert await cache.wait_for_namespace("never", timeout=0.05) is None
+
+
+async def test_annotation_changes_are_reported(kube: KubeEmulator, client: KubeClient) -> None:
+    kube.create_namespace("team", annotations={PERMITTED: "a"})
+    changed: list[str] = []
+    cache = NamespaceCache(
+        client, resync_interval=0, backoff=FAST,
+        on_annotations_changed=lambda info: changed.append(info.name),
+    )
+    async with running(cache.run()):
+        await asyncio.wait_for(cache.synced.wait(), 5)
+        kube.create_namespace("new", annotations={PERMITTED: "a"})
+        kube.patch("namespaces", "", "team", {"metadata": {"labels": {"tier": "1"}}})
+        await caught_up(kube, cache.watch, "namespaces")
+        assert changed == []  # a new namespace and a label change are not annotation changes
+        kube.patch("namespaces", "", "team", {"metadata": {"annotations": {"touched": "1"}}})
+        await caught_up(kube, cache.watch, "namespaces")
+        assert changed == ["team"]
+        # a re-list that finds changed annotations reports them too
+        cache._replace([NamespaceInfo(name="team", permitted="a", annotations_digest=1)])
+        assert changed == ["team", "team"]

@@ -254,3 +254,21 @@ async def test_paged_list(kube: KubeEmulator, client: KubeClient) -> None:
     assert sorted(p.name for p in replaced[0]) == [f"p{i}" for i in range(5)]
     assert kube.request_count("GET", PODS, watch=False) == 3
     assert lw.resource_version == str(kube.resource_version)
+
+
+async def test_annotation_changes_are_reported(kube: KubeEmulator, client: KubeClient) -> None:
+    kube.create_pod("default", "web", ip="10.0.0.1", annotations={ROLE: "reader"})
+    changed: list[str] = []
+    cache = PodCache(
+        client, resync_interval=0, announce_buffer=100, backoff=FAST,
+        on_annotations_changed=lambda pod: changed.append(pod.key),
+    )
+    async with running(cache.run()):
+        await asyncio.wait_for(cache.synced.wait(), 5)
+        kube.create_pod("default", "new", ip="10.0.0.2", annotations={ROLE: "reader"})
+        kube.patch("pods", "default", "web", {"metadata": {"labels": {"tier": "1"}}})
+        await caught_up(kube, cache.watch, "pods")
+        assert changed == []  # a new pod and a label change are not annotation changes
+        kube.patch("pods", "default", "web", {"metadata": {"annotations": {"touched": "1"}}})
+        await caught_up(kube, cache.watch, "pods")
+        assert changed == ["default/web"]

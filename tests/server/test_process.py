@@ -242,17 +242,6 @@ async def test_refresh_ahead_of_expiry(tmp_path: Path, certs: CertPaths) -> None
         assert stack.sts.successful_assume_role_calls(arn) >= 2
 
 
-async def test_throttling_is_retried(stack: ServerStack) -> None:
-    arn = BASE_ARN + "throttled"
-    stack.sts.queue_fault("throttling", count=2, role_arn=arn)
-    add_pod(stack, "web", "10.1.0.60", role="throttled")
-    answer = await creds_of(stack, "10.1.0.60", "throttled", timeout=10)
-    assert answer.code == "Success"
-    assert stack.sts.faulted_assume_role_calls(arn) == 2
-    assert stack.sts.successful_assume_role_calls(arn) == 1
-    assert stack.sts.assume_role_calls(arn) == 3
-
-
 async def test_access_denied_is_internal_with_an_event(stack: ServerStack) -> None:
     arn = BASE_ARN + "forbidden"
     stack.sts.queue_fault("access-denied", count=10, role_arn=arn)

@@ -349,6 +349,26 @@ async def test_sts_failure_is_internal_with_an_event(rig: Rig) -> None:
     assert [reason for _, reason, _ in rig.events.recorded] == ["KiamCredentialError"]
 
 
+async def test_remembered_refusal_is_the_same_answer_without_an_event(
+    rig: Rig, caplog: pytest.LogCaptureFixture
+) -> None:
+    rig.pods.add(make_pod())
+    error = StsAccessDenied("AccessDenied: not authorized", role_arn=BASE + "app")
+    error.remembered = True
+    rig.credentials.error = error
+    with (
+        caplog.at_level(logging.DEBUG, logger="kiam.server.service"),
+        pytest.raises(Aborted) as caught,
+    ):
+        await creds(rig, "10.0.0.5", "app")
+    assert caught.value.code == grpc.StatusCode.INTERNAL
+    assert caught.value.reason == f"error fetching credentials for {BASE}app: {error}"
+    assert rig.events.recorded == []
+    assert [r.levelno for r in caplog.records if "not authorized" in r.getMessage()] == [
+        logging.DEBUG
+    ]
+
+
 async def test_deadline_during_fetch(rig: Rig) -> None:
     rig.pods.add(make_pod())
     rig.credentials.delay = 10.0
