@@ -151,11 +151,7 @@ class Policy:
 
     def decide(self, *, pod: PodInfo, requested_role: str, permitted: str | None) -> Decision:
         """May ``pod`` have ``requested_role`` in a namespace whose expression is ``permitted``?"""
-        resolved = pod_role_arn(pod, base_arn=self.base_arn)
-        if resolved is None:
-            return Denied(
-                reason=f"pod {pod.namespace}/{pod.name} has no {ROLE_ANNOTATION} annotation"
-            )
+        resolved = self._resolved(pod)
         if isinstance(resolved, Denied):
             return resolved
         requested = requested_role.strip()
@@ -164,34 +160,41 @@ class Policy:
                 reason=f"pod {pod.namespace}/{pod.name} is annotated with role {resolved}, "
                 f"not {requested or '(empty)'}"
             )
-        denial = namespace_denial(
-            namespace=pod.namespace, role_arn=resolved, permitted=permitted, strict=self.strict
-        ) or external_id_denial(pod)
-        if denial is not None:
-            return denial
-        return Allowed(
-            role_arn=resolved,
-            key=credential_key(pod, resolved, default_session=self.default_session),
-        )
+        return self._permit(pod, resolved, permitted)
 
     def key_for(self, *, pod: PodInfo, permitted: str | None) -> CredentialKey | None:
         """The key ``pod`` would be served under, or None when it would get nothing.
 
-        Used by prefetch and by the credential cache's ``keys_in_use``.
+        Used by prefetch and by the credential cache's ``keys_in_use``: the same rules as
+        :meth:`decide` for the pod's own role, so nothing is fetched that would be refused.
         """
-        resolved = pod_role_arn(pod, base_arn=self.base_arn)
-        if resolved is None or isinstance(resolved, Denied):
+        resolved = self._resolved(pod)
+        if isinstance(resolved, Denied):
             return None
+        decision = self._permit(pod, resolved, permitted)
+        return decision.key if isinstance(decision, Allowed) else None
+
+    def _resolved(self, pod: PodInfo) -> RoleArn | Denied:
+        resolved = pod_role_arn(pod, base_arn=self.base_arn)
+        if resolved is None:
+            return Denied(
+                reason=f"pod {pod.namespace}/{pod.name} has no {ROLE_ANNOTATION} annotation"
+            )
+        return resolved
+
+    def _permit(self, pod: PodInfo, role_arn: RoleArn, permitted: str | None) -> Decision:
+        """The namespace and external-ID rules for the pod's own resolved role."""
         denial = namespace_denial(
-            namespace=pod.namespace, role_arn=resolved, permitted=permitted, strict=self.strict
+            namespace=pod.namespace, role_arn=role_arn, permitted=permitted, strict=self.strict
         ) or external_id_denial(pod)
         if denial is not None:
-            return None
-        return credential_key(pod, resolved, default_session=self.default_session)
+            return denial
+        return Allowed(
+            role_arn=role_arn,
+            key=credential_key(pod, role_arn, default_session=self.default_session),
+        )
 
     def role_name_of(self, pod: PodInfo) -> str:
         """What ``GetPodRole`` answers: the resolved ARN's name; "" without a valid role."""
-        resolved = pod_role_arn(pod, base_arn=self.base_arn)
-        if resolved is None or isinstance(resolved, Denied):
-            return ""
-        return role_name(resolved)
+        resolved = self._resolved(pod)
+        return "" if isinstance(resolved, Denied) else role_name(resolved)
