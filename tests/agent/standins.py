@@ -287,6 +287,18 @@ class RawResponse:
         return self.body.decode(errors="replace")
 
 
+async def send_bytes(port: int, data: bytes, *, source: str) -> bytes:
+    """Send ``data`` from ``source`` as it is and read until the agent closes."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port, local_addr=(source, 0))
+    try:
+        writer.write(data)
+        await writer.drain()
+        return await asyncio.wait_for(reader.read(), timeout=10)
+    finally:
+        writer.close()
+        await writer.wait_closed()
+
+
 async def raw_request(
     port: int,
     target: str,
@@ -296,16 +308,9 @@ async def raw_request(
     headers: dict[str, str] | None = None,
 ) -> RawResponse:
     """Send ``target`` exactly as given; read the whole response (Connection: close)."""
-    reader, writer = await asyncio.open_connection("127.0.0.1", port, local_addr=(source, 0))
-    try:
-        lines = [f"{method} {target} HTTP/1.1", "Host: 169.254.169.254", "Connection: close"]
-        lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
-        writer.write(("\r\n".join(lines) + "\r\n\r\n").encode())
-        await writer.drain()
-        data = await reader.read()
-    finally:
-        writer.close()
-        await writer.wait_closed()
+    lines = [f"{method} {target} HTTP/1.1", "Host: 169.254.169.254", "Connection: close"]
+    lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
+    data = await send_bytes(port, ("\r\n".join(lines) + "\r\n\r\n").encode(), source=source)
     head, _, body = data.partition(b"\r\n\r\n")
     status_line, *header_lines = head.decode().split("\r\n")
     parsed = dict(line.split(": ", 1) for line in header_lines if ": " in line)

@@ -13,7 +13,7 @@ from kiam.agent.bad_requests import FIRST_REQUEST_TIMEOUT, WarnLimiter, one_line
 from kiam.certs import CertPaths
 from kiam_testbed.stack import free_port
 from tests.agent.conftest import KiamStandIn
-from tests.agent.standins import AgentProcess
+from tests.agent.standins import AgentProcess, send_bytes
 
 MALFORMED = [
     b"GET /latest/meta-data/\x00x HTTP/1.1\r\nHost: a\r\n\r\n",  # NUL in the target
@@ -24,16 +24,6 @@ MALFORMED = [
     b"GET / HTTP/1.1\r\nHost: a\r\nBad Header\r\n\r\n",
     b"GET / HTTP/9.9x\r\n\r\n",
 ]
-
-
-async def _send(port: int, data: bytes, *, source: str) -> bytes:
-    reader, writer = await asyncio.open_connection("127.0.0.1", port, local_addr=(source, 0))
-    try:
-        writer.write(data)
-        await writer.drain()
-        return await asyncio.wait_for(reader.read(), timeout=10)
-    finally:
-        writer.close()
 
 
 async def test_malformed_requests_are_400_one_line_counted_and_quiet(
@@ -49,14 +39,14 @@ async def test_malformed_requests_are_400_one_line_counted_and_quiet(
     try:
         for _ in range(3):
             for i, data in enumerate(MALFORMED):
-                answer = await _send(agent.port, data, source="127.0.2.1")
+                answer = await send_bytes(agent.port, data, source="127.0.2.1")
                 head, _, body = answer.partition(b"\r\n\r\n")
                 # HTTP/1.0 when the version itself could not be read
                 assert head.split(b" ", 2)[1] == b"400", (i, answer[:200])
                 assert body.startswith(b"bad request: "), (i, body)
                 assert body.count(b"\n") == 1, (i, body)
         # a second caller gets its own (single) warning
-        await _send(agent.port, MALFORMED[0], source="127.0.2.2")
+        await send_bytes(agent.port, MALFORMED[0], source="127.0.2.2")
         async with aiohttp.ClientSession() as session:
             # the agent still answers well-formed requests
             async with session.get(agent.url() + "/ping") as resp:

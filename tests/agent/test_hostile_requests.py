@@ -11,7 +11,7 @@ import random
 import re
 
 from tests.agent.conftest import ALLOW, ImdsStandIn
-from tests.agent.standins import AgentProcess
+from tests.agent.standins import AgentProcess, send_bytes
 
 COUNT = 1500
 SEED = 20261202
@@ -46,16 +46,11 @@ def _request(rng: random.Random) -> bytes:
     return head + rng.choice(HEADERS) + framing + b"Connection: close\r\n\r\n" + body
 
 
-async def _send(port: int, data: bytes, source: str) -> int | None:
-    reader, writer = await asyncio.open_connection("127.0.0.1", port, local_addr=(source, 0))
+async def _status(port: int, data: bytes, source: str) -> int | None:
     try:
-        writer.write(data)
-        await writer.drain()
-        answer = await asyncio.wait_for(reader.read(), timeout=10)
+        answer = await send_bytes(port, data, source=source)
     except (ConnectionError, TimeoutError):
         return None
-    finally:
-        writer.close()
     match = re.match(rb"HTTP/1\.[01] (\d{3}) ", answer)
     return int(match.group(1)) if match else None
 
@@ -69,7 +64,7 @@ async def test_randomised_hostile_requests(agent: AgentProcess, fake_imds: ImdsS
     async def one(i: int, data: bytes) -> tuple[int, int | None]:
         async with limit:
             # callers spread over many pod addresses (127.0.1.x are pods with roles)
-            return i, await _send(agent.port, data, source=f"127.0.1.{100 + i % 100}")
+            return i, await _status(agent.port, data, source=f"127.0.1.{100 + i % 100}")
 
     answers = await asyncio.gather(*(one(i, data) for i, data in enumerate(requests)))
     server_errors = [(i, s, requests[i][:120]) for i, s in answers if s is not None and s >= 500]
