@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14kiam/wire/kiam.proto\x12\x04kiam\"4\n\x18GetPodCredentialsRequest\x12\n\n\x02ip\x18\x01 \x01(\t\x12\x0c\n\x04role\x18\x02 \x01(\t\"\x1f\n\x11GetPodRoleRequest\x12\n\n\x02ip\x18\x01 \x01(\t\"\x14\n\x04Role\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x94\x01\n\x0b\x43redentials\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0c\n\x04type\x18\x02 \x01(\t\x12\x15\n\raccess_key_id\x18\x03 \x01(\t\x12\x19\n\x11secret_access_key\x18\x04 \x01(\t\x12\r\n\x05token\x18\x05 \x01(\t\x12\x12\n\nexpiration\x18\x06 \x01(\t\x12\x14\n\x0clast_updated\x18\x07 \x01(\t\"\x12\n\x10GetHealthRequest\"\x1f\n\x0cHealthStatus\x12\x0f\n\x07message\x18\x01 \x01(\t2\xc7\x01\n\x0bKiamService\x12H\n\x11GetPodCredentials\x12\x1e.kiam.GetPodCredentialsRequest\x1a\x11.kiam.Credentials\"\x00\x12\x33\n\nGetPodRole\x12\x17.kiam.GetPodRoleRequest\x1a\n.kiam.Role\"\x00\x12\x39\n\tGetHealth\x12\x16.kiam.GetHealthRequest\x1a\x12.kiam.HealthStatus\"\x00\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14kiam/wire/kiam.proto\x12\x04kiam\"4\n\x18GetPodCredentialsRequest\x12\n\n\x02ip\x18\x01 \x01(\t\x12\x0c\n\x04role\x18\x02 \x01(\t\"\x1f\n\x11GetPodRoleRequest\x12\n\n\x02ip\x18\x01 \x01(\t\"\x14\n\x04Role\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x94\x01\n\x0b\x43redentials\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0c\n\x04type\x18\x02 \x01(\t\x12\x15\n\raccess_key_id\x18\x03 \x01(\t\x12\x19\n\x11secret_access_key\x18\x04 \x01(\t\x12\r\n\x05token\x18\x05 \x01(\t\x12\x12\n\nexpiration\x18\x06 \x01(\t\x12\x14\n\x0clast_updated\x18\x07 \x01(\t\"\x12\n\x10GetHealthRequest\"\x1f\n\x0cHealthStatus\x12\x0f\n\x07message\x18\x01 \x01(\t\"%\n\x10WatchNodeRequest\x12\x11\n\tnode_name\x18\x01 \x01(\t\"\xa7\x01\n\nNodeUpdate\x12 \n\x05\x65ntry\x18\x01 \x01(\x0b\x32\x0f.kiam.NodeEntryH\x00\x12\x14\n\nremoved_ip\x18\x02 \x01(\tH\x00\x12\x33\n\x11snapshot_complete\x18\x03 \x01(\x0b\x32\x16.kiam.SnapshotCompleteH\x00\x12$\n\theartbeat\x18\x04 \x01(\x0b\x32\x0f.kiam.HeartbeatH\x00\x42\x06\n\x04kind\"B\n\x10SnapshotComplete\x12\x0f\n\x07\x65ntries\x18\x01 \x01(\r\x12\x1d\n\x15heartbeat_interval_ms\x18\x02 \x01(\r\"\x0b\n\tHeartbeat\"\xd8\x01\n\tNodeEntry\x12\n\n\x02ip\x18\x01 \x01(\t\x12\x15\n\rpod_namespace\x18\x02 \x01(\t\x12\x10\n\x08pod_name\x18\x03 \x01(\t\x12\x0f\n\x07pod_uid\x18\x04 \x01(\t\x12\x0c\n\x04role\x18\x05 \x01(\t\x12#\n\x0crole_refusal\x18\x06 \x01(\x0b\x32\r.kiam.Refusal\x12&\n\x0b\x63redentials\x18\x07 \x01(\x0b\x32\x11.kiam.Credentials\x12*\n\x13\x63redentials_refusal\x18\x08 \x01(\x0b\x32\r.kiam.Refusal\"8\n\x07Refusal\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t2\xc7\x01\n\x0bKiamService\x12H\n\x11GetPodCredentials\x12\x1e.kiam.GetPodCredentialsRequest\x1a\x11.kiam.Credentials\"\x00\x12\x33\n\nGetPodRole\x12\x17.kiam.GetPodRoleRequest\x1a\n.kiam.Role\"\x00\x12\x39\n\tGetHealth\x12\x16.kiam.GetHealthRequest\x1a\x12.kiam.HealthStatus\"\x00\x32L\n\x0fKiamNodeService\x12\x39\n\tWatchNode\x12\x16.kiam.WatchNodeRequest\x1a\x10.kiam.NodeUpdate\"\x00\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -43,6 +43,20 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETHEALTHREQUEST']._serialized_end=308
   _globals['_HEALTHSTATUS']._serialized_start=310
   _globals['_HEALTHSTATUS']._serialized_end=341
-  _globals['_KIAMSERVICE']._serialized_start=344
-  _globals['_KIAMSERVICE']._serialized_end=543
+  _globals['_WATCHNODEREQUEST']._serialized_start=343
+  _globals['_WATCHNODEREQUEST']._serialized_end=380
+  _globals['_NODEUPDATE']._serialized_start=383
+  _globals['_NODEUPDATE']._serialized_end=550
+  _globals['_SNAPSHOTCOMPLETE']._serialized_start=552
+  _globals['_SNAPSHOTCOMPLETE']._serialized_end=618
+  _globals['_HEARTBEAT']._serialized_start=620
+  _globals['_HEARTBEAT']._serialized_end=631
+  _globals['_NODEENTRY']._serialized_start=634
+  _globals['_NODEENTRY']._serialized_end=850
+  _globals['_REFUSAL']._serialized_start=852
+  _globals['_REFUSAL']._serialized_end=908
+  _globals['_KIAMSERVICE']._serialized_start=911
+  _globals['_KIAMSERVICE']._serialized_end=1110
+  _globals['_KIAMNODESERVICE']._serialized_start=1112
+  _globals['_KIAMNODESERVICE']._serialized_end=1188
 # @@protoc_insertion_point(module_scope)

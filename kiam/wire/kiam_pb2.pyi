@@ -149,3 +149,192 @@ class HealthStatus(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___HealthStatus: _TypeAlias = HealthStatus  # noqa: Y015
+
+@_typing.final
+class WatchNodeRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NODE_NAME_FIELD_NUMBER: _builtins.int
+    node_name: _builtins.str
+    """spec.nodeName of the pods the agent answers for (the agent's --node-name)."""
+    def __init__(
+        self,
+        *,
+        node_name: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["node_name", b"node_name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WatchNodeRequest: _TypeAlias = WatchNodeRequest  # noqa: Y015
+
+@_typing.final
+class NodeUpdate(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ENTRY_FIELD_NUMBER: _builtins.int
+    REMOVED_IP_FIELD_NUMBER: _builtins.int
+    SNAPSHOT_COMPLETE_FIELD_NUMBER: _builtins.int
+    HEARTBEAT_FIELD_NUMBER: _builtins.int
+    removed_ip: _builtins.str
+    """The IP has no entry any more (its pod left the node, finished, was deleted or
+    changed IP). Sent before any entry that gives the IP to another pod.
+    """
+    @_builtins.property
+    def entry(self) -> Global___NodeEntry:
+        """Add, or replace whole, the entry for entry.ip."""
+
+    @_builtins.property
+    def snapshot_complete(self) -> Global___SnapshotComplete:
+        """Every entry of the snapshot has been sent; changes follow."""
+
+    @_builtins.property
+    def heartbeat(self) -> Global___Heartbeat:
+        """Nothing changed; the stream is alive."""
+
+    def __init__(
+        self,
+        *,
+        entry: Global___NodeEntry | None = ...,
+        removed_ip: _builtins.str = ...,
+        snapshot_complete: Global___SnapshotComplete | None = ...,
+        heartbeat: Global___Heartbeat | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["entry", b"entry", "heartbeat", b"heartbeat", "kind", b"kind", "removed_ip", b"removed_ip", "snapshot_complete", b"snapshot_complete"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["entry", b"entry", "heartbeat", b"heartbeat", "kind", b"kind", "removed_ip", b"removed_ip", "snapshot_complete", b"snapshot_complete"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["entry", "removed_ip", "snapshot_complete", "heartbeat"]  # noqa: Y015
+    _WhichOneofArgType_kind: _TypeAlias = _typing.Literal["kind", b"kind"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_kind) -> _WhichOneofReturnType_kind | None: ...
+
+Global___NodeUpdate: _TypeAlias = NodeUpdate  # noqa: Y015
+
+@_typing.final
+class SnapshotComplete(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ENTRIES_FIELD_NUMBER: _builtins.int
+    HEARTBEAT_INTERVAL_MS_FIELD_NUMBER: _builtins.int
+    entries: _builtins.int
+    """The number of entries in the snapshot."""
+    heartbeat_interval_ms: _builtins.int
+    """The server sends a message at least this often; the agent stops answering from
+    the replica when three intervals pass without one.
+    """
+    def __init__(
+        self,
+        *,
+        entries: _builtins.int = ...,
+        heartbeat_interval_ms: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["entries", b"entries", "heartbeat_interval_ms", b"heartbeat_interval_ms"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SnapshotComplete: _TypeAlias = SnapshotComplete  # noqa: Y015
+
+@_typing.final
+class Heartbeat(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Heartbeat: _TypeAlias = Heartbeat  # noqa: Y015
+
+@_typing.final
+class NodeEntry(_message.Message):
+    """What the KiamService RPCs would answer for one IP, computed by the server from the
+    same pod cache, ownership rule, policy and credential cache.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    IP_FIELD_NUMBER: _builtins.int
+    POD_NAMESPACE_FIELD_NUMBER: _builtins.int
+    POD_NAME_FIELD_NUMBER: _builtins.int
+    POD_UID_FIELD_NUMBER: _builtins.int
+    ROLE_FIELD_NUMBER: _builtins.int
+    ROLE_REFUSAL_FIELD_NUMBER: _builtins.int
+    CREDENTIALS_FIELD_NUMBER: _builtins.int
+    CREDENTIALS_REFUSAL_FIELD_NUMBER: _builtins.int
+    ip: _builtins.str
+    pod_namespace: _builtins.str
+    """The pod owning the IP; empty when the IP is ambiguous."""
+    pod_name: _builtins.str
+    pod_uid: _builtins.str
+    role: _builtins.str
+    """What GetPodRole(ip) answers: the pod's role as the list route names it ("" when
+    the pod has no role annotation).
+    """
+    @_builtins.property
+    def role_refusal(self) -> Global___Refusal:
+        """When set, GetPodRole(ip) is refused with it instead (an ambiguous IP)."""
+
+    @_builtins.property
+    def credentials(self) -> Global___Credentials:
+        """What GetPodCredentials(ip, role) answers, for exactly this entry's role: the
+        cached credentials, or the refusal. Neither set: ask the server.
+        """
+
+    @_builtins.property
+    def credentials_refusal(self) -> Global___Refusal: ...
+    def __init__(
+        self,
+        *,
+        ip: _builtins.str = ...,
+        pod_namespace: _builtins.str = ...,
+        pod_name: _builtins.str = ...,
+        pod_uid: _builtins.str = ...,
+        role: _builtins.str = ...,
+        role_refusal: Global___Refusal | None = ...,
+        credentials: Global___Credentials | None = ...,
+        credentials_refusal: Global___Refusal | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["credentials", b"credentials", "credentials_refusal", b"credentials_refusal", "role_refusal", b"role_refusal"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["credentials", b"credentials", "credentials_refusal", b"credentials_refusal", "ip", b"ip", "pod_name", b"pod_name", "pod_namespace", b"pod_namespace", "pod_uid", b"pod_uid", "role", b"role", "role_refusal", b"role_refusal"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___NodeEntry: _TypeAlias = NodeEntry  # noqa: Y015
+
+@_typing.final
+class Refusal(_message.Message):
+    """A refusal as the RPC would send it: the status code (grpc's number), the status
+    message and the reason that travels beside it (kiam-reason-bin).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CODE_FIELD_NUMBER: _builtins.int
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    code: _builtins.int
+    message: _builtins.str
+    reason: _builtins.str
+    def __init__(
+        self,
+        *,
+        code: _builtins.int = ...,
+        message: _builtins.str = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["code", b"code", "message", b"message", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Refusal: _TypeAlias = Refusal  # noqa: Y015

@@ -181,3 +181,92 @@ class KiamService:
             timeout,
             metadata,
             _registered_method=True)
+
+
+class KiamNodeServiceStub:
+    """---------------------------------------------------------------------------
+    Not in Go Kiam: the per-node replica (docs/architecture.md, "The node replica").
+    A Go Kiam server answers UNIMPLEMENTED to it, and our agent then stays on the
+    KiamService RPCs above; nothing above this line changes for it.
+
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.WatchNode = channel.unary_stream(
+                '/kiam.KiamNodeService/WatchNode',
+                request_serializer=kiam_dot_wire_dot_kiam__pb2.WatchNodeRequest.SerializeToString,
+                response_deserializer=kiam_dot_wire_dot_kiam__pb2.NodeUpdate.FromString,
+                _registered_method=True)
+
+
+class KiamNodeServiceServicer:
+    """---------------------------------------------------------------------------
+    Not in Go Kiam: the per-node replica (docs/architecture.md, "The node replica").
+    A Go Kiam server answers UNIMPLEMENTED to it, and our agent then stays on the
+    KiamService RPCs above; nothing above this line changes for it.
+
+    """
+
+    def WatchNode(self, request, context):
+        """The entries of the pods on one node: a snapshot, SnapshotComplete, then every
+        change in order, with a Heartbeat every heartbeat_interval_ms in between.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_KiamNodeServiceServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'WatchNode': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchNode,
+                    request_deserializer=kiam_dot_wire_dot_kiam__pb2.WatchNodeRequest.FromString,
+                    response_serializer=kiam_dot_wire_dot_kiam__pb2.NodeUpdate.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'kiam.KiamNodeService', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('kiam.KiamNodeService', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class KiamNodeService:
+    """---------------------------------------------------------------------------
+    Not in Go Kiam: the per-node replica (docs/architecture.md, "The node replica").
+    A Go Kiam server answers UNIMPLEMENTED to it, and our agent then stays on the
+    KiamService RPCs above; nothing above this line changes for it.
+
+    """
+
+    @staticmethod
+    def WatchNode(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/kiam.KiamNodeService/WatchNode',
+            kiam_dot_wire_dot_kiam__pb2.WatchNodeRequest.SerializeToString,
+            kiam_dot_wire_dot_kiam__pb2.NodeUpdate.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)

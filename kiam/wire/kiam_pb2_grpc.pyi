@@ -68,3 +68,52 @@ class KiamServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_kiam_pb2.HealthStatus, _abc.Awaitable[_kiam_pb2.HealthStatus]]: ...
 
 def add_KiamServiceServicer_to_server(servicer: KiamServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
+
+class KiamNodeServiceStub:
+    """---------------------------------------------------------------------------
+    Not in Go Kiam: the per-node replica (docs/architecture.md, "The node replica").
+    A Go Kiam server answers UNIMPLEMENTED to it, and our agent then stays on the
+    KiamService RPCs above; nothing above this line changes for it.
+    """
+
+    @_typing.overload
+    def __new__(cls, channel: _grpc.Channel) -> _Self: ...
+    @_typing.overload
+    def __new__(cls, channel: _aio.Channel) -> KiamNodeServiceAsyncStub: ...
+    WatchNode: _grpc.UnaryStreamMultiCallable[_kiam_pb2.WatchNodeRequest, _kiam_pb2.NodeUpdate]
+    """The entries of the pods on one node: a snapshot, SnapshotComplete, then every
+    change in order, with a Heartbeat every heartbeat_interval_ms in between.
+    """
+
+@_typing.type_check_only
+class KiamNodeServiceAsyncStub(KiamNodeServiceStub):
+    """---------------------------------------------------------------------------
+    Not in Go Kiam: the per-node replica (docs/architecture.md, "The node replica").
+    A Go Kiam server answers UNIMPLEMENTED to it, and our agent then stays on the
+    KiamService RPCs above; nothing above this line changes for it.
+    """
+
+    def __init__(self, channel: _aio.Channel) -> None: ...
+    WatchNode: _aio.UnaryStreamMultiCallable[_kiam_pb2.WatchNodeRequest, _kiam_pb2.NodeUpdate]  # type: ignore[assignment]
+    """The entries of the pods on one node: a snapshot, SnapshotComplete, then every
+    change in order, with a Heartbeat every heartbeat_interval_ms in between.
+    """
+
+class KiamNodeServiceServicer(metaclass=_abc_1.ABCMeta):
+    """---------------------------------------------------------------------------
+    Not in Go Kiam: the per-node replica (docs/architecture.md, "The node replica").
+    A Go Kiam server answers UNIMPLEMENTED to it, and our agent then stays on the
+    KiamService RPCs above; nothing above this line changes for it.
+    """
+
+    @_abc_1.abstractmethod
+    def WatchNode(
+        self,
+        request: _kiam_pb2.WatchNodeRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_kiam_pb2.NodeUpdate], _abc.AsyncIterator[_kiam_pb2.NodeUpdate]]:
+        """The entries of the pods on one node: a snapshot, SnapshotComplete, then every
+        change in order, with a Heartbeat every heartbeat_interval_ms in between.
+        """
+
+def add_KiamNodeServiceServicer_to_server(servicer: KiamNodeServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
