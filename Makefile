@@ -8,7 +8,7 @@ DEMO_STAMP := $(VENV)/.installed-demo
 TESTBED := testbed/pyproject.toml
 SYSPKG_STAMP := $(VENV)/.syspkgs
 
-.PHONY: test lint demo bench mutation proto clean install syspkgs
+.PHONY: test lint demo bench mutation fuzz proto clean install syspkgs
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -56,6 +56,13 @@ bench: $(DEMO_STAMP)
 # mutmut over the modules that decide who gets which role (docs/policy.md)
 mutation: $(STAMP)
 	$(BIN)/python -m tools.mutation $(MUTATION_ARGS)
+
+# the randomised tests (tests/fuzzing.py) with FUZZ_SCALE times the examples of make test
+# and a fresh seed for the hostile requests; about ten minutes at the default scale
+FUZZ_SCALE ?= 20
+fuzz: $(STAMP)
+	KIAM_FUZZ_SCALE=$(FUZZ_SCALE) $(BIN)/pytest -q -p no:cacheprovider -m fuzz -s \
+	  -o timeout=3600 $(PYTEST_ARGS)
 
 proto: $(STAMP)
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m grpc_tools.protoc -I . \

@@ -10,11 +10,16 @@ import asyncio
 import random
 import re
 
+import pytest
+
+from tests import fuzzing
 from tests.agent.conftest import ALLOW, ImdsStandIn
 from tests.agent.standins import AgentProcess, send_bytes
 
-COUNT = 1500
-SEED = 20261202
+pytestmark = pytest.mark.fuzz
+
+COUNT = fuzzing.count(1500)
+SEED = fuzzing.seed(20261202)
 METHODS = [b"GET", b"HEAD", b"PUT", b"POST", b"DELETE", b"OPTIONS", b"TRACE", b"PATCH",
            b"CONNECT", b"GeT", b"G\xc3\xa9T", b"", b"GET GET"]
 PIECES = [b"/", b"//", b".", b"..", b"latest", b"meta-data", b"iam", b"security-credentials",
@@ -56,6 +61,7 @@ async def _status(port: int, data: bytes, source: str) -> int | None:
 
 
 async def test_randomised_hostile_requests(agent: AgentProcess, fake_imds: ImdsStandIn) -> None:
+    print(f"{COUNT} hostile requests, seed {SEED} (replay: {fuzzing.SEED_ENV}={SEED})")
     rng = random.Random(SEED)
     requests = [_request(rng) for _ in range(COUNT)]
     before = len(fake_imds.state.requests)

@@ -7,14 +7,17 @@ from __future__ import annotations
 import re
 
 import pytest
-from hypothesis import example, given, settings
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from kiam.agent.errors import BadRequest
 from kiam.agent.imdsv2 import MAX_TTL, MIN_TTL, parse_ttl
 from kiam.agent.paths import AllowList, RouteKind, classify, normalise_path
+from tests.fuzzing import fuzz
 
-FUZZ = settings(max_examples=500, deadline=None, database=None)
+pytestmark = pytest.mark.fuzz
+
+FUZZ = fuzz(500)
 
 # pieces of IMDS paths and of the usual smuggling tricks, glued at random
 pieces = st.sampled_from(

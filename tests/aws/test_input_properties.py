@@ -6,13 +6,17 @@ from __future__ import annotations
 
 import re
 
-from hypothesis import example, given, settings
+import pytest
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from kiam.aws.arn import InvalidRoleArn, is_role_arn, resolve_role_arn, role_name
 from kiam.aws.session_names import MAX_LENGTH, sts_session_name
+from tests.fuzzing import fuzz
 
-FUZZ = settings(max_examples=500, deadline=None, database=None)
+pytestmark = pytest.mark.fuzz
+
+FUZZ = fuzz(500)
 BASE = "arn:aws:iam::123456789012:role/"
 STS_SESSION = re.compile(r"[A-Za-z0-9_+=,.@-]{2,64}")
 

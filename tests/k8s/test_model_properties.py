@@ -6,13 +6,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from hypothesis import given, settings
+import pytest
+from hypothesis import given
 from hypothesis import strategies as st
 
 from kiam.common.net import normalise_ip
 from kiam.k8s.model import namespace_info_from_json, pod_info_from_json
+from tests.fuzzing import fuzz
 
-FUZZ = settings(max_examples=150, deadline=None, database=None)
+pytestmark = pytest.mark.fuzz
+
+FUZZ = fuzz(150)
 
 scalars = st.one_of(
     st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False), st.text(max_size=12),

@@ -8,11 +8,14 @@ import re
 import warnings
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from kiam.server.policy import Allowed, Denied, Policy
+from tests.fuzzing import fuzz
 from tests.server.test_policy import BASE, pod
+
+pytestmark = pytest.mark.fuzz
 
 STRICT = Policy(base_arn=BASE, strict=True)
 LOOSE = Policy(base_arn=BASE, strict=False)
@@ -38,7 +41,7 @@ def _compiles(expression: str) -> re.Pattern[str] | None:
 
 
 @pytest.mark.parametrize("strict", [True, False], ids=["strict", "loose"])
-@settings(max_examples=300, deadline=None, database=None)
+@fuzz(300)
 @given(name=role_names, expression=expressions)
 def test_permitted_exactly_when_the_bare_expression_compiles_and_matches(
     strict: bool, name: str, expression: str
@@ -56,7 +59,7 @@ def test_permitted_exactly_when_the_bare_expression_compiles_and_matches(
         assert "invalid iam.amazonaws.com/permitted expression" in decision.reason
 
 
-@settings(max_examples=300, deadline=None, database=None)
+@fuzz(300)
 @given(name=role_names, expression=expressions)
 def test_strict_never_permits_more_than_loose(name: str, expression: str) -> None:
     strict = STRICT.decide(pod=pod(name), requested_role=name, permitted=expression)
@@ -65,7 +68,7 @@ def test_strict_never_permits_more_than_loose(name: str, expression: str) -> Non
         assert loose == strict
 
 
-@settings(max_examples=200, deadline=None, database=None)
+@fuzz(200)
 @given(name=role_names, missing=st.sampled_from([None, ""]), strict=st.booleans())
 def test_a_namespace_without_the_annotation_permits_nothing(
     name: str, missing: str | None, strict: bool
@@ -77,7 +80,7 @@ def test_a_namespace_without_the_annotation_permits_nothing(
     assert policy.key_for(pod=pod(name), permitted=missing) is None
 
 
-@settings(max_examples=200, deadline=None, database=None)
+@fuzz(200)
 @given(name=role_names, other=role_names)
 def test_an_exact_arn_permits_only_that_role(name: str, other: str) -> None:
     expression = re.escape(BASE + name)
