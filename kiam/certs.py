@@ -8,6 +8,9 @@ usually issue them with cert-manager. Everything is EC P-256, signed with SHA-25
 - ``server.pem`` / ``server-key.pem``: serverAuth (+clientAuth), one SAN per server name,
   an IP SAN when the name parses as an IP address (gRPC checks those for ``127.0.0.1``).
 - ``agent.pem`` / ``agent-key.pem``: CN (and DNS SAN) ``kiam-agent``, clientAuth.
+- ``webhook.pem`` / ``webhook-key.pem``: serverAuth, one SAN per webhook name: what
+  ``kiam webhook`` presents to the API server (its MutatingWebhookConfiguration's
+  ``caBundle`` is ``ca.pem``).
 
 Key files are written with mode 0600; existing files are never overwritten unless asked.
 """
@@ -27,7 +30,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from kiam.common.settings import DEFAULT_SERVER_NAMES, CertsSettings
+from kiam.common.settings import DEFAULT_SERVER_NAMES, DEFAULT_WEBHOOK_NAMES, CertsSettings
 
 CA_CERT = "ca.pem"
 CA_KEY = "ca-key.pem"
@@ -35,9 +38,14 @@ SERVER_CERT = "server.pem"
 SERVER_KEY = "server-key.pem"
 AGENT_CERT = "agent.pem"
 AGENT_KEY = "agent-key.pem"
-ALL_FILES = (CA_CERT, CA_KEY, SERVER_CERT, SERVER_KEY, AGENT_CERT, AGENT_KEY)
+WEBHOOK_CERT = "webhook.pem"
+WEBHOOK_KEY = "webhook-key.pem"
+ALL_FILES = (
+    CA_CERT, CA_KEY, SERVER_CERT, SERVER_KEY, AGENT_CERT, AGENT_KEY, WEBHOOK_CERT, WEBHOOK_KEY
+)
 
 AGENT_COMMON_NAME = "kiam-agent"
+WEBHOOK_COMMON_NAME = "kiam-webhook"
 SERVER_COMMON_NAME = "kiam-server"
 CA_COMMON_NAME = "kiam-ca"
 # Clocks on nodes disagree a little; a certificate that starts "now" is refused by a peer
@@ -59,11 +67,12 @@ class KeyPair:
 
 @dataclass(frozen=True, kw_only=True)
 class Issued:
-    """The CA and the two leaves, PEM-encoded, before anything touches the disk."""
+    """The CA and the three leaves, PEM-encoded, before anything touches the disk."""
 
     ca: KeyPair
     server: KeyPair
     agent: KeyPair
+    webhook: KeyPair
 
     def files(self) -> dict[str, bytes]:
         return {
@@ -73,6 +82,8 @@ class Issued:
             SERVER_KEY: self.server.key_pem,
             AGENT_CERT: self.agent.cert_pem,
             AGENT_KEY: self.agent.key_pem,
+            WEBHOOK_CERT: self.webhook.cert_pem,
+            WEBHOOK_KEY: self.webhook.key_pem,
         }
 
 
@@ -105,6 +116,14 @@ class CertPaths:
     @property
     def agent_key(self) -> Path:
         return self.directory / AGENT_KEY
+
+    @property
+    def webhook_cert(self) -> Path:
+        return self.directory / WEBHOOK_CERT
+
+    @property
+    def webhook_key(self) -> Path:
+        return self.directory / WEBHOOK_KEY
 
 
 def subject_alternative_names(names: Sequence[str]) -> list[x509.GeneralName]:
@@ -230,7 +249,12 @@ def issue_leaf(
     return KeyPair(cert_pem=cert.public_bytes(serialization.Encoding.PEM), key_pem=_key_pem(key))
 
 
-def issue_all(*, server_names: Sequence[str] = DEFAULT_SERVER_NAMES, days: int = 365) -> Issued:
+def issue_all(
+    *,
+    server_names: Sequence[str] = DEFAULT_SERVER_NAMES,
+    webhook_names: Sequence[str] = DEFAULT_WEBHOOK_NAMES,
+    days: int = 365,
+) -> Issued:
     """Issue the CA and both leaves in memory."""
     if days < 1:
         raise CertsError("days must be at least 1")
@@ -256,7 +280,16 @@ def issue_all(*, server_names: Sequence[str] = DEFAULT_SERVER_NAMES, days: int =
         days=days,
         now=now,
     )
-    return Issued(ca=ca, server=server, agent=agent)
+    webhook = issue_leaf(
+        ca_cert_pem=ca.cert_pem,
+        ca_key_pem=ca.key_pem,
+        common_name=WEBHOOK_COMMON_NAME,
+        names=webhook_names,
+        server=True,
+        days=days,
+        now=now,
+    )
+    return Issued(ca=ca, server=server, agent=agent, webhook=webhook)
 
 
 def write_pem(path: Path, data: bytes, *, private: bool, force: bool) -> None:
@@ -279,10 +312,11 @@ def generate_certificates(
     out_dir: str | os.PathLike[str],
     *,
     server_names: Sequence[str] = DEFAULT_SERVER_NAMES,
+    webhook_names: Sequence[str] = DEFAULT_WEBHOOK_NAMES,
     days: int = 365,
     force: bool = False,
 ) -> CertPaths:
-    """Issue everything and write the six PEM files into ``out_dir`` (created if missing).
+    """Issue everything and write the eight PEM files into ``out_dir`` (created if missing).
 
     Raises :class:`CertsError` naming the first file that already exists (unless
     ``force``) before writing anything.
@@ -292,7 +326,7 @@ def generate_certificates(
         for name in ALL_FILES:
             if (directory / name).exists():
                 raise CertsError(f"{directory / name} already exists (use --force to overwrite)")
-    issued = issue_all(server_names=server_names, days=days)
+    issued = issue_all(server_names=server_names, webhook_names=webhook_names, days=days)
     try:
         directory.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -308,6 +342,7 @@ def run_certs(settings: CertsSettings) -> int:
         paths = generate_certificates(
             settings.out,
             server_names=settings.server_names,
+            webhook_names=settings.webhook_names,
             days=settings.days,
             force=settings.force,
         )
@@ -316,5 +351,6 @@ def run_certs(settings: CertsSettings) -> int:
         return 1
     for name in ALL_FILES:
         print(f"wrote {paths.directory / name}")
-    print(f"server names: {', '.join(settings.server_names)}; valid {settings.days} days")
+    print(f"server names: {', '.join(settings.server_names)}; "
+          f"webhook names: {', '.join(settings.webhook_names)}; valid {settings.days} days")
     return 0

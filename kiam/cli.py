@@ -19,6 +19,7 @@ from kiam.agent.settings import AgentSettings
 from kiam.common.flags import SettingsError, add_flags, from_flags, ignored_given
 from kiam.common.settings import CertsSettings, HealthSettings, LogSettings
 from kiam.server.settings import ServerSettings
+from kiam.webhook.settings import WebhookSettings
 
 
 class UsageError(Exception):
@@ -52,6 +53,12 @@ COMMANDS = (
         "probe a kiam server over mTLS (exit 0 healthy)",
         HealthSettings,
         ("kiam.health", "run_health"),
+    ),
+    Command(
+        "webhook",
+        "admission webhook: token credentials for hostNetwork and opted-in pods",
+        WebhookSettings,
+        ("kiam.webhook.server", "run_webhook"),
     ),
     Command(
         "certs",

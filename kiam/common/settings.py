@@ -122,6 +122,14 @@ DEFAULT_SERVER_NAMES = (
     "127.0.0.1",
     "::1",
 )
+DEFAULT_WEBHOOK_NAMES = (
+    "kiam-webhook",
+    "kiam-webhook.kube-system",
+    "kiam-webhook.kube-system.svc",
+    "localhost",
+    "127.0.0.1",
+)
+"""The API server calls a webhook Service as ``<service>.<namespace>.svc``."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -135,13 +143,23 @@ class HealthSettings(PeerSettings, ServerConnection):
 @dataclass(frozen=True, kw_only=True)
 class CertsSettings:
     out: str = required_flag("directory to write the PEM files to")
-    """Directory for ca.pem, ca-key.pem, server.pem, server-key.pem, agent.pem, agent-key.pem."""
+    """Directory for ca.pem, ca-key.pem, server.pem, server-key.pem, agent.pem, agent-key.pem,
+    webhook.pem, webhook-key.pem."""
     server_names: tuple[str, ...] = flag(
         DEFAULT_SERVER_NAMES,
         "server certificate DNS name or IP (repeatable; default: "
         + ", ".join(DEFAULT_SERVER_NAMES)
         + ")",
         name="server-name",
+        repeat=True,
+        metavar="NAME",
+    )
+    webhook_names: tuple[str, ...] = flag(
+        DEFAULT_WEBHOOK_NAMES,
+        "webhook serving certificate DNS name or IP (repeatable; default: "
+        + ", ".join(DEFAULT_WEBHOOK_NAMES)
+        + ")",
+        name="webhook-name",
         repeat=True,
         metavar="NAME",
     )
