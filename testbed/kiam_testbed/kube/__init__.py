@@ -1,13 +1,14 @@
 """An emulator of the Kubernetes apiserver HTTP API, for kiam's tests and ``kiam demo``.
 
-Faithful where kiam depends on it: core/v1 pods (with ``/status``), namespaces and
-events, events.k8s.io/v1 events; list (``limit``/``continue``, collection
-``resourceVersion``), get, create, replace, patch (merge, strategic-as-merge, JSON
-patch), delete; ``Status`` error bodies (404 NotFound, 409 AlreadyExists/Conflict,
-422 Invalid, 400 BadRequest, 410 Expired); one global ``resourceVersion``; watches from a
-version with ADDED/MODIFIED/DELETED/BOOKMARK/ERROR events, selectors applied as the watch
-cache does (leaving the selection is DELETED, entering it ADDED), ``timeoutSeconds``, 410
-for a compacted version; field and label selectors; graceful pod deletion.
+Faithful where kiam depends on it: core/v1 pods (with ``/status``), namespaces, service
+accounts (with ``/token``) and events, events.k8s.io/v1 events, TokenReviews; list
+(``limit``/``continue``, collection ``resourceVersion``), get, create, replace, patch
+(merge, strategic-as-merge, JSON patch), delete; ``Status`` error bodies (404 NotFound,
+409 AlreadyExists/Conflict, 422 Invalid, 400 BadRequest, 410 Expired); one global
+``resourceVersion``; watches from a version with ADDED/MODIFIED/DELETED/BOOKMARK/ERROR
+events, selectors applied as the watch cache does (leaving the selection is DELETED,
+entering it ADDED), ``timeoutSeconds``, 410 for a compacted version; field and label
+selectors; graceful pod deletion.
 
 In process::
 
@@ -47,6 +48,11 @@ once). Hooks are plain methods, called on the emulator's event loop:
   node_name="node-1", host_network=False, host_ip=, grace_period=)`` (creates the
   namespace if missing), ``set_pod_status(ns, name, phase=, pod_ip=, pod_ips=, host_ip=,
   host_network=, node_name=)``, ``delete_pod``, ``finalise_pod`` (alias ``finalize_pod``).
+- service accounts and tokens: ``create_service_account(ns, name="default")``,
+  ``request_token(ns, pod, service_account="default", audiences=("kiam",),
+  expiration=3600)`` (a token bound to the pod, as the kubelet gets for a projected
+  volume); the API serves ``serviceaccounts``, their ``token`` subresource (TokenRequest)
+  and ``POST /apis/authentication.k8s.io/v1/tokenreviews`` (:mod:`kiam_testbed.kube.tokens`).
 - watches, faults, counts: ``watcher_count``, ``drop_watches``, ``send_bookmark``,
   ``compact``, ``inject_fault`` (returns a :class:`Fault` with ``remaining``/``hits``),
   ``clear_faults``, ``request_count``, ``reset_counts``, ``resource_version``,

@@ -19,7 +19,13 @@ from aiohttp import web
 from kiam_testbed.kube import errors
 from kiam_testbed.kube.errors import JsonObject, KubeApiError
 from kiam_testbed.kube.patch import PatchError, json_patch, merge_patch
-from kiam_testbed.kube.resources import BY_PATH, PODS, ResourceType, require_object
+from kiam_testbed.kube.resources import (
+    BY_PATH,
+    PODS,
+    SERVICEACCOUNTS,
+    ResourceType,
+    require_object,
+)
 from kiam_testbed.kube.selectors import (
     FieldRequirement,
     FieldSelector,
@@ -27,6 +33,7 @@ from kiam_testbed.kube.selectors import (
     parse_label_selector,
 )
 from kiam_testbed.kube.store import Store
+from kiam_testbed.kube.tokens import TokenAuthority
 from kiam_testbed.kube.watch import Entry
 
 log = logging.getLogger(__name__)
@@ -35,6 +42,7 @@ JSON = "application/json"
 MERGE_PATCH = "application/merge-patch+json"
 STRATEGIC_PATCH = "application/strategic-merge-patch+json"
 JSON_PATCH = "application/json-patch+json"
+TOKEN_REVIEWS = "/apis/authentication.k8s.io/v1/tokenreviews"
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +55,9 @@ class Target:
     name: str = ""
     subresource: str = ""
     legacy_watch: bool = False
+
+
+_SUBRESOURCES = {("status", PODS), ("token", SERVICEACCOUNTS)}
 
 
 def parse_path(path: str) -> Target | None:
@@ -73,7 +84,7 @@ def parse_path(path: str) -> Target | None:
         return None
     name = rest[1] if len(rest) > 1 else ""
     subresource = rest[2] if len(rest) > 2 else ""
-    if subresource and (subresource != "status" or rt is not PODS):
+    if subresource and (subresource, rt) not in _SUBRESOURCES:
         return None
     return Target(rt, namespace, name, subresource, legacy_watch)
 
@@ -132,9 +143,31 @@ class WatchSettings:
 class KubeApi:
     """Request handlers; :meth:`handle` is the one catch-all route."""
 
-    def __init__(self, store: Store, settings: WatchSettings) -> None:
+    def __init__(self, store: Store, settings: WatchSettings,
+                 tokens: TokenAuthority | None = None) -> None:
         self._store = store
         self._settings = settings
+        self.tokens = tokens or TokenAuthority()
+
+    def _lookup(self, rt: ResourceType) -> Any:
+        def find(namespace: str, name: str) -> JsonObject | None:
+            entry = self._store.find(rt, namespace, name)
+            return None if entry is None else entry.obj
+
+        return find
+
+    async def token_review(self, request: web.Request) -> web.Response:
+        body = await _read_json(request, required=True)
+        review = self.tokens.review(body, service_accounts=self._lookup(SERVICEACCOUNTS),
+                                    pods=self._lookup(PODS))
+        return json_response(review, status=201)
+
+    async def _token_request(self, request: web.Request, target: Target) -> web.Response:
+        account = self._store.get(SERVICEACCOUNTS, self._ns(target), target.name)
+        body = await _read_json(request, required=True)
+        answer = self.tokens.request_token(namespace=self._ns(target), service_account=account.obj,
+                                           body=body, pods=self._lookup(PODS))
+        return json_response(answer, status=201)
 
     def _ns(self, target: Target) -> str:
         return target.namespace or ""
@@ -150,6 +183,8 @@ class KubeApi:
             if target.name:
                 return self._get(target)
             return self._list(request, target)
+        if method == "POST" and target.subresource == "token":
+            return await self._token_request(request, target)
         if method == "POST" and not target.name and target.subresource == "":
             if target.rt.namespaced and target.namespace is None:
                 raise _method_not_allowed()
@@ -357,10 +392,16 @@ def _discovery_routes(app: web.Application) -> None:
         "/api": {"kind": "APIVersions", "versions": ["v1"], "serverAddressByClientCIDRs": []},
         "/api/v1": resources("v1", core),
         "/apis": {"kind": "APIGroupList", "apiVersion": "v1", "groups": [{
-            "name": "events.k8s.io",
-            "versions": [{"groupVersion": "events.k8s.io/v1", "version": "v1"}],
-            "preferredVersion": {"groupVersion": "events.k8s.io/v1", "version": "v1"}}]},
+            "name": name,
+            "versions": [{"groupVersion": f"{name}/v1", "version": "v1"}],
+            "preferredVersion": {"groupVersion": f"{name}/v1", "version": "v1"}}
+            for name in ("events.k8s.io", "authentication.k8s.io")]},
         "/apis/events.k8s.io/v1": resources("events.k8s.io/v1", events),
+        "/apis/authentication.k8s.io/v1": {
+            "kind": "APIResourceList", "apiVersion": "v1",
+            "groupVersion": "authentication.k8s.io/v1",
+            "resources": [{"name": "tokenreviews", "singularName": "tokenreview",
+                           "namespaced": False, "kind": "TokenReview", "verbs": ["create"]}]},
     }
     for path, body in fixed.items():
         data = orjson.dumps(body)
@@ -377,12 +418,14 @@ def _discovery_routes(app: web.Application) -> None:
 
 
 def build_app(
-    store: Store, settings: WatchSettings, middlewares: list[Any] | None = None
+    store: Store, settings: WatchSettings, middlewares: list[Any] | None = None,
+    tokens: TokenAuthority | None = None,
 ) -> web.Application:
     app = web.Application(middlewares=[*(middlewares or []), status_errors],
                           client_max_size=64 << 20)
     _discovery_routes(app)
-    api = KubeApi(store, settings)
+    api = KubeApi(store, settings, tokens)
+    app.router.add_post(TOKEN_REVIEWS, api.token_review)
     app.router.add_route("*", "/{tail:.*}", api.handle)
     return app
 

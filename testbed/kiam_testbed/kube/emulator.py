@@ -19,8 +19,17 @@ from kiam_testbed.kube import errors
 from kiam_testbed.kube.app import Handler, WatchSettings, build_app, status_response
 from kiam_testbed.kube.errors import JsonObject
 from kiam_testbed.kube.patch import merge_patch
-from kiam_testbed.kube.resources import BY_KEY, EVENTS, EVENTS_V1, NAMESPACES, PODS, ResourceType
+from kiam_testbed.kube.resources import (
+    BY_KEY,
+    EVENTS,
+    EVENTS_V1,
+    NAMESPACES,
+    PODS,
+    SERVICEACCOUNTS,
+    ResourceType,
+)
 from kiam_testbed.kube.store import Store, copy_json
+from kiam_testbed.kube.tokens import TokenAuthority
 
 DEFAULT_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
 CONTEXT_NAME = "kiam-emulator"
@@ -92,6 +101,8 @@ class KubeEmulator:
         self.watch_settings = WatchSettings(bookmark_interval=bookmark_interval,
                                             default_timeout=watch_timeout)
         self.faults: list[Fault] = []
+        self.tokens = TokenAuthority()
+        """Signs TokenRequests and answers TokenReviews (kiam_testbed.kube.tokens)."""
         self._counts: Counter[tuple[str, str, bool]] = Counter()
         self._waiters = _Waiters()
         self.store.listeners.append(self._waiters.pulse)
@@ -105,7 +116,8 @@ class KubeEmulator:
 
     async def start(self, *, host: str = "127.0.0.1", port: int = 0) -> str:
         """Serve on ``host:port`` (0: any free port); returns :attr:`url`."""
-        app = build_app(self.store, self.watch_settings, middlewares=[self._middleware])
+        app = build_app(self.store, self.watch_settings, middlewares=[self._middleware],
+                        tokens=self.tokens)
         runner = web.AppRunner(app, handle_signals=False, access_log=None,
                                handler_cancellation=True,
                                shutdown_timeout=self._shutdown_timeout)
@@ -349,6 +361,33 @@ class KubeEmulator:
         if annotations:
             meta["annotations"] = dict(annotations)
         return self.store.create(NAMESPACES, "", {"metadata": meta}).full()
+
+    def create_service_account(self, namespace: str, name: str = "default") -> JsonObject:
+        """A ServiceAccount (a real cluster's controller makes ``default`` in every
+        namespace; here a test makes the ones it needs). Creates the namespace if missing."""
+        if self.store.find(NAMESPACES, "", namespace) is None:
+            self.create_namespace(namespace)
+        body = {"metadata": {"name": name, "namespace": namespace}}
+        return self.store.create(SERVICEACCOUNTS, namespace, body).full()
+
+    def request_token(self, namespace: str, pod: str, *, service_account: str = "default",
+                      audiences: Iterable[str] = ("kiam",), expiration: int = 3600) -> str:
+        """A token bound to ``pod`` as the kubelet gets it for a projected volume
+        (``POST .../serviceaccounts/NAME/token``)."""
+        account = self.store.get(SERVICEACCOUNTS, namespace, service_account).obj
+        pod_uid = self.store.get(PODS, namespace, pod).obj["metadata"]["uid"]
+        body = {"spec": {"audiences": builtins.list(audiences), "expirationSeconds": expiration,
+                         "boundObjectRef": {"kind": "Pod", "apiVersion": "v1", "name": pod,
+                                            "uid": pod_uid}}}
+
+        def find_pod(ns: str, name: str) -> JsonObject | None:
+            entry = self.store.find(PODS, ns, name)
+            return None if entry is None else entry.obj
+
+        answer = self.tokens.request_token(namespace=namespace, service_account=account,
+                                           body=body, pods=find_pod)
+        token: str = answer["status"]["token"]
+        return token
 
     def create_pod(
         self,

@@ -1,7 +1,8 @@
 """The resource types the emulator serves, with their defaulting and validation (pure).
 
-Only what kiam touches: core/v1 pods (with the ``status`` subresource), namespaces and
-events, and events.k8s.io/v1 events. The two event APIs are stored separately (a real
+Only what kiam touches: core/v1 pods (with the ``status`` subresource), namespaces,
+service accounts (with the ``token`` subresource) and events, and events.k8s.io/v1
+events. The two event APIs are stored separately (a real
 apiserver converts one to the other); kiam writes events and never reads them back.
 """
 
@@ -83,6 +84,16 @@ NAMESPACES = ResourceType(
     namespaced=False,
     fields=frozenset({"metadata.name", "status.phase"}),
 )
+SERVICEACCOUNTS = ResourceType(
+    key="serviceaccounts",
+    group="",
+    version="v1",
+    plural="serviceaccounts",
+    kind="ServiceAccount",
+    namespaced=True,
+    fields=_META_FIELDS,
+)
+"""Stored as given; their ``token`` subresource is a TokenRequest (kiam_testbed.kube.tokens)."""
 EVENTS = ResourceType(
     key="events",
     group="",
@@ -128,7 +139,7 @@ EVENTS_V1 = ResourceType(
     return_deleted_object=False,
 )
 
-ALL_TYPES = (PODS, NAMESPACES, EVENTS, EVENTS_V1)
+ALL_TYPES = (PODS, NAMESPACES, SERVICEACCOUNTS, EVENTS, EVENTS_V1)
 BY_KEY = {rt.key: rt for rt in ALL_TYPES}
 BY_PATH = {(rt.group, rt.version, rt.plural): rt for rt in ALL_TYPES}
 
