@@ -162,16 +162,22 @@ class Policy:
             )
         return self._permit(pod, resolved, permitted)
 
+    def decide_own_role(self, *, pod: PodInfo, permitted: str | None) -> Decision:
+        """May ``pod`` have its own annotated role? :meth:`decide` with no requested role
+        to compare: token credentials (docs/token-credentials.md), where the token, not
+        a path, names the pod, and the pod asks for whatever role it carries."""
+        resolved = self._resolved(pod)
+        if isinstance(resolved, Denied):
+            return resolved
+        return self._permit(pod, resolved, permitted)
+
     def key_for(self, *, pod: PodInfo, permitted: str | None) -> CredentialKey | None:
         """The key ``pod`` would be served under, or None when it would get nothing.
 
         Used by prefetch and by the credential cache's ``keys_in_use``: the same rules as
         :meth:`decide` for the pod's own role, so nothing is fetched that would be refused.
         """
-        resolved = self._resolved(pod)
-        if isinstance(resolved, Denied):
-            return None
-        decision = self._permit(pod, resolved, permitted)
+        decision = self.decide_own_role(pod=pod, permitted=permitted)
         return decision.key if isinstance(decision, Allowed) else None
 
     def _resolved(self, pod: PodInfo) -> RoleArn | Denied:

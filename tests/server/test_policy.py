@@ -166,6 +166,22 @@ def test_key_for_follows_the_same_rules() -> None:
     assert STRICT.key_for(pod=pod("bad name!"), permitted=".*") is None
 
 
+def test_the_own_role_decision_gives_the_reason() -> None:
+    allowed = STRICT.decide_own_role(pod=pod("app"), permitted=".*")
+    assert allowed == Allowed(role_arn=BASE + "app",  # type: ignore[arg-type]
+                              key=CredentialKey(role_arn=BASE + "app",  # type: ignore[arg-type]
+                                                session_name="kiam-kiam"))
+    for annotation, permitted, reason in [
+        ("", ".*", "has no iam.amazonaws.com/role annotation"),
+        ("app", None, "has no iam.amazonaws.com/permitted annotation"),
+        ("app", "db", "does not permit role"),
+        ("bad name!", ".*", "iam.amazonaws.com/role"),
+    ]:
+        denied = STRICT.decide_own_role(pod=pod(annotation), permitted=permitted)
+        assert isinstance(denied, Denied), annotation
+        assert reason in denied.reason
+
+
 @pytest.mark.parametrize(
     ("annotation", "name"),
     [
