@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -198,6 +198,76 @@ async def test_conflict_and_sts_failure_from_a_real_server(cluster: Cluster) -> 
         assert (status, text.count("\n")) == (500, 1), text
         assert "could not get credentials" in text
         assert "AccessDenied" in text
+
+
+REUSED_IP = "127.0.3.30"
+
+
+@dataclass(frozen=True)
+class Answer:
+    started: float
+    ended: float
+    path: str
+    status: int
+    text: str
+
+
+async def test_a_reused_ip_never_serves_the_other_pods_role(cluster: Cluster) -> None:
+    """docs/architecture.md, "IP reuse": pod A (role-4) is deleted and, while it is still
+    in its grace period, its IP given to pod B (role-5). A client polling the IP through
+    the agent never gets role-5 before A is gone, and never role-4 once it got role-5."""
+    await wait_healthy(cluster.agent)
+    stack = cluster.stacks[0]
+    pods = f"/api/v1/namespaces/{NAMESPACE}/pods"
+    stack.create_pod(NAMESPACE, "reuse-a", ip=REUSED_IP, role="role-4")
+    answers: list[Answer] = []
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+
+    async def poll() -> None:
+        async with pod_session(REUSED_IP) as pod:
+            while not stop.is_set():
+                for path in (CREDS, CREDS + "role-4", CREDS + "role-5"):
+                    started = loop.time()
+                    status, text = await fetch(pod, cluster.agent, path)
+                    answers.append(Answer(started, loop.time(), path, status, text))
+
+    async def until(predicate: Callable[[Answer], bool], what: str) -> float:
+        for _ in range(600):
+            if any(predicate(answer) for answer in answers):
+                return loop.time()
+            await asyncio.sleep(0.01)
+        pytest.fail(f"never saw {what}: {answers[-5:]}\n{cluster.agent.log()}")
+
+    poller = asyncio.create_task(poll())
+    try:
+        await until(lambda a: a.path == CREDS + "role-4" and a.status == 200,
+                    "role-4's credentials")
+        # A terminates (its grace period runs), and B is given the IP meanwhile
+        await asyncio.to_thread(stack.kube, "DELETE", f"{pods}/reuse-a?gracePeriodSeconds=30")
+        await asyncio.to_thread(stack.create_pod, NAMESPACE, "reuse-b", ip=REUSED_IP,
+                                role="role-5")
+        await until(lambda a: a.status == 409, "the ambiguous IP")
+        await asyncio.sleep(0.3)
+        gone_from = loop.time()
+        await asyncio.to_thread(stack.kube, "DELETE", f"{pods}/reuse-a?gracePeriodSeconds=0")
+        gone = loop.time()
+        first_b = await until(lambda a: a.path == CREDS and a.text == "role-5", "role-5")
+        await asyncio.sleep(0.5)
+    finally:
+        stop.set()
+        await poller
+    early = [a for a in answers if "role-5" in (a.text if a.path == CREDS else a.path)
+             and a.status == 200 and a.ended < gone_from]
+    assert early == [], early[:3]
+    b_seen = min(a.ended for a in answers if a.path == CREDS and a.text == "role-5")
+    late = [a for a in answers if a.started > b_seen and a.status == 200
+            and (a.text == "role-4" or a.path == CREDS + "role-4")]
+    assert late == [], late[:3]
+    # and B's credentials came: after A was gone, within a second
+    served_b = [a for a in answers if a.path == CREDS + "role-5" and a.status == 200]
+    assert served_b and served_b[0].ended < gone + 1.5, (served_b[:1], gone, first_b)
+    await asyncio.to_thread(stack.kube, "DELETE", f"{pods}/reuse-b?gracePeriodSeconds=0")
 
 
 async def test_a_dead_server_is_503_and_fails_deep_health(cluster: Cluster, tmp_path: Path) -> None:
