@@ -69,7 +69,7 @@ def test_manifests_grant_what_the_server_needs() -> None:
     ]
     granted = {(r, v) for rule in rules for r in rule["resources"] for v in rule["verbs"]}
     for needed in [("pods", "list"), ("pods", "watch"), ("namespaces", "watch"),
-                   ("events", "create"), ("events", "patch")]:
+                   ("events", "create"), ("events", "patch"), ("tokenreviews", "create")]:
         assert needed in granted
 
 

@@ -35,6 +35,7 @@ from kiam.agent.errors import (
     ServerFailed,
     ServerTimeout,
     ServerUnavailable,
+    TokenRefused,
 )
 from kiam.common.settings import KeepaliveSettings
 from kiam.wire import kiam_pb2, kiam_pb2_grpc, status
@@ -52,6 +53,7 @@ _ERRORS: dict[status.Answer, tuple[type[AgentError], str]] = {
     status.POD_NOT_FOUND: (PodNotFound, "no pod found for this IP"),
     status.AMBIGUOUS_POD: (AmbiguousPod, "several pods with different roles claim this IP"),
     status.ROLE_FORBIDDEN: (RoleForbidden, "forbidden"),
+    status.TOKEN_REFUSED: (TokenRefused, "the kiam server refused the token"),
     status.CREDENTIALS_FAILED: (CredentialsFailed, "the kiam server could not get credentials"),
     status.UNAVAILABLE: (ServerUnavailable, "no kiam server available"),
     status.DEADLINE_EXCEEDED: (ServerTimeout, "the kiam server did not answer in time"),

@@ -16,6 +16,7 @@ them (``client.py``, ``proxy.py``); the HTTP layer only ever sees this tree::
     ├── PodNotFound                 404  no live pod has the caller's IP
     ├── RoleForbidden               403  role is not the pod's, or the namespace forbids it
     ├── AmbiguousPod                409  live pods with different roles claim the IP
+    ├── TokenRefused                401  the server refused a pod's service-account token
     ├── CredentialsFailed           500  STS refused or failed
     ├── RequestRefused              500  the server found the agent's request malformed
     ├── ServerFailed                502  the kiam server answered something unexpected
@@ -38,6 +39,7 @@ from kiam.wire.status import (
     OTHER,
     POD_NOT_FOUND,
     ROLE_FORBIDDEN,
+    TOKEN_REFUSED,
     UNAVAILABLE,
 )
 
@@ -112,6 +114,10 @@ class RoleForbidden(AgentError):
 
 class AmbiguousPod(AgentError):
     status = AMBIGUOUS_POD.http
+
+
+class TokenRefused(AgentError):
+    status = TOKEN_REFUSED.http
 
 
 class CredentialsFailed(AgentError):

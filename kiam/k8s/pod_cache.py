@@ -1,7 +1,10 @@
 """A watch-fed cache of the pods that can own an IP, indexed by pod IP.
 
-Only live, non-hostNetwork pods are kept (the others never own an IP, see
-:mod:`kiam.k8s.ownership`), each as a small :class:`~kiam.k8s.model.PodInfo`. A re-list
+Live, non-hostNetwork pods are kept and indexed by IP (the others never own an IP, see
+:mod:`kiam.k8s.ownership`), each as a small :class:`~kiam.k8s.model.PodInfo`. Live
+hostNetwork pods are kept too, by uid only, for token credentials
+(:meth:`PodCache.find_by_uid`, docs/token-credentials.md): a token, not an address, names
+them. A re-list
 replaces the whole state at once, so a pod deleted while the watch was down is gone
 after the next list rather than served stale.
 
@@ -82,7 +85,10 @@ class PodCache:
         """Live pods with a role, new or with changed credentials: for prefetch."""
         self._pods: dict[str, PodInfo] = {}
         self._by_ip: dict[PodIP, _Claimants] = {}
+        self._host_network: dict[str, PodInfo] = {}
+        """Live hostNetwork pods by uid: never by IP."""
         self._waiters = KeyedWaiters()
+        self._uid_waiters = KeyedWaiters()
         self.watch = ListWatch(
             client,
             path=PODS_PATH,
@@ -113,6 +119,16 @@ class PodCache:
             return None
         return owner_of_ip(_as_tuple(entry), ip=ip)
 
+    def find_by_uid(self, uid: str) -> PodInfo | None:
+        """The live pod with ``uid``, hostNetwork or not (token credentials), or None."""
+        return self._pods.get(uid) or self._host_network.get(uid)
+
+    async def wait_for_uid(self, uid: str, *, timeout: float) -> PodInfo | None:  # noqa: ASYNC109
+        """Like :meth:`find_by_uid`, waiting up to ``timeout`` seconds for the watch to
+        deliver the pod (a token's pod may ask before its watch event arrives)."""
+        return await self._uid_waiters.wait_for(uid, lambda: self.find_by_uid(uid),
+                                                timeout=timeout)
+
     async def wait_for_ip(self, ip: str, *, timeout: float) -> PodInfo | None:  # noqa: ASYNC109
         """Like :meth:`find_by_ip`, but wait up to ``timeout`` seconds for the watch to
         deliver a pod with that IP. None when it is still unknown. Raises AmbiguousPodIP."""
@@ -136,6 +152,10 @@ class PodCache:
 
     def _apply(self, kind: str, pod: PodInfo) -> None:
         key = _key(pod)
+        self._host_network.pop(key, None)
+        if kind != DELETED and pod.is_live and pod.host_network:
+            self._host_network[key] = pod
+            self._uid_waiters.wake([key])
         old = self._pods.get(key)
         if old is not None:
             _unindex(self._by_ip, old)
@@ -146,21 +166,28 @@ class PodCache:
         self._pods[key] = pod
         _index(self._by_ip, pod)
         self._waiters.wake(pod.ips)
+        self._uid_waiters.wake([key])
         self._announce(pod, old)
 
     def _replace(self, pods: list[PodInfo]) -> None:
         fresh: dict[str, PodInfo] = {}
         by_ip: dict[PodIP, _Claimants] = {}
+        host_network: dict[str, PodInfo] = {}
         for pod in pods:
             if can_own_ip(pod):
                 fresh[_key(pod)] = pod
                 _index(by_ip, pod)
+            elif pod.is_live and pod.host_network:
+                host_network[_key(pod)] = pod
+        self._host_network = host_network
         old_pods = self._pods
         self._pods, self._by_ip = fresh, by_ip
         gone = len(old_pods.keys() - fresh.keys())
         for key, pod in fresh.items():
             self._announce(pod, old_pods.get(key))
         self._waiters.wake([ip for ip in self._waiters.waiting_keys() if ip in by_ip])
+        self._uid_waiters.wake([uid for uid in self._uid_waiters.waiting_keys()
+                                if uid in fresh or uid in host_network])
         if gone:
             log.info("re-list removed %d pods deleted while the watch was away", gone)
         self.synced.set()

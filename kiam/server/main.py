@@ -10,7 +10,8 @@ the end. Then named root tasks run:
 ``events``                          posts the Warning Events the service records
 ``credential-cache``                refreshes credentials ahead of expiry while in use
 ``prefetch``                        fetches credentials for every pod with a role it sees
-``grpc``                            serves ``kiam.KiamService`` and ``grpc.health.v1``
+``grpc``                            serves ``kiam.KiamService``, ``kiam.KiamTokenService``
+                                    (token credentials) and ``grpc.health.v1``
 
 Health (both ``""`` and ``kiam.KiamService``) is NOT_SERVING until both caches have
 synced; then ``caches synced; serving`` and ``kiam server ready`` are logged. SIGTERM/
@@ -47,11 +48,13 @@ from kiam.k8s.events import EventRecorder
 from kiam.k8s.model import NamespaceInfo, PodInfo
 from kiam.k8s.namespace_cache import NamespaceCache
 from kiam.k8s.pod_cache import PodCache
+from kiam.k8s.token_review import TokenReviewer
 from kiam.server.metrics import ServerMetrics
 from kiam.server.policy import Policy
 from kiam.server.prefetch import keys_in_use, prefetch
 from kiam.server.service import KiamService
 from kiam.server.settings import ServerSettings
+from kiam.server.token_service import KiamTokenService
 from kiam.wire import kiam_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -142,10 +145,19 @@ async def serve(settings: ServerSettings) -> int:
             credentials=credentials,
             policy=policy,
         )
+        tokens = KiamTokenService(
+            reviewer=TokenReviewer(kube, audience=settings.token_audience),
+            pods=pods,
+            namespaces=namespaces,
+            events=events,
+            credentials=credentials,
+            policy=policy,
+            require_ready=service.require_ready,
+        )
         health = health_aio.HealthServicer()
         # grpcio's servicer starts with "" SERVING; nothing is served until the caches sync
         await _set_health(health, health_pb2.HealthCheckResponse.NOT_SERVING)
-        server, address = _grpc_server(settings, service=service, health=health)
+        server, address = _grpc_server(settings, service=service, tokens=tokens, health=health)
         if settings.prometheus_listen_addr:
             metrics_runner = await _metrics(settings.prometheus_listen_addr)
             daemon.on_stop("stop metrics", metrics_runner.cleanup)
@@ -253,7 +265,11 @@ def _grpc_options(settings: ServerSettings) -> list[tuple[str, Any]]:
 
 
 def _grpc_server(
-    settings: ServerSettings, *, service: KiamService, health: health_aio.HealthServicer
+    settings: ServerSettings,
+    *,
+    service: KiamService,
+    tokens: KiamTokenService,
+    health: health_aio.HealthServicer,
 ) -> tuple[aio.Server, str]:
     """Build the server and bind its port; the address it listens on."""
     try:
@@ -266,6 +282,7 @@ def _grpc_server(
         raise StartupError(str(exc)) from None
     server = aio.server(interceptors=[ServerMetrics()], options=_grpc_options(settings))
     kiam_pb2_grpc.add_KiamServiceServicer_to_server(service, server)
+    kiam_pb2_grpc.add_KiamTokenServiceServicer_to_server(tokens, server)
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     target = join_host_port(host or "::", port)
     try:

@@ -104,13 +104,13 @@ class KiamService(kiam_pb2_grpc.KiamServiceServicer):
     async def GetHealth(
         self, request: kiam_pb2.GetHealthRequest, context: Context
     ) -> kiam_pb2.HealthStatus:
-        await self._require_ready(context)
+        await self.require_ready(context)
         return kiam_pb2.HealthStatus(message="ok")
 
     async def GetPodRole(
         self, request: kiam_pb2.GetPodRoleRequest, context: Context
     ) -> kiam_pb2.Role:
-        await self._require_ready(context)
+        await self.require_ready(context)
         ip = await self._parse_ip(request.ip, context)
         pod = await self._find_pod(ip, context)
         name = self._policy.role_name_of(pod)
@@ -122,7 +122,7 @@ class KiamService(kiam_pb2_grpc.KiamServiceServicer):
     async def GetPodCredentials(
         self, request: kiam_pb2.GetPodCredentialsRequest, context: Context
     ) -> kiam_pb2.Credentials:
-        await self._require_ready(context)
+        await self.require_ready(context)
         ip = await self._parse_ip(request.ip, context)
         pod = await self._find_pod(ip, context)
         fields = {**_pod_fields(pod, ip), "role": request.role}
@@ -132,7 +132,10 @@ class KiamService(kiam_pb2_grpc.KiamServiceServicer):
             log.warning("role forbidden: %s", decision.reason, extra={"fields": fields})
             self._events.warning(pod, ROLE_FORBIDDEN, decision.reason)
             await status.abort(context, status.ROLE_FORBIDDEN, decision.reason)
-        credentials = await self._fetch(decision, pod=pod, context=context, fields=fields)
+        credentials = await fetch_credentials(
+            self._credentials, decision, pod=pod, context=context, events=self._events,
+            fields=fields,
+        )
         log.info(
             "issued credentials",
             extra={"fields": {**fields, "access.key.id": credentials.access_key_id}},
@@ -149,7 +152,7 @@ class KiamService(kiam_pb2_grpc.KiamServiceServicer):
 
     # ------------------------------------------------------------ steps
 
-    async def _require_ready(self, context: Context) -> None:
+    async def require_ready(self, context: Context) -> None:
         if self.draining:
             await status.abort(context, status.UNAVAILABLE, "kiam server is shutting down")
         if not self.ready:
@@ -194,23 +197,33 @@ class KiamService(kiam_pb2_grpc.KiamServiceServicer):
             self._namespaces, namespace, budget=self._budget(context)
         )
 
-    async def _fetch(
-        self, decision: Allowed, *, pod: PodInfo, context: Context, fields: dict[str, str]
-    ) -> Credentials:
-        remaining = context.time_remaining()
-        try:
-            async with asyncio.timeout(remaining):
-                return await self._credentials.get(decision.key)
-        except TimeoutError:
-            message = f"deadline passed while fetching credentials for {decision.role_arn}"
-            log.warning("%s", message, extra={"fields": fields})
-            return await status.abort(context, status.DEADLINE_EXCEEDED, message)
-        except AwsError as exc:
-            message = f"error fetching credentials for {decision.role_arn}: {exc}"
-            if exc.remembered:
-                # reported when STS refused; again only once the window ends (docs/sts.md)
-                log.debug("%s (remembered refusal)", message, extra={"fields": fields})
-            else:
-                log.error("%s", message, extra={"fields": fields})
-                self._events.warning(pod, CREDENTIAL_ERROR, message)
-            return await status.abort(context, status.CREDENTIALS_FAILED, message)
+
+async def fetch_credentials(
+    source: CredentialSource,
+    decision: Allowed,
+    *,
+    pod: PodInfo,
+    context: Context,
+    events: EventSink,
+    fields: dict[str, str],
+) -> Credentials:
+    """The credentials ``decision`` allows, within the call's deadline; a failure ends the
+    call with its row (DEADLINE_EXCEEDED, CREDENTIALS_FAILED) and, when STS refused anew,
+    a ``KiamCredentialError`` Event. Shared by the IP and the token RPCs."""
+    remaining = context.time_remaining()
+    try:
+        async with asyncio.timeout(remaining):
+            return await source.get(decision.key)
+    except TimeoutError:
+        message = f"deadline passed while fetching credentials for {decision.role_arn}"
+        log.warning("%s", message, extra={"fields": fields})
+        return await status.abort(context, status.DEADLINE_EXCEEDED, message)
+    except AwsError as exc:
+        message = f"error fetching credentials for {decision.role_arn}: {exc}"
+        if exc.remembered:
+            # reported when STS refused; again only once the window ends (docs/sts.md)
+            log.debug("%s (remembered refusal)", message, extra={"fields": fields})
+        else:
+            log.error("%s", message, extra={"fields": fields})
+            events.warning(pod, CREDENTIAL_ERROR, message)
+        return await status.abort(context, status.CREDENTIALS_FAILED, message)

@@ -70,6 +70,11 @@ class ServerSettings(DaemonSettings):
     )
     # As Go Kiam's server (grpc-go keepalive.ServerParameters): 15m each by default, and
     # 0 means never, as grpc-go reads a zero value (docs/MIGRATING.md).
+    token_audience: str = flag(
+        "kiam",
+        "audience the service-account tokens of token credentials must carry "
+        "(kiam webhook's --token-audience; docs/token-credentials.md)",
+    )
     max_connection_idle: float = flag(
         GO_CONNECTION_LIMIT,
         "close a gRPC connection with no RPC for this long (0 = never)",
@@ -96,6 +101,8 @@ class ServerSettings(DaemonSettings):
                 "role-base-arn not specified and not auto-detected: "
                 "use --role-base-arn or --role-base-arn-autodetect"
             )
+        if not self.token_audience.strip():
+            raise SettingsError("--token-audience must not be empty")
         if self.session_duration < MIN_SESSION_DURATION:
             raise SettingsError("--session-duration must be at least 15m (the STS minimum)")
         if not 0 <= self.session_refresh < self.session_duration:

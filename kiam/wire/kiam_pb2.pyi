@@ -338,3 +338,52 @@ class Refusal(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Refusal: _TypeAlias = Refusal  # noqa: Y015
+
+@_typing.final
+class GetTokenCredentialsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TOKEN_FIELD_NUMBER: _builtins.int
+    token: _builtins.str
+    def __init__(
+        self,
+        *,
+        token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["token", b"token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetTokenCredentialsRequest: _TypeAlias = GetTokenCredentialsRequest  # noqa: Y015
+
+@_typing.final
+class TokenCredentials(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CREDENTIALS_FIELD_NUMBER: _builtins.int
+    ROLE_ARN_FIELD_NUMBER: _builtins.int
+    POD_NAMESPACE_FIELD_NUMBER: _builtins.int
+    POD_NAME_FIELD_NUMBER: _builtins.int
+    role_arn: _builtins.str
+    """The role the credentials are for, and the pod the token is bound to."""
+    pod_namespace: _builtins.str
+    pod_name: _builtins.str
+    @_builtins.property
+    def credentials(self) -> Global___Credentials: ...
+    def __init__(
+        self,
+        *,
+        credentials: Global___Credentials | None = ...,
+        role_arn: _builtins.str = ...,
+        pod_namespace: _builtins.str = ...,
+        pod_name: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["credentials", b"credentials"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["credentials", b"credentials", "pod_name", b"pod_name", "pod_namespace", b"pod_namespace", "role_arn", b"role_arn"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TokenCredentials: _TypeAlias = TokenCredentials  # noqa: Y015

@@ -270,3 +270,90 @@ class KiamNodeService:
             timeout,
             metadata,
             _registered_method=True)
+
+
+class KiamTokenServiceStub:
+    """---------------------------------------------------------------------------
+    Not in Go Kiam: token credentials (docs/token-credentials.md). The agent passes on the
+    projected service-account token a pod presented to its container credentials
+    endpoint; the server finds the pod the token is bound to and decides as for an IP.
+
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.GetTokenCredentials = channel.unary_unary(
+                '/kiam.KiamTokenService/GetTokenCredentials',
+                request_serializer=kiam_dot_wire_dot_kiam__pb2.GetTokenCredentialsRequest.SerializeToString,
+                response_deserializer=kiam_dot_wire_dot_kiam__pb2.TokenCredentials.FromString,
+                _registered_method=True)
+
+
+class KiamTokenServiceServicer:
+    """---------------------------------------------------------------------------
+    Not in Go Kiam: token credentials (docs/token-credentials.md). The agent passes on the
+    projected service-account token a pod presented to its container credentials
+    endpoint; the server finds the pod the token is bound to and decides as for an IP.
+
+    """
+
+    def GetTokenCredentials(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_KiamTokenServiceServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'GetTokenCredentials': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetTokenCredentials,
+                    request_deserializer=kiam_dot_wire_dot_kiam__pb2.GetTokenCredentialsRequest.FromString,
+                    response_serializer=kiam_dot_wire_dot_kiam__pb2.TokenCredentials.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'kiam.KiamTokenService', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('kiam.KiamTokenService', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class KiamTokenService:
+    """---------------------------------------------------------------------------
+    Not in Go Kiam: token credentials (docs/token-credentials.md). The agent passes on the
+    projected service-account token a pod presented to its container credentials
+    endpoint; the server finds the pod the token is bound to and decides as for an IP.
+
+    """
+
+    @staticmethod
+    def GetTokenCredentials(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/kiam.KiamTokenService/GetTokenCredentials',
+            kiam_dot_wire_dot_kiam__pb2.GetTokenCredentialsRequest.SerializeToString,
+            kiam_dot_wire_dot_kiam__pb2.TokenCredentials.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)

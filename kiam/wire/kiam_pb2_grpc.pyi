@@ -117,3 +117,43 @@ class KiamNodeServiceServicer(metaclass=_abc_1.ABCMeta):
         """
 
 def add_KiamNodeServiceServicer_to_server(servicer: KiamNodeServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
+
+class KiamTokenServiceStub:
+    """---------------------------------------------------------------------------
+    Not in Go Kiam: token credentials (docs/token-credentials.md). The agent passes on the
+    projected service-account token a pod presented to its container credentials
+    endpoint; the server finds the pod the token is bound to and decides as for an IP.
+    """
+
+    @_typing.overload
+    def __new__(cls, channel: _grpc.Channel) -> _Self: ...
+    @_typing.overload
+    def __new__(cls, channel: _aio.Channel) -> KiamTokenServiceAsyncStub: ...
+    GetTokenCredentials: _grpc.UnaryUnaryMultiCallable[_kiam_pb2.GetTokenCredentialsRequest, _kiam_pb2.TokenCredentials]
+
+@_typing.type_check_only
+class KiamTokenServiceAsyncStub(KiamTokenServiceStub):
+    """---------------------------------------------------------------------------
+    Not in Go Kiam: token credentials (docs/token-credentials.md). The agent passes on the
+    projected service-account token a pod presented to its container credentials
+    endpoint; the server finds the pod the token is bound to and decides as for an IP.
+    """
+
+    def __init__(self, channel: _aio.Channel) -> None: ...
+    GetTokenCredentials: _aio.UnaryUnaryMultiCallable[_kiam_pb2.GetTokenCredentialsRequest, _kiam_pb2.TokenCredentials]  # type: ignore[assignment]
+
+class KiamTokenServiceServicer(metaclass=_abc_1.ABCMeta):
+    """---------------------------------------------------------------------------
+    Not in Go Kiam: token credentials (docs/token-credentials.md). The agent passes on the
+    projected service-account token a pod presented to its container credentials
+    endpoint; the server finds the pod the token is bound to and decides as for an IP.
+    """
+
+    @_abc_1.abstractmethod
+    def GetTokenCredentials(
+        self,
+        request: _kiam_pb2.GetTokenCredentialsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_kiam_pb2.TokenCredentials, _abc.Awaitable[_kiam_pb2.TokenCredentials]]: ...
+
+def add_KiamTokenServiceServicer_to_server(servicer: KiamTokenServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

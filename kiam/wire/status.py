@@ -113,6 +113,12 @@ ROLE_FORBIDDEN = Answer(
     message=GO_FORBIDDEN,
     go_messages=(GO_FORBIDDEN,),
 )
+TOKEN_REFUSED = Answer(
+    code=grpc.StatusCode.UNAUTHENTICATED,
+    situation="token credentials: the token is invalid, expired, for another audience, "
+    "not bound to a pod, or its pod is gone",
+    http=401,
+)
 CREDENTIALS_FAILED = Answer(
     code=grpc.StatusCode.INTERNAL,
     situation="STS refused or failed",
@@ -145,6 +151,7 @@ TABLE = (
     POD_NOT_FOUND,
     AMBIGUOUS_POD,
     ROLE_FORBIDDEN,
+    TOKEN_REFUSED,
     CREDENTIALS_FAILED,
     UNAVAILABLE,
     DEADLINE_EXCEEDED,

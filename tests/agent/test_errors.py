@@ -30,7 +30,8 @@ def _rpc_error(code: grpc.StatusCode, details: str = "why") -> aio.AioRpcError:
         (grpc.StatusCode.UNAVAILABLE, errors.ServerUnavailable, 503),
         (grpc.StatusCode.DEADLINE_EXCEEDED, errors.ServerTimeout, 504),
         (grpc.StatusCode.UNKNOWN, errors.ServerFailed, 502),
-        (grpc.StatusCode.UNAUTHENTICATED, errors.ServerFailed, 502),
+        (grpc.StatusCode.UNAUTHENTICATED, errors.TokenRefused, 401),
+        (grpc.StatusCode.DATA_LOSS, errors.ServerFailed, 502),
     ],
 )
 def test_translate(code: grpc.StatusCode, exc_type: type[errors.AgentError], status: int) -> None:
@@ -51,8 +52,8 @@ def test_every_row_of_the_table_answers_the_pod_with_its_http_status(
 
 
 def test_an_unlisted_code_is_named_in_the_message() -> None:
-    exc = translate(_rpc_error(grpc.StatusCode.UNAUTHENTICATED, "who?"), what="GetPodRole")
-    assert exc.message == "GetPodRole: the kiam server answered UNAUTHENTICATED (who?)"
+    exc = translate(_rpc_error(grpc.StatusCode.DATA_LOSS, "who?"), what="GetPodRole")
+    assert exc.message == "GetPodRole: the kiam server answered DATA_LOSS (who?)"
 
 
 def test_the_pod_is_told_the_reason_beside_a_fixed_message() -> None:

@@ -272,3 +272,51 @@ async def test_annotation_changes_are_reported(kube: KubeEmulator, client: KubeC
         kube.patch("pods", "default", "web", {"metadata": {"annotations": {"touched": "1"}}})
         await caught_up(kube, cache.watch, "pods")
         assert changed == ["default/web"]
+
+
+async def test_host_network_pods_are_found_by_uid_only(
+    kube: KubeEmulator, client: KubeClient
+) -> None:
+    agent = kube.create_pod("kube-system", "agent", ip="192.168.0.1", host_network=True,
+                            annotations={ROLE: "node-tools"})
+    web = kube.create_pod("team", "web", ip="10.1.0.5")
+    done = kube.create_pod("team", "done", ip="10.1.0.7", phase="Succeeded", host_network=True)
+    cache = _cache(client)
+    async with running(cache.run()):
+        await asyncio.wait_for(cache.synced.wait(), 5)
+        found = cache.find_by_uid(agent["metadata"]["uid"])
+        assert found is not None and (found.name, found.role) == ("agent", "node-tools")
+        assert cache.find_by_ip("192.168.0.1") is None  # never by the node's address
+        assert "agent" not in [p.name for p in cache.live_pods()]
+        assert cache.find_by_uid(web["metadata"]["uid"]) is not None
+        assert cache.find_by_uid(done["metadata"]["uid"]) is None
+        assert cache.find_by_uid("no-such-uid") is None
+        kube.create_pod("kube-system", "late", ip="192.168.0.1", host_network=True)
+        late = kube.get("pods", "kube-system", "late")["metadata"]["uid"]
+        await eventually(lambda: cache.find_by_uid(late) is not None)
+        kube.set_pod_status("kube-system", "agent", phase="Failed")
+        await eventually(lambda: cache.find_by_uid(agent["metadata"]["uid"]) is None)
+        kube.delete_pod("kube-system", "late")
+        kube.finalise_pod("kube-system", "late")
+        await eventually(lambda: cache.find_by_uid(late) is None)
+        # a re-list keeps them too
+        kube.compact()
+        kube.drop_watches("pods")
+        kube.create_pod("kube-system", "after", ip="192.168.0.1", host_network=True)
+        after = kube.get("pods", "kube-system", "after")["metadata"]["uid"]
+        await eventually(lambda: cache.find_by_uid(after) is not None)
+
+
+async def test_wait_for_uid_is_woken_by_the_watch(kube: KubeEmulator, client: KubeClient) -> None:
+    cache = _cache(client)
+    async with running(cache.run()):
+        await asyncio.wait_for(cache.synced.wait(), 5)
+        assert await cache.wait_for_uid("nobody", timeout=0.05) is None
+        for host_network in (True, False):
+            # created in this loop turn: the cache cannot have the watch event yet
+            pod = kube.create_pod("team", f"p-{int(host_network)}", ip="10.1.0.8",
+                                  host_network=host_network)
+            uid = pod["metadata"]["uid"]
+            assert cache.find_by_uid(uid) is None
+            found = await cache.wait_for_uid(uid, timeout=5)
+            assert found is not None and found.uid == uid
