@@ -124,6 +124,7 @@ def _measure(standins: StandInsProcess, stack: Stack, workdir: Path,
     standins.call("namespace", name=NAMESPACE)
     standins.call("pods", namespace=NAMESPACE, count=pods, nodes=sizes.nodes, timeout=600)
     server = stack.start_server()
+    server.wait_for("caches synced", timeout=300)
     agents = Agents(stack, workdir, sizes.nodes)
     try:
         ready = agents.read()

@@ -40,6 +40,18 @@ class Agents:
         self.nodes = 0
 
     async def follow(self, stub: kiam_pb2_grpc.KiamNodeServiceAsyncStub, node: str) -> None:
+        """One agent's stream; UNAVAILABLE (not synced yet) is retried, as agents do."""
+        while True:
+            try:
+                await self._follow_once(stub, node)
+                return
+            except aio.AioRpcError as exc:
+                if exc.code() is not grpc.StatusCode.UNAVAILABLE:
+                    raise
+            await asyncio.sleep(0.5)
+
+    async def _follow_once(self, stub: kiam_pb2_grpc.KiamNodeServiceAsyncStub,
+                           node: str) -> None:
         call = stub.WatchNode(kiam_pb2.WatchNodeRequest(node_name=node))
         try:
             async for message in call:
@@ -54,6 +66,8 @@ class Agents:
                     if self.snapshots == self.nodes:
                         self.all_ready.set()
         except aio.AioRpcError as exc:
+            if exc.code() is grpc.StatusCode.UNAVAILABLE:
+                raise
             if exc.code() is not grpc.StatusCode.CANCELLED:
                 self.errors.append(f"{node}: {exc.code().name} {exc.details()}")
 
@@ -92,8 +106,16 @@ async def main(args: argparse.Namespace) -> None:
         for n in range(args.nodes):
             stub = kiam_pb2_grpc.KiamNodeServiceStub(channels[n // args.streams_per_channel])
             tasks.append(asyncio.create_task(agents.follow(stub, node_name(n))))
-        async with asyncio.timeout(300):
-            await agents.all_ready.wait()
+        try:
+            async with asyncio.timeout(300):
+                while not agents.all_ready.is_set():
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(agents.all_ready.wait(), 5)
+                    print(f"{agents.snapshots}/{args.nodes} snapshots; errors: "
+                          f"{agents.errors[:3]}", file=sys.stderr, flush=True)
+        except TimeoutError:
+            raise SystemExit(f"only {agents.snapshots} of {args.nodes} snapshots arrived; "
+                             f"errors: {agents.errors[:5]}") from None
         _say({"ready": agents.snapshots, "entries": agents.counts["entry"]})
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(None, sys.stdin.readline)
