@@ -55,6 +55,8 @@ from kiam.wire import kiam_pb2
 log = logging.getLogger(__name__)
 
 ROLE_FORBIDDEN = "KiamRoleForbidden"
+_SWEEP_EVERY = 256
+"""Credentials stores between sweeps of the stale ones (:meth:`NodeFeed._forget_stale`)."""
 
 
 class PodIndex(Protocol):
@@ -152,6 +154,7 @@ class NodeFeed:
         self._views: dict[str, dict[PodIP, Evaluation]] = {}
         self._subscribers: dict[str, set[Subscription]] = {}
         self._credentials: dict[CredentialKey, Credentials] = {}
+        self._stores = 0
         self._users: dict[CredentialKey, set[tuple[str, PodIP]]] = {}
         self._scheduled: dict[tuple[str, PodIP], float] = {}
         self._revisits: list[tuple[float, str, PodIP]] = []
@@ -185,8 +188,20 @@ class NodeFeed:
     def credentials_stored(self, key: CredentialKey, credentials: Credentials) -> None:
         observed = time.monotonic()
         self._credentials[key] = credentials
+        self._stores += 1
+        if self._stores % _SWEEP_EVERY == 0:
+            self._forget_stale()
         for node, ip in list(self._users.get(key, ())):
             self._refresh(node, ip, observed)
+
+    def _forget_stale(self) -> None:
+        """Drop credentials no entry may carry any more (within ``session_refresh`` of
+        expiry): a key nobody refreshes (its pods are gone) leaves within a session."""
+        now = self._now()
+        stale = [key for key, held in self._credentials.items()
+                 if held.expiration.timestamp() - self._session_refresh <= now]
+        for key in stale:
+            del self._credentials[key]
 
     # -- streams ----------------------------------------------------------------------
 

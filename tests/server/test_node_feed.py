@@ -230,3 +230,15 @@ async def test_refusals_before_any_message(rig: Rig, case: str, code: grpc.Statu
     assert caught.value.code == code
     assert context.written == []
     assert rig.feed.watched() == 0
+
+
+async def test_stale_credentials_are_forgotten(rig: Rig) -> None:
+    now = datetime.now(UTC)
+    for n in range(256):
+        key = POLICY.key_for(pod=pod(role=f"r{n}"), permitted=".*")
+        assert key is not None
+        left = timedelta(minutes=15 if n % 2 else 1)  # 1 minute: within the refresh window
+        rig.feed.credentials_stored(key, Credentials(
+            access_key_id=f"ASIA{n}", secret_access_key="s", session_token="t",
+            expiration=now + left, last_updated=now))
+    assert len(rig.feed._credentials) == 128
