@@ -1,4 +1,5 @@
-"""``python -m bench [agent|fairness|sync|watch|coldstart|emulator ...] [--quick]``: run them.
+"""``python -m bench [agent|fairness|sync|watch|coldstart|emulator|node_streams ...]
+[--quick]``: run them.
 
 Every figure is printed next to a baseline measured in the same run, with the ratio
 kiam / baseline. Exit status: non-zero when a benchmark's correctness check failed (e.g.
@@ -16,7 +17,7 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from bench import agent, coldstart, emulator, fairness, sync, watch
+from bench import agent, coldstart, emulator, fairness, node_streams, sync, watch
 
 Bench = Callable[..., int]
 BENCHMARKS: dict[str, Bench] = {
@@ -26,6 +27,7 @@ BENCHMARKS: dict[str, Bench] = {
     "watch": watch.run,
     "coldstart": coldstart.run,
     "emulator": emulator.run,
+    "node_streams": node_streams.run,
 }
 
 

@@ -17,10 +17,16 @@ def pod_ip(index: int) -> str:
     return f"10.{(index >> 16) & 255}.{(index >> 8) & 255}.{index & 255}"
 
 
-def pod_body(*, namespace: str, name: str, index: int, role: str) -> dict[str, Any]:
-    """A Deployment-owned pod with two containers, on one of 50 nodes, Running."""
+def node_name(index: int) -> str:
+    """The name of node ``index``, as EKS names them."""
+    return f"ip-10-{index // 250 % 256}-{index % 250}-17.eu-west-1.compute.internal"
+
+
+def pod_body(*, namespace: str, name: str, index: int, role: str,
+             nodes: int = 50) -> dict[str, Any]:
+    """A Deployment-owned pod with two containers, on one of ``nodes`` nodes, Running."""
     app = f"app-{index % 200}"
-    node = f"ip-10-0-{index % 50}-17.eu-west-1.compute.internal"
+    node = node_name(index % nodes)
     annotations = {"kubectl.kubernetes.io/restartedAt": "2026-01-01T00:00:00Z"}
     if role:
         annotations[ROLE_ANNOTATION] = role
@@ -70,7 +76,7 @@ def pod_body(*, namespace: str, name: str, index: int, role: str) -> dict[str, A
         },
         "status": {
             "phase": "Running",
-            "hostIP": f"10.0.{index % 50}.17",
+            "hostIP": f"10.0.{index % nodes % 256}.17",
             "podIP": pod_ip(index),
             "podIPs": [{"ip": pod_ip(index)}],
             "qosClass": "Burstable",

@@ -44,13 +44,14 @@ class StandIns:
         return {"rv": self.kube.resource_version}
 
     def pods(self, *, namespace: str, count: int, start: int = 0, roles: int = 50,
-             ips: list[str] | None = None, role: str = "") -> Reply:
-        """Create Running pods with IPs (one ADDED event each); ``ips`` overrides the
-        generated 10.x addresses, ``role`` the ``role-<i % roles>`` annotation."""
+             ips: list[str] | None = None, role: str = "", nodes: int = 50) -> Reply:
+        """Create Running pods with IPs (one ADDED event each) on ``nodes`` nodes; ``ips``
+        overrides the generated 10.x addresses, ``role`` the ``role-<i % roles>``
+        annotation."""
         began = time.perf_counter()
         for i in range(start, start + count):
             body = pod_body(namespace=namespace, name=f"pod-{i}", index=i,
-                            role=role or f"role-{i % roles}")
+                            role=role or f"role-{i % roles}", nodes=nodes)
             if ips is not None:
                 address = ips[i - start]
                 body["status"]["podIP"] = address
@@ -71,6 +72,25 @@ class StandIns:
         self.kube.set_pod_status(namespace, "pod-0", pod_ip=sentinel)
         return {"since": since, "rv": self.kube.resource_version, "sentinel_ip": sentinel,
                 "events": count + 1}
+
+    async def churn(self, *, namespace: str, pods: int, nodes: int, rate: float,
+                    seconds: float, roles: int = 50) -> Reply:
+        """Replace ``rate`` pods a second for ``seconds``: delete ``pod-<k>`` at once and
+        create ``churn-<n>`` on its node with its IP (the IP's reuse), cycling over the
+        ``pods`` pods; answer each new pod's creation time (``time.monotonic()``)."""
+        created: dict[str, float] = {}
+        began = time.monotonic()
+        for n in range(round(rate * seconds)):
+            await asyncio.sleep(max(0.0, began + n / rate - time.monotonic()))
+            old = f"pod-{n % pods}" if n < pods else f"churn-{n - pods}"
+            index = n % pods
+            self.kube.delete(PODS, namespace, old, grace_period=0)
+            name = f"churn-{n}"
+            body = pod_body(namespace=namespace, name=name, index=index,
+                            role=f"role-{(index + n) % roles}", nodes=nodes)
+            self.kube.create(PODS, body, namespace=namespace, keep_status=True)
+            created[name] = time.monotonic()
+        return {"created": created, "seconds": time.monotonic() - began}
 
     def _sts(self) -> StsStandIn:
         if self.sts is None:
@@ -120,7 +140,7 @@ class StandIns:
 
 
 def _handlers(s: StandIns) -> dict[str, Callable[..., Reply | Awaitable[Reply]]]:
-    return {"namespace": s.namespace, "pods": s.pods, "modify": s.modify,
+    return {"namespace": s.namespace, "pods": s.pods, "modify": s.modify, "churn": s.churn,
             "sts_calls": s.sts_calls, "coldstart": s.coldstart, "one_pod": s.one_pod}
 
 

@@ -48,6 +48,7 @@ def _tables(output: str) -> dict[str, list[re.Match[str]]]:
         ("watch", ["Watch ingest"]),
         ("coldstart", ["Cold start"]),
         ("emulator", ["Emulator endurance"]),
+        ("node_streams", ["Node streams: pod event"]),
     ],
 )
 def test_benchmark_prints_figures_with_baseline_and_ratio(name: str, titles: list[str]) -> None:

@@ -12,7 +12,7 @@ from prometheus_client.metrics import MetricWrapperBase
 from kiam.server.metrics import ServerMetrics
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "metrics.md"
-MODULES = ("kiam.agent.metrics", "kiam.aws.metrics", "kiam.k8s.metrics")
+MODULES = ("kiam.agent.metrics", "kiam.aws.metrics", "kiam.k8s.metrics", "kiam.server.metrics")
 
 
 def _exported() -> dict[str, tuple[str, tuple[str, ...]]]:

@@ -100,6 +100,12 @@ class CredentialCache:
         self._backoff = ThrottleBackoff() if backoff is None else backoff
         self._wake = asyncio.Event()
         self._closed = False
+        self._listeners: list[Callable[[CredentialKey, Credentials], None]] = []
+
+    def add_listener(self, listener: Callable[[CredentialKey, Credentials], None]) -> None:
+        """Call ``listener(key, credentials)`` whenever credentials are stored (fetched or
+        refreshed): the server's node replica pushes them. It must not block."""
+        self._listeners.append(listener)
 
     def set_keys_in_use(self, keys_in_use: KeysInUse) -> None:
         """Name the keys live pods still use; ``run()`` refreshes those and drops the rest."""
@@ -322,6 +328,8 @@ class CredentialCache:
             flight.set_exception(error)
             return
         self._cached[key] = credentials
+        for listener in self._listeners:
+            listener(key, credentials)
         self._failed_at.pop(key, None)
         self._backoff.succeeded(key)
         self._flights.pop(key, None)

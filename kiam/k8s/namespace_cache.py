@@ -36,6 +36,7 @@ class NamespaceCache:
         """Called with a cached namespace whose annotations changed (not for new ones)."""
         self._namespaces: dict[str, NamespaceInfo] = {}
         self._waiters = KeyedWaiters()
+        self._listeners: list[Callable[[str], None]] = []
         self.watch = ListWatch(
             client,
             path=NAMESPACES_PATH,
@@ -53,6 +54,11 @@ class NamespaceCache:
 
     def __len__(self) -> int:
         return len(self._namespaces)
+
+    def add_listener(self, listener: Callable[[str], None]) -> None:
+        """Call ``listener(name)`` after a namespace is added, changes its permitted
+        expression or goes (a re-list included), with the cache already updated."""
+        self._listeners.append(listener)
 
     def get(self, name: str) -> NamespaceInfo | None:
         return self._namespaces.get(name)
@@ -75,19 +81,30 @@ class NamespaceCache:
 
     def _apply(self, kind: str, info: NamespaceInfo) -> None:
         if kind == DELETED:
-            self._namespaces.pop(info.name, None)
+            if self._namespaces.pop(info.name, None) is not None:
+                self._tell(info.name)
             return
         old = self._namespaces.get(info.name)
         self._namespaces[info.name] = info
         self._waiters.wake([info.name])
         self._changed(old, info)
+        if old is None or old.permitted != info.permitted:
+            self._tell(info.name)
 
     def _replace(self, namespaces: list[NamespaceInfo]) -> None:
         old, self._namespaces = self._namespaces, {info.name: info for info in namespaces}
         for info in namespaces:
             self._changed(old.get(info.name), info)
         self._waiters.wake([n for n in self._waiters.waiting_keys() if n in self._namespaces])
+        for name in old.keys() | self._namespaces.keys():
+            before, after = old.get(name), self._namespaces.get(name)
+            if before is None or after is None or before.permitted != after.permitted:
+                self._tell(name)
         self.synced.set()
+
+    def _tell(self, name: str) -> None:
+        for listener in self._listeners:
+            listener(name)
 
     def _changed(self, old: NamespaceInfo | None, info: NamespaceInfo) -> None:
         if (

@@ -68,13 +68,20 @@ def _seconds(stamp: str) -> float | None:
         return None
 
 
+def grace_deadline(pod: PodInfo) -> float | None:
+    """Rule 4: when a terminating pod is presumed dead (``deletionTimestamp`` plus
+    :data:`GRACE_MARGIN`, seconds since the epoch); None when it is not terminating or
+    the timestamp is unreadable (which proves nothing: the pod may be running)."""
+    if pod.deletion_timestamp is None:
+        return None
+    deadline = _seconds(pod.deletion_timestamp)
+    return None if deadline is None else deadline + GRACE_MARGIN
+
+
 def grace_expired(pod: PodInfo, *, now: float) -> bool:
     """Rule 4: terminating and past its grace period (plus margin) at ``now``."""
-    if pod.deletion_timestamp is None:
-        return False
-    deadline = _seconds(pod.deletion_timestamp)
-    # an unreadable timestamp proves nothing: treat the pod as possibly running
-    return deadline is not None and now >= deadline + GRACE_MARGIN
+    deadline = grace_deadline(pod)
+    return deadline is not None and now >= deadline
 
 
 def owner_of_ip(

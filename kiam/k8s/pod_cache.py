@@ -10,6 +10,9 @@ after the next list rather than served stale.
 
 Requests for an IP the cache does not know yet wait on a per-IP future that the index
 wakes when a pod with that IP arrives: no polling, bounded by the caller's timeout.
+
+Listeners (:meth:`PodCache.add_listener`, the server's node replica) are told of every
+change of a cached pod as the watch delivers it, and of each difference a re-list makes.
 """
 
 from __future__ import annotations
@@ -34,6 +37,9 @@ PODS_PATH = "/api/v1/pods"
 # Most IPs have exactly one claimant: store the PodInfo itself, a tuple only when shared
 # (saves a tuple per pod at 50,000 pods).
 _Claimants = PodInfo | tuple[PodInfo, ...]
+
+PodListener = Callable[[PodInfo | None, PodInfo | None], None]
+"""``listener(old, new)``: a cached pod changed; None for "was not cached" / "is gone"."""
 
 
 def _key(pod: PodInfo) -> str:
@@ -89,6 +95,7 @@ class PodCache:
         """Live hostNetwork pods by uid: never by IP."""
         self._waiters = KeyedWaiters()
         self._uid_waiters = KeyedWaiters()
+        self._listeners: list[PodListener] = []
         self.watch = ListWatch(
             client,
             path=PODS_PATH,
@@ -110,6 +117,17 @@ class PodCache:
     def live_pods(self) -> Iterable[PodInfo]:
         """A snapshot of the cached pods (all live and able to own an IP)."""
         return list(self._pods.values())
+
+    def add_listener(self, listener: PodListener) -> None:
+        """Call ``listener(old, new)`` after every change of a cached pod (added, changed,
+        gone: deleted, finished or hostNetwork), with the cache already updated; a re-list
+        calls it for each pod it changes. It must not block."""
+        self._listeners.append(listener)
+
+    def claimants(self, ip: str) -> tuple[PodInfo, ...]:
+        """Every cached pod naming ``ip`` (normalised), for :func:`owner_of_ip`."""
+        entry = self._by_ip.get(PodIP(ip))
+        return () if entry is None else _as_tuple(entry)
 
     def find_by_ip(self, ip: str) -> PodInfo | None:
         """The pod owning ``ip`` (in :func:`~kiam.common.net.normalise_ip`'s form: the
@@ -162,12 +180,19 @@ class PodCache:
         if kind == DELETED or not can_own_ip(pod):
             if old is not None:
                 del self._pods[key]
+                self._tell(old, None)
             return
         self._pods[key] = pod
         _index(self._by_ip, pod)
         self._waiters.wake(pod.ips)
         self._uid_waiters.wake([key])
         self._announce(pod, old)
+        if old != pod:
+            self._tell(old, pod)
+
+    def _tell(self, old: PodInfo | None, new: PodInfo | None) -> None:
+        for listener in self._listeners:
+            listener(old, new)
 
     def _replace(self, pods: list[PodInfo]) -> None:
         fresh: dict[str, PodInfo] = {}
@@ -190,4 +215,9 @@ class PodCache:
                                 if uid in fresh or uid in host_network])
         if gone:
             log.info("re-list removed %d pods deleted while the watch was away", gone)
+        if self._listeners:
+            for key in old_pods.keys() | fresh.keys():
+                before, after = old_pods.get(key), fresh.get(key)
+                if before != after:
+                    self._tell(before, after)
         self.synced.set()

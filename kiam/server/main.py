@@ -10,14 +10,17 @@ the end. Then named root tasks run:
 ``events``                          posts the Warning Events the service records
 ``credential-cache``                refreshes credentials ahead of expiry while in use
 ``prefetch``                        fetches credentials for every pod with a role it sees
-``grpc``                            serves ``kiam.KiamService``, ``kiam.KiamTokenService``
-                                    (token credentials) and ``grpc.health.v1``
+``node-feed``                       re-evaluates node replica entries that change with time
+``grpc``                            serves ``kiam.KiamService``, ``kiam.KiamNodeService``
+                                    (docs/architecture.md, "The node replica"),
+                                    ``kiam.KiamTokenService`` (token credentials) and
+                                    ``grpc.health.v1``
 
 Health (both ``""`` and ``kiam.KiamService``) is NOT_SERVING until both caches have
 synced; then ``caches synced; serving`` and ``kiam server ready`` are logged. SIGTERM/
-SIGINT, in :data:`SHUTDOWN_ORDER`: health goes NOT_SERVING, the server stops accepting,
-in-flight RPCs get :data:`GRACE` seconds, then the tasks stop, ``/metrics`` stops and the
-clients close.
+SIGINT, in :data:`SHUTDOWN_ORDER`: health goes NOT_SERVING, node streams end with
+UNAVAILABLE, the server stops accepting, in-flight RPCs get :data:`GRACE` seconds, then
+the tasks stop, ``/metrics`` stops and the clients close.
 """
 
 from __future__ import annotations
@@ -50,6 +53,8 @@ from kiam.k8s.namespace_cache import NamespaceCache
 from kiam.k8s.pod_cache import PodCache
 from kiam.k8s.token_review import TokenReviewer
 from kiam.server.metrics import ServerMetrics
+from kiam.server.node_feed import NodeFeed
+from kiam.server.node_service import KiamNodeService
 from kiam.server.policy import Policy
 from kiam.server.prefetch import keys_in_use, prefetch
 from kiam.server.service import KiamService
@@ -138,6 +143,17 @@ async def serve(settings: ServerSettings) -> int:
             keys_in_use=in_use,
             refusals=RefusalMemory(ttl=settings.sts_error_ttl),
         )
+        feed = NodeFeed(
+            pods=pods,
+            permitted=namespaces.permitted,
+            policy=policy,
+            events=events,
+            session_refresh=settings.session_refresh,
+            fetch=credentials.prefetch,
+        )
+        pods.add_listener(feed.pod_changed)
+        namespaces.add_listener(feed.namespace_changed)
+        credentials.add_listener(feed.credentials_stored)
         service = KiamService(
             pods=pods,
             namespaces=namespaces,
@@ -154,15 +170,26 @@ async def serve(settings: ServerSettings) -> int:
             policy=policy,
             require_ready=service.require_ready,
         )
+        node_service = KiamNodeService(
+            feed=feed,
+            caches=(pods, namespaces),
+            stream_limit=settings.node_stream_limit,
+            stream_buffer=settings.node_stream_buffer,
+        )
         health = health_aio.HealthServicer()
         # grpcio's servicer starts with "" SERVING; nothing is served until the caches sync
         await _set_health(health, health_pb2.HealthCheckResponse.NOT_SERVING)
-        server, address = _grpc_server(settings, service=service, tokens=tokens, health=health)
+        server, address = _grpc_server(
+            settings, service=service, node_service=node_service, tokens=tokens, health=health
+        )
         if settings.prometheus_listen_addr:
             metrics_runner = await _metrics(settings.prometheus_listen_addr)
             daemon.on_stop("stop metrics", metrics_runner.cleanup)
         await _start(server, address)
-        daemon.on_stop("drain grpc", lambda: _drain(server, service=service, health=health))
+        daemon.on_stop(
+            "drain grpc",
+            lambda: _drain(server, services=(service, node_service), health=health),
+        )
 
         daemon.start("pod-cache", pods.run())
         daemon.start("namespace-cache", namespaces.run())
@@ -178,6 +205,7 @@ async def serve(settings: ServerSettings) -> int:
                 fetch=credentials.prefetch,
             ),
         )
+        daemon.start("node-feed", feed.run())
         daemon.start("grpc", server.wait_for_termination())
 
         async def synced() -> None:
@@ -268,6 +296,7 @@ def _grpc_server(
     settings: ServerSettings,
     *,
     service: KiamService,
+    node_service: KiamNodeService,
     tokens: KiamTokenService,
     health: health_aio.HealthServicer,
 ) -> tuple[aio.Server, str]:
@@ -283,6 +312,7 @@ def _grpc_server(
     server = aio.server(interceptors=[ServerMetrics()], options=_grpc_options(settings))
     kiam_pb2_grpc.add_KiamServiceServicer_to_server(service, server)
     kiam_pb2_grpc.add_KiamTokenServiceServicer_to_server(tokens, server)
+    kiam_pb2_grpc.add_KiamNodeServiceServicer_to_server(node_service, server)
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     target = join_host_port(host or "::", port)
     try:
@@ -310,10 +340,16 @@ async def _set_health(
 
 
 async def _drain(
-    server: aio.Server, *, service: KiamService, health: health_aio.HealthServicer
+    server: aio.Server,
+    *,
+    services: tuple[KiamService, KiamNodeService],
+    health: health_aio.HealthServicer,
 ) -> None:
-    """Refuse new calls (UNAVAILABLE, NOT_SERVING), give in-flight ones :data:`GRACE`."""
-    service.draining = True
+    """Refuse new calls (UNAVAILABLE, NOT_SERVING), end node streams (UNAVAILABLE, so
+    agents move to another server at once), give in-flight RPCs :data:`GRACE`."""
+    rpcs, streams = services
+    rpcs.draining = True
+    streams.drain()
     await health.enter_graceful_shutdown()
     await server.stop(GRACE)
     log.info("gRPC server stopped")

@@ -23,10 +23,10 @@ from kiam.aws.errors import AwsError
 from kiam.common.net import PodIP, normalise_ip
 from kiam.k8s.errors import AmbiguousPodIP
 from kiam.k8s.model import PodInfo
+from kiam.server.node_entries import credentials_message
 from kiam.server.policy import Allowed, Policy
 from kiam.server.prefetch import Namespaces, permitted_expression
 from kiam.wire import kiam_pb2, kiam_pb2_grpc, status
-from kiam.wire.credentials import format_timestamp
 
 log = logging.getLogger(__name__)
 
@@ -140,15 +140,7 @@ class KiamService(kiam_pb2_grpc.KiamServiceServicer):
             "issued credentials",
             extra={"fields": {**fields, "access.key.id": credentials.access_key_id}},
         )
-        return kiam_pb2.Credentials(
-            code="Success",
-            type="AWS-HMAC",
-            access_key_id=credentials.access_key_id,
-            secret_access_key=credentials.secret_access_key,
-            token=credentials.session_token,
-            expiration=format_timestamp(credentials.expiration),
-            last_updated=format_timestamp(credentials.last_updated),
-        )
+        return credentials_message(credentials)
 
     # ------------------------------------------------------------ steps
 

@@ -68,6 +68,24 @@ class ServerSettings(DaemonSettings):
     prefetch_buffer_size: int = flag(
         1000, "pod events held between the pod watcher and the prefetcher", parse=at_least(1)
     )
+    # Sized for a few thousand nodes over three or more servers, with room for one
+    # server's share when another is down; a stream costs a view of its node's entries
+    # (tens of pods) and at most --node-stream-buffer queued updates (docs/architecture.md,
+    # "The node replica").
+    node_stream_limit: int = flag(
+        2000,
+        "WatchNode streams (agents answering from a node replica) served at once; more are "
+        "refused with RESOURCE_EXHAUSTED and those agents use the RPCs (0: none)",
+        parse=at_least(0),
+    )
+    # A node's whole re-list is a few hundred updates at most (~110 pods, removal and
+    # entry each); an agent this far behind re-snapshots faster than it would catch up.
+    node_stream_buffer: int = flag(
+        1000,
+        "updates queued for one node stream; a stream that falls this far behind is cut "
+        "off (ABORTED) and its agent re-snapshots",
+        parse=at_least(1),
+    )
     # As Go Kiam's server (grpc-go keepalive.ServerParameters): 15m each by default, and
     # 0 means never, as grpc-go reads a zero value (docs/MIGRATING.md).
     token_audience: str = flag(

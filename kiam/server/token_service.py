@@ -25,6 +25,7 @@ from kiam.aws.credentials import Credentials
 from kiam.k8s.errors import KubeError
 from kiam.k8s.model import PodInfo
 from kiam.k8s.token_review import TokenIdentity, TokenRefused
+from kiam.server.node_entries import credentials_message
 from kiam.server.policy import Allowed, Policy
 from kiam.server.prefetch import permitted_expression
 from kiam.server.service import (
@@ -37,7 +38,6 @@ from kiam.server.service import (
     fetch_credentials,
 )
 from kiam.wire import kiam_pb2, kiam_pb2_grpc, status
-from kiam.wire.credentials import format_timestamp
 
 log = logging.getLogger(__name__)
 
@@ -58,18 +58,6 @@ class PodsByUid(Protocol):
     """What the service needs of :class:`kiam.k8s.pod_cache.PodCache`."""
 
     async def wait_for_uid(self, uid: str, *, timeout: float) -> PodInfo | None: ...  # noqa: ASYNC109
-
-
-def credentials_message(credentials: Credentials) -> kiam_pb2.Credentials:
-    return kiam_pb2.Credentials(
-        code="Success",
-        type="AWS-HMAC",
-        access_key_id=credentials.access_key_id,
-        secret_access_key=credentials.secret_access_key,
-        token=credentials.session_token,
-        expiration=format_timestamp(credentials.expiration),
-        last_updated=format_timestamp(credentials.last_updated),
-    )
 
 
 class KiamTokenService(kiam_pb2_grpc.KiamTokenServiceServicer):

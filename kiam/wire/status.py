@@ -189,12 +189,22 @@ async def abort(context: aio.ServicerContext[Any, Any], answer: Answer, reason: 
     as the message, or under :data:`REASON_KEY` when the row's message is fixed."""
     if answer.code is None:
         raise ValueError("the catch-all row is not an answer the server gives")
-    if answer.message:
+    message, beside = carried(answer, reason)
+    if beside:
         await context.abort(
-            answer.code, answer.message, trailing_metadata=((REASON_KEY, reason.encode()),)
+            answer.code, message, trailing_metadata=((REASON_KEY, beside.encode()),)
         )
-    await context.abort(answer.code, reason)
+    await context.abort(answer.code, message)
     raise AssertionError("context.abort returned")  # pragma: no cover
+
+
+def carried(answer: Answer, reason: str) -> tuple[str, str]:
+    """What :func:`abort` sends for ``answer`` and ``reason``: (the status message, the
+    text under :data:`REASON_KEY`, ``""`` when none travels). The node replica's
+    ``Refusal`` carries the same pair (docs/architecture.md, "The node replica")."""
+    if answer.message:
+        return answer.message, reason
+    return reason, ""
 
 
 def markdown_table() -> str:

@@ -67,3 +67,24 @@ async def test_annotation_changes_are_reported(kube: KubeEmulator, client: KubeC
         # a re-list that finds changed annotations reports them too
         cache._replace([NamespaceInfo(name="team", permitted="a", annotations_digest=1)])
         assert changed == ["team", "team"]
+
+
+async def test_listeners_hear_new_changed_and_gone_namespaces(
+    kube: KubeEmulator, client: KubeClient
+) -> None:
+    kube.create_namespace("team", annotations={PERMITTED: "a"})
+    heard: list[str] = []
+    cache = NamespaceCache(client, resync_interval=0, backoff=FAST)
+    cache.add_listener(heard.append)
+    async with running(cache.run()):
+        await asyncio.wait_for(cache.synced.wait(), 5)
+        assert "team" in heard  # the first list
+        heard.clear()
+        kube.patch("namespaces", "", "team", {"metadata": {"labels": {"tier": "1"}}})
+        kube.patch("namespaces", "", "team", {"metadata": {"annotations": {PERMITTED: "b"}}})
+        kube.create_namespace("new")
+        await caught_up(kube, cache.watch, "namespaces")
+        assert heard == ["team", "new"]  # the label change is not a change of the expression
+        heard.clear()
+        cache._replace([])
+        assert sorted(heard) == sorted(info["metadata"]["name"] for info in kube.list("namespaces"))

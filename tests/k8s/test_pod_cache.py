@@ -320,3 +320,35 @@ async def test_wait_for_uid_is_woken_by_the_watch(kube: KubeEmulator, client: Ku
             assert cache.find_by_uid(uid) is None
             found = await cache.wait_for_uid(uid, timeout=5)
             assert found is not None and found.uid == uid
+
+
+async def test_listeners_hear_every_change_once(kube: KubeEmulator, client: KubeClient) -> None:
+    kube.create_pod("default", "web", ip="10.0.0.1", annotations={ROLE: "reader"})
+    heard: list[tuple[str | None, str | None]] = []
+    cache = _cache(client)
+
+    def listener(old: PodInfo | None, new: PodInfo | None) -> None:
+        # the cache is updated before a listener hears of it
+        if new is not None:
+            assert new in cache.claimants(new.ips[0])
+        heard.append((old and old.role, new and new.role))
+
+    cache.add_listener(listener)
+    async with running(cache.run()):
+        await asyncio.wait_for(cache.synced.wait(), 5)
+        assert heard == [(None, "reader")]  # the first list
+        kube.patch("pods", "default", "web", {"metadata": {"labels": {"tier": "1"}}})
+        kube.patch("pods", "default", "web", {"metadata": {"annotations": {ROLE: "writer"}}})
+        kube.set_pod_status("default", "web", phase="Succeeded")
+        await caught_up(kube, cache.watch, "pods")
+        # a label change changes nothing kiam keeps: not told
+        assert heard == [(None, "reader"), ("reader", "writer"), ("writer", None)]
+        assert cache.claimants("10.0.0.1") == ()
+        # a re-list tells the differences it makes, and nothing else
+        kube.create_pod("default", "late", ip="10.0.0.2")
+        await caught_up(kube, cache.watch, "pods")
+        before = len(heard)
+        await cache.watch.relist()
+        assert len(heard) == before
+        cache._replace([])
+        assert heard[before:] == [("", None)]

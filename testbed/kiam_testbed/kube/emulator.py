@@ -448,6 +448,11 @@ class KubeEmulator:
                    grace_period: int | None = None) -> JsonObject:
         return self.delete(PODS, namespace, name, grace_period=grace_period)
 
+    def hold_pod(self, namespace: str, name: str) -> None:
+        """Keep a terminating pod after its grace period ends (a finalizer, a kubelet that
+        never confirms): it stays, with its ``deletionTimestamp`` in the past."""
+        self.store.hold_pod(namespace, name)
+
     def finalise_pod(self, namespace: str, name: str) -> JsonObject:
         """End a terminating pod's grace period now: it is removed (DELETED)."""
         return self.store.finalise_pod(namespace, name).full()

@@ -392,6 +392,13 @@ class Store:
         if entry is not None and entry.obj["metadata"]["uid"] == uid:
             self._remove(entry)
 
+    def hold_pod(self, namespace: str, name: str) -> None:
+        """Keep a terminating pod past its grace period (a finalizer, a kubelet that never
+        confirms): no timer removes it; :meth:`finalise_pod` still does."""
+        timer = self._timers.pop((namespace, name), None)
+        if timer is not None:
+            timer.cancel()
+
     def finalise_pod(self, namespace: str, name: str) -> Entry:
         """End a terminating pod's grace period now (what the kubelet does when done)."""
         entry = self.get(PODS, namespace, name)
