@@ -1,4 +1,4 @@
-"""``python -m bench [agent|fairness|sync|watch|coldstart|emulator ...] [--quick]``: run them.
+"""``python -m bench [agent|replica|fairness|sync|watch|coldstart|emulator ...] [--quick]``.
 
 Every figure is printed next to a baseline measured in the same run, with the ratio
 kiam / baseline. Exit status: non-zero when a benchmark's correctness check failed (e.g.
@@ -16,11 +16,12 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from bench import agent, coldstart, emulator, fairness, sync, watch
+from bench import agent, coldstart, emulator, fairness, replica, sync, watch
 
 Bench = Callable[..., int]
 BENCHMARKS: dict[str, Bench] = {
     "agent": agent.run,
+    "replica": replica.run,
     "fairness": fairness.run,
     "sync": sync.run,
     "watch": watch.run,
