@@ -332,11 +332,23 @@ class MetadataApp:
         return web.Response(status=upstream.status, body=upstream.body, headers=upstream.headers)
 
 
+_PEERS: dict[str, PodIP] = {}
+_MAX_PEERS = 4096
+"""Peer addresses as the socket gives them -> their normalised form, parsed once each."""
+
+
 def _peer_ip(request: web.Request) -> PodIP:
     peer = request.transport.get_extra_info("peername") if request.transport else None
     if not peer:
         raise BadRequest("cannot tell the caller's address")
-    return normalise_ip(str(peer[0]))
+    text = str(peer[0])
+    ip = _PEERS.get(text)
+    if ip is None:
+        ip = normalise_ip(text)
+        if len(_PEERS) >= _MAX_PEERS:
+            _PEERS.clear()  # a node has far fewer pods; only a scan gets here
+        _PEERS[text] = ip
+    return ip
 
 
 def _left(deadline: float) -> float:
