@@ -125,6 +125,7 @@ def stream_server(certs: Path) -> Iterator[tuple[_Stream, int]]:
             asyncio.run_coroutine_threadsafe(server.stop(None), loop).result(10)
         loop.call_soon_threadsafe(loop.stop)
         thread.join(5)
+        loop.close()
 
 
 _UNITS = {"us": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0}

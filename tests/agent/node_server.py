@@ -94,6 +94,7 @@ class ScriptedNodeServer(kiam_pb2_grpc.KiamNodeServiceServicer, kiam_pb2_grpc.Ki
             self._run(self._server.stop(None))
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(5)
+        self._loop.close()  # its self-pipe sockets, or they leak as ResourceWarnings
 
     @property
     def address(self) -> str:
