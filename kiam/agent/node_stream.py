@@ -5,7 +5,8 @@ already holds (one per server target). docs/architecture.md, "The node replica":
 
 * a stream that **breaks** (any status, or the server ends it) is re-opened at once on
   the next server in the list; only when a whole round of servers fails before a
-  snapshot completes does the follower wait (:data:`BACKOFF`, growing per round);
+  snapshot completes (or within :data:`MIN_HEALTHY` of it) does the follower wait
+  (:data:`BACKOFF`, growing per round);
 * a stream **silent** for three heartbeat intervals is cancelled as broken (the
   replica has stopped answering at that moment already); before the first
   ``snapshot_complete`` the limit is :data:`OPEN_TIMEOUT`;
@@ -40,6 +41,9 @@ OPEN_TIMEOUT = 30.0
 """Seconds a stream may go without a message before its first ``snapshot_complete``."""
 UNIMPLEMENTED_RETRY = 600.0
 """Seconds before a server that answered UNIMPLEMENTED is asked again."""
+MIN_HEALTHY = 1.0
+"""A stream that served for less than this counts as failed: servers that break every
+stream right after its snapshot get the backoff, not a reconnect loop."""
 
 Outcome = Literal["served", "broken", "stale", "unimplemented"]
 
@@ -79,13 +83,14 @@ class NodeStream:
                 continue
             index = candidates[0]
             start = index + 1  # the next stream goes to the next server
+            began = self._clock()
             try:
                 outcome = await self.follow(index)
             except Exception:  # a bug: logged, and the follower goes on after a pause
                 log.exception("node stream failed", extra={"fields": self._fields(index)})
                 self.replica.closed()
                 outcome = "broken"
-            if outcome == "served":
+            if outcome == "served" and self._clock() - began >= MIN_HEALTHY:
                 failed_rounds = failures = 0
                 continue
             if outcome == "unimplemented":
