@@ -1,5 +1,5 @@
-"""``python -m bench [agent|fairness|sync|watch|coldstart|emulator|node_streams ...]
-[--quick]``: run them.
+"""``python -m bench [agent|replica|fairness|sync|watch|coldstart|emulator|node_streams
+...] [--quick]``: run them.
 
 Every figure is printed next to a baseline measured in the same run, with the ratio
 kiam / baseline. Exit status: non-zero when a benchmark's correctness check failed (e.g.
@@ -17,11 +17,12 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from bench import agent, coldstart, emulator, fairness, node_streams, sync, watch
+from bench import agent, coldstart, emulator, fairness, node_streams, replica, sync, watch
 
 Bench = Callable[..., int]
 BENCHMARKS: dict[str, Bench] = {
     "agent": agent.run,
+    "replica": replica.run,
     "fairness": fairness.run,
     "sync": sync.run,
     "watch": watch.run,

@@ -43,6 +43,7 @@ def _tables(output: str) -> dict[str, list[re.Match[str]]]:
     ("name", "titles"),
     [
         ("agent", ["Agent"]),
+        ("replica", ["Replica: wrk"]),
         ("fairness", ["Fairness: neighbour", "Fairness: the generators"]),
         ("sync", ["Server sync"]),
         ("watch", ["Watch ingest"]),

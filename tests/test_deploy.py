@@ -109,6 +109,23 @@ def test_helm_values_parse_as_flags() -> None:
     assert agent.imdsv2 == values["agent"]["imdsv2"]
 
 
+def test_agent_knows_its_node_name() -> None:
+    for doc in yaml.safe_load_all((ROOT / "deploy/manifests/agent.yaml").read_text()):
+        for container in _containers(doc or {}):
+            env = {e["name"]: e for e in container.get("env", [])}
+            assert env["NODE_NAME"]["valueFrom"] == {"fieldRef": {"fieldPath": "spec.nodeName"}}
+    # the Helm template is not YAML before rendering: its env block, as text
+    helm = (HELM / "templates/agent.yaml").read_text()
+    assert re.search(
+        r"- name: NODE_NAME\n\s+valueFrom: \{fieldRef: \{fieldPath: spec.nodeName\}\}", helm
+    )
+
+
+def test_helm_agent_keeps_the_servers_session_refresh() -> None:
+    text = (HELM / "templates/agent.yaml").read_text()
+    assert "--session-refresh={{ .Values.server.sessionRefresh }}" in text
+
+
 def test_dashboard_charts_kiam_metrics() -> None:
     dashboard = json.loads((ROOT / "deploy/grafana/kiam-dashboard.json").read_text())
     exprs = [t["expr"] for panel in dashboard["panels"] for t in panel["targets"]]

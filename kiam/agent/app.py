@@ -23,8 +23,11 @@ import time
 from dataclasses import dataclass
 
 from aiohttp import web
+from prometheus_client.metrics import Counter, Histogram
 
 from kiam.agent import metrics
+from kiam.agent.answers import credentials_answer, error_response, no_role, role_answer
+from kiam.agent.audit import KeyAudit
 from kiam.agent.bad_requests import WarnLimiter
 from kiam.agent.client import KiamClient
 from kiam.agent.errors import (
@@ -33,7 +36,6 @@ from kiam.agent.errors import (
     BadRequest,
     Forbidden,
     MethodNotAllowed,
-    NoRole,
     NotFound,
     ServerFailed,
     ServerUnavailable,
@@ -44,13 +46,12 @@ from kiam.agent.fairness import NO_LIMITS, CallerLimiter, CallerLimits
 from kiam.agent.imdsv2 import TOKEN_HEADER, TTL_HEADER, TokenStore, parse_ttl
 from kiam.agent.paths import AllowList, Route, RouteKind, classify, normalise_path, split_target
 from kiam.agent.proxy import MetadataProxy
+from kiam.agent.replica import FALLBACKS, Entry, Fallback, Replica
 from kiam.common.net import PodIP, normalise_ip
-from kiam.wire.credentials import document_from_message, render_document
+from kiam.wire.credentials import document_from_message
 
 log = logging.getLogger(__name__)
 
-TEXT = "text/plain; charset=utf-8"
-JSON = "application/json"
 DEFAULT_BUDGET = 0.9
 REFUSAL_DELAY = 0.1
 """Seconds a 429 waits before it is sent (docs/architecture.md, "Fairness between pods")."""
@@ -58,6 +59,9 @@ _READ_METHODS = ("GET", "HEAD")
 _ROUTE_METHODS = {RouteKind.TOKEN: ("PUT",)}
 _NEEDS_TOKEN = (RouteKind.ROLE_NAME, RouteKind.CREDENTIALS, RouteKind.IAM_BLOCKED, RouteKind.PROXY)
 _UNLIMITED = (RouteKind.PING, RouteKind.HEALTH)
+_MAX_ROUTES = 1024
+"""Canonical request paths whose route is remembered (so they are not normalised again)."""
+_Bound = tuple[Histogram, Counter, Counter | None]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -84,15 +88,35 @@ class MetadataApp:
         client: KiamClient,
         proxy: MetadataProxy,
         tokens: TokenStore,
+        replica: Replica | None = None,
     ) -> None:
         self.config = config
         self.client = client
         self.proxy = proxy
         self.tokens = tokens
+        self.replica = replica
+        """The node replica (None without --node-name): answers before the RPCs."""
+        self.audit = KeyAudit()
         self.serving = True
         """False once shutdown starts: /health then answers 503 so traffic drains."""
         self.limiter = CallerLimiter(config.limits)
         self._throttle_warnings = WarnLimiter()
+        # the lean path: routes of canonical paths and metric children, found once
+        self._routes: dict[str, Route] = {}
+        self._bound: dict[tuple[str, int], _Bound] = {}
+        self._hits = {
+            kind: metrics.replica_hits.labels(kind.value)
+            for kind in (RouteKind.ROLE_NAME, RouteKind.CREDENTIALS)
+        }
+        self._fallbacks = {
+            (kind, reason): metrics.replica_fallbacks.labels(kind.value, reason)
+            for kind in (RouteKind.ROLE_NAME, RouteKind.CREDENTIALS)
+            for reason in FALLBACKS
+        }
+        self._served = {
+            new: metrics.credentials_served.labels("new" if new else "seen")
+            for new in (True, False)
+        }
 
     def build(self) -> web.Application:
         app = web.Application()
@@ -105,7 +129,7 @@ class MetadataApp:
         handler = "invalid"
         try:
             raw_path, _ = split_target(request.raw_path)
-            route = classify(normalise_path(raw_path))
+            route = self._routes.get(raw_path) or self._classify(raw_path)
             handler = route.handler
             if route.kind in _UNLIMITED:
                 response = await self._route(request, route, deadline)
@@ -123,11 +147,32 @@ class MetadataApp:
                 AgentInternalError("internal error in kiam agent; see its log")
             )
         if handler != RouteKind.PING.value:
-            metrics.handler_latency.labels(handler).observe(time.monotonic() - started)
-            metrics.responses.labels(handler, str(response.status)).inc()
-            if response.status == 200:
-                metrics.success.labels(handler).inc()
+            bound = self._bound.get((handler, response.status)) or self._bind(
+                handler, response.status
+            )
+            latency, responses, success = bound
+            latency.observe(time.monotonic() - started)
+            responses.inc()
+            if success is not None:
+                success.inc()
         return response
+
+    def _classify(self, raw_path: str) -> Route:
+        route = classify(normalise_path(raw_path))
+        # only a path already canonical is remembered: its next request skips the
+        # normalisation, and any other spelling is normalised each time as before
+        if route.path == raw_path and len(self._routes) < _MAX_ROUTES:
+            self._routes[raw_path] = route
+        return route
+
+    def _bind(self, handler: str, code: int) -> _Bound:
+        bound = (
+            metrics.handler_latency.labels(handler),
+            metrics.responses.labels(handler, str(code)),
+            metrics.success.labels(handler) if code == 200 else None,
+        )
+        self._bound[(handler, code)] = bound
+        return bound
 
     async def _limited(
         self, request: web.Request, route: Route, deadline: float
@@ -211,6 +256,17 @@ class MetadataApp:
         return web.Response(text="ok", content_type="text/plain")
 
     async def _role_name(self, ip: str, deadline: float) -> web.Response:
+        found: Entry | Fallback = "no_stream"
+        if self.replica is not None:
+            found = self.replica.role(ip, now=time.monotonic())
+        if not isinstance(found, str):
+            self._hits[RouteKind.ROLE_NAME].inc()
+            if found.role_outcome == "no_role":
+                metrics.empty_role.inc()
+            elif found.role_outcome == "refused":
+                metrics.find_role_errors.inc()
+            return found.role_answer.response()
+        self._fallbacks[RouteKind.ROLE_NAME, found].inc()
         try:
             role = await self.client.pod_role(ip, budget=_left(deadline))
         except AgentError:
@@ -218,10 +274,23 @@ class MetadataApp:
             raise
         if not role:
             metrics.empty_role.inc()
-            raise NoRole(f"the pod with IP {ip} has no iam.amazonaws.com/role annotation")
-        return web.Response(text=role, content_type="text/plain")
+            raise no_role(ip)
+        return role_answer(role).response()
 
     async def _credentials(self, ip: str, role: str, deadline: float) -> web.Response:
+        found: Entry | Fallback = "no_stream"
+        if self.replica is not None:
+            found = self.replica.credentials(ip, role, now=time.monotonic(), wall=time.time())
+        if not isinstance(found, str):
+            self._hits[RouteKind.CREDENTIALS].inc()
+            if found.credentials_refusal is not None:
+                metrics.credential_fetch_errors.inc()
+                return found.credentials_refusal.response()
+            assert found.credentials is not None  # Replica.credentials returns no other
+            credentials = found.credentials
+            self._served_to(ip, role, credentials.access_key_id, entry=found)
+            return credentials.answer.response()
+        self._fallbacks[RouteKind.CREDENTIALS, found].inc()
         try:
             message = await self.client.pod_credentials(ip, role, budget=_left(deadline))
             try:
@@ -231,10 +300,26 @@ class MetadataApp:
         except AgentError:
             metrics.credential_fetch_errors.inc()
             raise
+        answer = credentials_answer(document)
+        self._served_to(ip, role, document["AccessKeyId"], entry=None)
+        return answer.response()
+
+    def _served_to(
+        self, ip: str, role: str, access_key_id: str, *, entry: Entry | None
+    ) -> None:
+        """The audit trail: one line when a pod is first handed an access key; the rest
+        are counted (docs/architecture.md, "The node replica")."""
+        uid = entry.pod_uid if entry is not None else ""
+        new = self.audit.is_new(ip=ip, pod_uid=uid, access_key_id=access_key_id)
+        self._served[new].inc()
+        if not new:
+            return
         # never the secret or the token
-        fields = {"pod.ip": ip, "role": role, "access.key.id": document["AccessKeyId"]}
+        fields = {"pod.ip": ip, "role": role, "access.key.id": access_key_id}
+        if entry is not None and entry.pod_name:
+            fields["pod.namespace"], fields["pod.name"] = entry.pod_namespace, entry.pod_name
+        fields["source"] = "replica" if entry is not None else "server"
         log.info("served credentials", extra={"fields": fields})
-        return web.Response(body=render_document(document), content_type=JSON)
 
     async def _proxy(self, request: web.Request, route: Route, deadline: float) -> web.Response:
         if route.kind is RouteKind.IAM_BLOCKED or not self.config.allow.permits(route.path):
@@ -247,27 +332,27 @@ class MetadataApp:
         return web.Response(status=upstream.status, body=upstream.body, headers=upstream.headers)
 
 
+_PEERS: dict[str, PodIP] = {}
+_MAX_PEERS = 4096
+"""Peer addresses as the socket gives them -> their normalised form, parsed once each."""
+
+
 def _peer_ip(request: web.Request) -> PodIP:
     peer = request.transport.get_extra_info("peername") if request.transport else None
     if not peer:
         raise BadRequest("cannot tell the caller's address")
-    return normalise_ip(str(peer[0]))
+    text = str(peer[0])
+    ip = _PEERS.get(text)
+    if ip is None:
+        ip = normalise_ip(text)
+        if len(_PEERS) >= _MAX_PEERS:
+            _PEERS.clear()  # a node has far fewer pods; only a scan gets here
+        _PEERS[text] = ip
+    return ip
 
 
 def _left(deadline: float) -> float:
     return max(deadline - time.monotonic(), 0.0)
-
-
-def error_response(exc: AgentError) -> web.Response:
-    """The one-line reason as text, with the status of the exception's class."""
-    headers = None
-    if isinstance(exc, MethodNotAllowed):
-        headers = {"Allow": ", ".join(exc.allow)}
-    elif isinstance(exc, Throttled):
-        headers = {"Retry-After": str(exc.retry_after)}
-    return web.Response(
-        status=exc.status, text=exc.message + "\n", content_type="text/plain", headers=headers
-    )
 
 
 def _redirect_to_slash(request: web.Request, route: Route) -> web.Response:

@@ -64,12 +64,22 @@ _ERRORS: dict[status.Answer, tuple[type[AgentError], str]] = {
 
 def translate(error: aio.AioRpcError, *, what: str) -> AgentError:
     """A grpc status -> the agent's exception (docs/architecture.md, status codes)."""
-    code = error.code()
-    answer = status.classify(error)
+    return refusal_error(
+        error.code(), error.details() or "", status.reason(error), what=what
+    )
+
+
+def refusal_error(
+    code: grpc.StatusCode, message: str, reason: str, *, what: str
+) -> AgentError:
+    """A refusal, given as its code, status message and reason (``kiam-reason-bin``; empty:
+    the message), -> the agent's exception: the one translation of both the RPC path
+    (:func:`translate`) and the node replica's refusals, so both answer the same bytes."""
+    answer = status.classify_status(code, message)
     kind, summary = _ERRORS[answer]
     if answer is status.DEADLINE_EXCEEDED:
         return kind(f"{what}: {summary}")
-    detail = " ".join((status.reason(error) or code.name).split())
+    detail = " ".join((reason or message or code.name).split())
     return kind(f"{what}: {summary.format(code=code.name)} ({detail})")
 
 
@@ -89,6 +99,12 @@ class KiamClient:
         ]
         self._stubs = [kiam_pb2_grpc.KiamServiceStub(c) for c in self._channels]
         self._next = itertools.count()
+
+    @property
+    def channels(self) -> tuple[aio.Channel, ...]:
+        """One channel per target: the node stream (:mod:`kiam.agent.node_stream`) uses
+        them too, so the agent keeps one connection per server."""
+        return tuple(self._channels)
 
     async def close(self) -> None:
         await asyncio.gather(*(c.close(grace=None) for c in self._channels))

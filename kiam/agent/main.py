@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import logging
 import socket
+import time
 
 import aiohttp
 from aiohttp import web
@@ -27,8 +28,10 @@ from kiam.agent.client import KiamClient
 from kiam.agent.fairness import CallerLimits
 from kiam.agent.imdsv2 import TokenStore
 from kiam.agent.iptables import DnatRule, Iptables, IptablesError
+from kiam.agent.node_stream import NodeStream
 from kiam.agent.paths import AllowList
 from kiam.agent.proxy import MetadataProxy
+from kiam.agent.replica import Replica
 from kiam.agent.settings import AgentSettings
 from kiam.common import logs
 from kiam.common.limits import raise_open_file_limit
@@ -102,7 +105,10 @@ async def _run(settings: AgentSettings) -> int:
         daemon.on_stop("close clients", lambda: _close(client, session))
         await _connect(client, budget=settings.gateway_timeout_creation)
         tokens = TokenStore()
-        metadata = _metadata_app(settings, client=client, session=session, tokens=tokens)
+        replica = _replica(settings, client)
+        metadata = _metadata_app(
+            settings, client=client, session=session, tokens=tokens, replica=replica
+        )
         runner = MetadataRunner(metadata.build(), handle_signals=False, access_log=None)
         await runner.setup()
         daemon.on_stop("stop http", lambda: _stop_http(metadata, runner))
@@ -128,6 +134,14 @@ async def _run(settings: AgentSettings) -> int:
                 daemon.on_stop("remove iptables rule", lambda: iptables.remove(rule))
             await iptables.add(rule)
         daemon.start("token-purge", _purge_tokens(tokens))
+        if replica is not None:
+            stream = NodeStream(
+                channels=client.channels,
+                targets=client.targets,
+                node_name=settings.node_name,
+                replica=replica,
+            )
+            daemon.start("node-stream", stream.run())
         return await daemon.run(fields={"port": port, "iptables": settings.iptables})
 
 
@@ -148,12 +162,24 @@ async def _connect(client: KiamClient, *, budget: float) -> None:
         )
 
 
+def _replica(settings: AgentSettings, client: KiamClient) -> Replica | None:
+    """The node replica, with its gauges; None without --node-name (every answer an RPC)."""
+    if not settings.node_name:
+        log.info("no --node-name (env NODE_NAME): every answer comes from an RPC")
+        return None
+    replica = Replica(session_refresh=settings.session_refresh)
+    metrics.replica_entries.set_function(lambda: len(replica))
+    metrics.replica_serving.set_function(lambda: float(replica.serving(now=time.monotonic())))
+    return replica
+
+
 def _metadata_app(
     settings: AgentSettings,
     *,
     client: KiamClient,
     session: aiohttp.ClientSession,
     tokens: TokenStore,
+    replica: Replica | None,
 ) -> MetadataApp:
     if settings.allow_ip_query:
         log.warning("--allow-ip-query is on: callers can choose their identity (development only)")
@@ -171,6 +197,7 @@ def _metadata_app(
         client=client,
         proxy=MetadataProxy(endpoint=settings.metadata_endpoint, session=session),
         tokens=tokens,
+        replica=replica,
     )
 
 

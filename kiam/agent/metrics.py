@@ -13,6 +13,7 @@ from prometheus_client import (
     PROCESS_COLLECTOR,
     CollectorRegistry,
     Counter,
+    Gauge,
     Histogram,
 )
 
@@ -68,6 +69,43 @@ responses = Counter(
 proxy_blocked = Counter(
     "kiam_metadata_proxy_requests_blocked_total",
     "Requests for metadata paths the allow-list blocks",
+    registry=REGISTRY,
+)
+# the node replica (docs/architecture.md, "The node replica")
+replica_hits = Counter(
+    "kiam_agent_replica_hits_total",
+    "Requests answered from the node replica, by handler",
+    ["handler"],
+    registry=REGISTRY,
+)
+replica_fallbacks = Counter(
+    "kiam_agent_replica_fallbacks_total",
+    "Requests the node replica could not answer, so asked of a server, by handler and reason",
+    ["handler", "reason"],
+    registry=REGISTRY,
+)
+replica_entries = Gauge(
+    "kiam_agent_replica_entries",
+    "Pod IPs in the node replica",
+    registry=REGISTRY,
+)
+replica_serving = Gauge(
+    "kiam_agent_replica_serving",
+    "1 while the node replica answers (stream open, snapshot complete, fresh), else 0",
+    registry=REGISTRY,
+)
+node_streams = Counter(
+    "kiam_agent_node_streams_total",
+    "WatchNode streams, by what happened: opened, complete (snapshot), broken, stale, "
+    "unimplemented",
+    ["result"],
+    registry=REGISTRY,
+)
+credentials_served = Counter(
+    "kiam_agent_credentials_served_total",
+    "Credentials answered, by whether the pod got that access key for the first time "
+    "(new: logged) or again (seen)",
+    ["access_key"],
     registry=REGISTRY,
 )
 # go-grpc-prometheus names, as Kiam's agent exported them

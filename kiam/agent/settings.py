@@ -4,7 +4,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from kiam.common.flags import SettingsError, at_least, flag, nested, port_number, regexp
+from kiam.common.flags import (
+    SettingsError,
+    at_least,
+    duration,
+    flag,
+    nested,
+    port_number,
+    regexp,
+)
 from kiam.common.settings import DaemonSettings, KeepaliveSettings, ServerConnection
 
 
@@ -57,6 +65,23 @@ class AgentSettings(DaemonSettings, ServerConnection):
         200, "requests a quiet pod may make at once before --pod-rate applies", parse=at_least(1)
     )
     """The token bucket's size: a pod that was quiet may make this many at once."""
+
+    node_name: str = flag(
+        "",
+        "this node's name, whose pods the agent follows from the servers' node stream "
+        "(env NODE_NAME; empty: every answer comes from an RPC)",
+        env="NODE_NAME",
+    )
+    """``spec.nodeName`` through the downward API (docs/architecture.md, "The node
+    replica"): the agent then answers from the replica the servers keep current."""
+    session_refresh: float = flag(
+        300.0,
+        "never answer credentials from the node replica with this little left "
+        "(the server's --session-refresh default)",
+        parse=duration,
+    )
+    """Credentials in the replica with this long or less before expiry are asked of a
+    server instead, which refreshes them; keep it at the servers' --session-refresh."""
 
     def __post_init__(self) -> None:
         if (self.iptables or self.iptables_cleanup) and not self.host:

@@ -166,10 +166,23 @@ def classify(error: aio.AioRpcError) -> Answer:
     """The row of a status the client received (the catch-all row for unknown codes).
 
     UNKNOWN is what a Go Kiam server sends for every refusal; its message says which."""
-    code = error.code()
+    return classify_status(error.code(), error.details() or "")
+
+
+def classify_status(code: grpc.StatusCode, message: str) -> Answer:
+    """:func:`classify` of a status given as its code and message (a refusal that came
+    some other way than as an RPC's status, e.g. in the node stream's entries)."""
     if code is grpc.StatusCode.UNKNOWN:
-        return _BY_GO_MESSAGE.get(error.details() or "", OTHER)
+        return _BY_GO_MESSAGE.get(message, OTHER)
     return _BY_CODE.get(code, OTHER)
+
+
+_BY_NUMBER = {code.value[0]: code for code in grpc.StatusCode}
+
+
+def code_of(number: int) -> grpc.StatusCode:
+    """The status code with grpc's ``number`` (a ``Refusal.code``); UNKNOWN if none has it."""
+    return _BY_NUMBER.get(number, grpc.StatusCode.UNKNOWN)
 
 
 def reason(error: aio.AioRpcError) -> str:

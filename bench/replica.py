@@ -1,0 +1,225 @@
+"""Replica: the agent answering credentials from its node replica (#11), under ``wrk``.
+
+The agent follows ``WatchNode`` on a scripted stream server in this process (one entry
+for the load generator's address, credentials valid for hours, a heartbeat a second)
+and is loaded by ``wrk`` (Debian's, one thread, keep-alive connections) at concurrency
+1, 16 and 64; so every answer comes from memory, and the bench checks that no RPC
+reached the scripted server and every answer was a 200. Baseline: ``bench/bare_server.py``
+serving the agent's very bytes under the same ``wrk``.
+
+The generator is not the bottleneck when it uses well under one core while the server
+it loads uses one: the ``wrk`` CPU share of each run is printed with the figures.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import resource
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import grpc
+from grpc import aio
+
+from bench.agent import UNTHROTTLED, fetch
+from bench.control import ROOT, BenchError
+from bench.report import Figure, print_table, print_values
+from kiam.certs import generate_certificates
+from kiam.common.settings import TLSSettings
+from kiam.common.tls import server_credentials
+from kiam.wire import kiam_pb2, kiam_pb2_grpc
+from kiam.wire.credentials import format_timestamp
+from kiam_testbed.commands import isolated_env
+from kiam_testbed.stack import Placement, Stack, free_port
+
+ROLE = "bench-role"
+PATH = "/latest/meta-data/iam/security-credentials/" + ROLE
+CALLER = "127.0.0.1"
+"""wrk's source address: the one "pod" of the replica."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Sizes:
+    concurrency: tuple[int, ...]
+    seconds: int
+    rounds: int
+
+
+FULL = Sizes(concurrency=(1, 16, 64), seconds=5, rounds=2)
+QUICK = Sizes(concurrency=(16,), seconds=1, rounds=1)
+
+
+class _Stream(kiam_pb2_grpc.KiamNodeServiceServicer, kiam_pb2_grpc.KiamServiceServicer):
+    """One entry, then heartbeats; every KiamService RPC is counted (there must be none)."""
+
+    def __init__(self) -> None:
+        now = datetime.now(UTC)
+        self.entry = kiam_pb2.NodeEntry(
+            ip=CALLER, pod_namespace="bench", pod_name="bench-pod", pod_uid="u", role=ROLE
+        )
+        self.entry.credentials.CopyFrom(kiam_pb2.Credentials(
+            code="Success", type="AWS-HMAC", access_key_id="ASIABENCHREPLICA0001",
+            secret_access_key="x" * 40, token="t" * 600,
+            expiration=format_timestamp(now + timedelta(hours=6)),
+            last_updated=format_timestamp(now),
+        ))
+        self.rpcs = 0
+
+    async def WatchNode(
+        self, request: kiam_pb2.WatchNodeRequest, context: Any
+    ) -> AsyncIterator[kiam_pb2.NodeUpdate]:
+        yield kiam_pb2.NodeUpdate(entry=self.entry)
+        done = kiam_pb2.SnapshotComplete(entries=1, heartbeat_interval_ms=1000)
+        yield kiam_pb2.NodeUpdate(snapshot_complete=done)
+        while True:
+            await asyncio.sleep(1.0)
+            yield kiam_pb2.NodeUpdate(heartbeat=kiam_pb2.Heartbeat())
+
+    async def GetPodRole(self, request: Any, context: Any) -> kiam_pb2.Role:
+        self.rpcs += 1
+        return kiam_pb2.Role(name=ROLE)
+
+    async def GetPodCredentials(self, request: Any, context: Any) -> kiam_pb2.Credentials:
+        self.rpcs += 1
+        await context.abort(grpc.StatusCode.UNAVAILABLE, "the bench answers from the replica")
+        raise AssertionError
+
+    async def GetHealth(self, request: Any, context: Any) -> kiam_pb2.HealthStatus:
+        return kiam_pb2.HealthStatus(message="ok")
+
+
+@contextmanager
+def stream_server(certs: Path) -> Iterator[tuple[_Stream, int]]:
+    """The scripted server on its own event loop in a thread; (servicer, port)."""
+    servicer = _Stream()
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    servers: list[aio.Server] = []
+
+    async def start() -> int:
+        server = aio.server()  # made on its loop
+        servers.append(server)
+        kiam_pb2_grpc.add_KiamNodeServiceServicer_to_server(servicer, server)
+        kiam_pb2_grpc.add_KiamServiceServicer_to_server(servicer, server)
+        tls = TLSSettings(cert=str(certs / "server.pem"), key=str(certs / "server-key.pem"),
+                          ca=str(certs / "ca.pem"))
+        port = server.add_secure_port("127.0.0.1:0", server_credentials(tls))
+        await server.start()
+        return port
+
+    try:
+        yield servicer, asyncio.run_coroutine_threadsafe(start(), loop).result(10)
+    finally:
+        for server in servers:
+            asyncio.run_coroutine_threadsafe(server.stop(None), loop).result(10)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(5)
+        loop.close()
+
+
+_UNITS = {"us": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0}
+
+
+def _seconds(text: str) -> float:
+    match = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text)
+    if match is None:
+        raise BenchError(f"wrk printed a latency I cannot read: {text!r}")
+    return float(match[1]) * _UNITS[match[2]]
+
+
+def wrk(url: str, *, concurrency: int, seconds: int) -> dict[str, float]:
+    """One ``wrk`` run: requests/s, p50, p99, non-2xx answers and wrk's CPU share."""
+    command = ["wrk", "-t1", f"-c{concurrency}", f"-d{seconds}s", "--latency", url]
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    started = time.monotonic()
+    done = subprocess.run(command, capture_output=True, text=True, timeout=seconds + 60,
+                          check=False)
+    elapsed = time.monotonic() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if done.returncode != 0:
+        raise BenchError(f"wrk failed: {done.stderr[-2000:]}")
+    out = done.stdout
+    rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    p50 = re.search(r"^\s+50%\s+(\S+)", out, re.M)
+    p99 = re.search(r"^\s+99%\s+(\S+)", out, re.M)
+    if not (rps and p50 and p99):
+        raise BenchError(f"cannot read wrk's output:\n{out}")
+    bad = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
+    errors = re.search(r"Socket errors: (.*)", out)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return {
+        "rps": float(rps[1]), "p50": _seconds(p50[1]), "p99": _seconds(p99[1]),
+        "non2xx": float(bad[1]) if bad else 0.0, "socket_errors": 1.0 if errors else 0.0,
+        "cpu": cpu / elapsed,
+    }
+
+
+def run(*, quick: bool, workdir: Path) -> int:
+    if shutil.which("wrk") is None:
+        raise BenchError("wrk is not installed (make syspkgs installs it as root)")
+    sizes = QUICK if quick else FULL
+    certs = workdir / "certs"
+    generate_certificates(certs)
+    figures: list[Figure] = []
+    shares: list[tuple[str, str]] = []
+    port = free_port()
+    stack = Stack(workdir / "stack", Placement(agent_port=port), certs=certs)
+    with stream_server(certs) as (stream, server_port):
+        try:
+            stack.start_agent(extra=[
+                "--server-address", f"127.0.0.1:{server_port}", "--node-name", "bench-node",
+                *UNTHROTTLED,
+            ])
+            stack.processes["agent"].wait_for("node replica serving")
+            status, body = fetch("127.0.0.1", port, PATH, source=CALLER)
+            if status != 200 or stream.rpcs:
+                raise BenchError(f"agent answered {status} with {stream.rpcs} RPCs: {body[:200]!r}")
+            (workdir / "body.json").write_bytes(body)
+            bare = stack.spawn("bare-server", [
+                sys.executable, "-m", "bench.bare_server", "--body-file",
+                str(workdir / "body.json"), "--role", ROLE,
+            ], env=isolated_env(), cwd=ROOT)
+            bare_url = bare.wait_for(r"^(http://\S+)$")[1]
+            agent_url = f"http://127.0.0.1:{port}"
+            for c in sizes.concurrency:
+                runs: dict[str, list[dict[str, float]]] = {"kiam": [], "bare": []}
+                for i in range(sizes.rounds):
+                    order = [("kiam", agent_url), ("bare", bare_url)]
+                    for name, url in order if i % 2 == 0 else order[::-1]:
+                        result = wrk(url + PATH, concurrency=c, seconds=sizes.seconds)
+                        if result["non2xx"] or result["socket_errors"]:
+                            raise BenchError(f"{name} c={c}: failed answers: {result}")
+                        runs[name].append(result)
+                figures += _figures(c, runs["kiam"], runs["bare"])
+                for name in ("kiam", "bare"):
+                    share = max(r["cpu"] for r in runs[name])
+                    shares.append((f"wrk CPU, {name} c={c}", f"{share:.0%} of a core"))
+            if stream.rpcs:
+                raise BenchError(f"{stream.rpcs} RPCs reached the server: not from the replica")
+        finally:
+            stack.close()
+    print_table("Replica: wrk -> kiam agent answering from its node replica",
+                "bare aiohttp server, same bytes from memory", figures)
+    print_values("Replica: the generator (well under a core: not the bottleneck)", shares)
+    return 0
+
+
+def _figures(c: int, kiam: list[dict[str, float]], base: list[dict[str, float]]) -> list[Figure]:
+    def fig(what: str, key: str, unit: str, high: bool) -> Figure:
+        pick = max if high else min
+        return Figure(f"credentials c={c}: {what}", pick(r[key] for r in kiam),
+                      pick(r[key] for r in base), unit, high)
+
+    return [fig("requests/s", "rps", "/s", True), fig("p50", "p50", "s", False),
+            fig("p99", "p99", "s", False)]
