@@ -17,7 +17,14 @@ Rules (docs/architecture.md, kiam.aws):
   otherwise;
 - background work (``prefetch`` and refreshes) makes at most ``fetchers`` STS calls at
   once. A pod's own request (``get``) never queues behind that work: it starts its call
-  at once, or joins the one already running for its key.
+  at once, or joins the one already running for its key;
+- with a ``pacer`` (:mod:`kiam.aws.pacing`), every STS call first waits for a token of
+  the server-wide budget (:mod:`kiam.aws.budget`): a pod's call before refreshes (by
+  deadline) before prefetch, so background work waits for its token before it takes a
+  fetcher; what STS answers adjusts the budget's rate;
+- a key a pod or ``prefetch`` asked for whose fetch failed without a refusal
+  (throttling, an outage) is fetched again in the background once its backoff step (or
+  ``retry_after_failure``) has passed, while ``keys_in_use()`` names it.
 """
 
 from __future__ import annotations
@@ -31,9 +38,11 @@ from typing import Protocol
 
 from kiam.aws import metrics
 from kiam.aws.backoff import ThrottleBackoff
+from kiam.aws.budget import Priority
 from kiam.aws.clock import SYSTEM_CLOCK, Clock
 from kiam.aws.credentials import CredentialKey, Credentials
 from kiam.aws.errors import AwsError, StsFailure, StsUnavailable
+from kiam.aws.pacing import Pacer
 from kiam.aws.refusals import RefusalMemory
 
 log = logging.getLogger(__name__)
@@ -75,6 +84,7 @@ class CredentialCache:
         retry_after_failure: float = 10.0,
         refusals: RefusalMemory | None = None,
         backoff: ThrottleBackoff | None = None,
+        pacer: Pacer | None = None,
     ) -> None:
         if session_refresh >= session_duration:
             raise ValueError("session refresh must be shorter than the session duration")
@@ -98,6 +108,8 @@ class CredentialCache:
         self._failed_at: dict[CredentialKey, datetime] = {}
         self._refusals = RefusalMemory(ttl=0) if refusals is None else refusals
         self._backoff = ThrottleBackoff() if backoff is None else backoff
+        self._pacer = pacer
+        self._wanted: set[CredentialKey] = set()  # not cached, last fetch failed: retry
         self._wake = asyncio.Event()
         self._closed = False
 
@@ -158,7 +170,11 @@ class CredentialCache:
         now = self._clock.now()
         if not self._due(key, now) or self._refused(key, now):
             return
-        self._queue(key)
+        cached = self._cached.get(key)
+        if cached is None:
+            self._queue(key, Priority.PREFETCH)
+        else:
+            self._queue(key, Priority.REFRESH, deadline=self._deadline(cached))
 
     # -- background refresh ---------------------------------------------------------
 
@@ -213,7 +229,20 @@ class CredentialCache:
             if retry_at is not None:
                 next_due = retry_at if next_due is None else min(next_due, retry_at)
                 continue
-            self._queue(key)
+            self._queue(key, Priority.REFRESH, deadline=self._deadline(credentials))
+        for key in list(self._wanted):
+            if key in self._queued or key in self._flights or key in self._cached:
+                continue
+            if in_use is None:
+                in_use = self._in_use()
+            if key not in in_use:
+                self._wanted.discard(key)
+                continue
+            retry_at = self._retry_at(key, now)
+            if retry_at is not None:
+                next_due = retry_at if next_due is None else min(next_due, retry_at)
+                continue
+            self._queue(key, Priority.PREFETCH)
         if next_due is None:
             return None
         return max(0.0, (next_due - now).total_seconds())
@@ -252,18 +281,35 @@ class CredentialCache:
         cached = self._cached.get(key)
         return cached is None or cached.remaining(now) <= self._refresh + self._margin
 
-    def _queue(self, key: CredentialKey) -> None:
-        task = asyncio.create_task(self._background_fetch(key), name=f"kiam-fetch:{key.role_arn}")
+    def _deadline(self, credentials: Credentials) -> float:
+        """When ``credentials`` stop being served: refreshes go to the budget by it."""
+        return (credentials.expiration - self._refresh).timestamp()
+
+    def _queue(self, key: CredentialKey, priority: Priority, *, deadline: float = 0.0) -> None:
+        task = asyncio.create_task(
+            self._background_fetch(key, priority, deadline), name=f"kiam-fetch:{key.role_arn}"
+        )
         self._queued[key] = task
 
-    async def _background_fetch(self, key: CredentialKey) -> None:
+    async def _background_fetch(
+        self, key: CredentialKey, priority: Priority, deadline: float
+    ) -> None:
         try:
+            # the budget's queue first, by priority; a fetcher only for a call it allows
+            ticket = None
+            if self._pacer is not None:
+                ticket = await self._pacer.turn(priority, deadline=deadline)
             async with self._slots:
                 if key in self._flights:
                     flight = self._flights[key]  # a get() started it meanwhile
                 elif self._due(key, now := self._clock.now()) and not self._refused(key, now):
-                    flight = self._start_flight(key)
+                    flight = self._start_flight(key, paced=True)
+                    ticket = None
                 else:
+                    flight = None
+                if ticket is not None and self._pacer is not None:
+                    self._pacer.unused(ticket)
+                if flight is None:
                     return
                 # hold the slot for the whole call; errors are logged by the flight
                 with contextlib.suppress(AwsError):
@@ -275,21 +321,37 @@ class CredentialCache:
 
     # -- the single flight per key ---------------------------------------------------
 
-    def _start_flight(self, key: CredentialKey) -> asyncio.Future[Credentials]:
+    def _start_flight(
+        self, key: CredentialKey, *, paced: bool = False
+    ) -> asyncio.Future[Credentials]:
+        """``paced``: the caller has its budget token already."""
         if self._closed:
             raise StsUnavailable("credential cache is shut down", role_arn=key.role_arn)
         flight: asyncio.Future[Credentials] = asyncio.get_running_loop().create_future()
         # nobody may be waiting when it fails (prefetch): mark the error as seen
         flight.add_done_callback(_consume_exception)
         self._flights[key] = flight
-        worker = asyncio.create_task(self._fetch(key, flight), name=f"kiam-sts:{key.role_arn}")
+        worker = asyncio.create_task(
+            self._fetch(key, flight, paced=paced), name=f"kiam-sts:{key.role_arn}"
+        )
         self._workers.add(worker)
         worker.add_done_callback(self._workers.discard)
         return flight
 
-    async def _fetch(self, key: CredentialKey, flight: asyncio.Future[Credentials]) -> None:
+    async def _fetch(
+        self, key: CredentialKey, flight: asyncio.Future[Credentials], *, paced: bool
+    ) -> None:
         try:
-            credentials = await self._gateway.assume_role(key, duration=self._duration)
+            if self._pacer is not None and not paced:
+                await self._pacer.turn(Priority.POD)
+            try:
+                credentials = await self._gateway.assume_role(key, duration=self._duration)
+            except AwsError as error:
+                if self._pacer is not None:
+                    self._pacer.answered(error)
+                raise
+            if self._pacer is not None:
+                self._pacer.answered(None)
             left = credentials.remaining(self._clock.now())
             if left <= self._refresh:
                 raise StsFailure(
@@ -313,6 +375,10 @@ class CredentialCache:
                 metrics.REFUSALS.set(len(self._refusals))
             if isinstance(error, AwsError):
                 self._backoff.failed(key, error, now=now)
+                if error.retryable and key not in self._cached:
+                    self._wanted.add(key)
+                else:
+                    self._wanted.discard(key)
             log.warning(
                 "could not fetch credentials: %s",
                 error,
@@ -322,6 +388,7 @@ class CredentialCache:
             flight.set_exception(error)
             return
         self._cached[key] = credentials
+        self._wanted.discard(key)
         self._failed_at.pop(key, None)
         self._backoff.succeeded(key)
         self._flights.pop(key, None)
