@@ -23,6 +23,7 @@ class Pacer:
         self.budget = budget
         self._clock = clock
         self._events: dict[Ticket, asyncio.Event] = {}
+        self._watcher: Ticket | None = None  # the head, waiting with a timer
         metrics.BUDGET_RATE.set_function(lambda: self.budget.rate)
         metrics.BUDGET_TOKENS.set_function(lambda: self.budget.tokens(now=self._now()))
         metrics.BUDGET_WAITING.set_function(lambda: self.budget.waiting)
@@ -54,15 +55,15 @@ class Pacer:
                 now = self._now()
                 for granted in self.budget.grant(now=now):
                     self._set(granted)
-                if ticket.granted:
-                    break
                 event.clear()
                 head = self.budget.head()
-                if head is not ticket:
-                    assert head is not None  # this ticket waits, at least
-                    self._set(head)  # the head may have changed: it watches the clock
-                    at_most = None
-                else:
+                if head is not None and head is not self._watcher:
+                    self._set(head)  # a new head: it watches the clock from now on
+                if ticket.granted:
+                    break
+                at_most = None
+                if head is ticket:
+                    self._watcher = ticket
                     at_most = self.budget.wait(now=now)
                 await self._clock.wait(event, at_most=at_most)
         except BaseException:
@@ -71,6 +72,8 @@ class Pacer:
             raise
         finally:
             self._events.pop(ticket, None)
+            if self._watcher is ticket:
+                self._watcher = None
         metrics.BUDGET_WAIT.labels(priority=ticket.priority.name.lower()).observe(
             time.monotonic() - started
         )
@@ -84,7 +87,9 @@ class Pacer:
     def unused(self, ticket: Ticket) -> None:
         """A granted call that will not be made: its token goes back."""
         self.budget.cancel(ticket)
-        self._wake_head()
+        head = self.budget.head()
+        if head is not None:
+            self._set(head)  # a token is back: the head may go now
 
     def answered(self, error: BaseException | None) -> None:
         """What STS answered one call: throttling slows every call, success speeds up."""
@@ -100,7 +105,7 @@ class Pacer:
 
     def _wake_head(self) -> None:
         head = self.budget.head()
-        if head is not None:
+        if head is not None and head is not self._watcher:
             self._set(head)
 
 
