@@ -1,4 +1,4 @@
-"""``python -m bench [agent|fairness|sync|watch|coldstart|emulator ...] [--quick]``: run them.
+"""``python -m bench [agent|fairness|sync|watch|coldstart|stsbudget|emulator ...] [--quick]``.
 
 Every figure is printed next to a baseline measured in the same run, with the ratio
 kiam / baseline. Exit status: non-zero when a benchmark's correctness check failed (e.g.
@@ -16,7 +16,7 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from bench import agent, coldstart, emulator, fairness, sync, watch
+from bench import agent, coldstart, emulator, fairness, stsbudget, sync, watch
 
 Bench = Callable[..., int]
 BENCHMARKS: dict[str, Bench] = {
@@ -25,6 +25,7 @@ BENCHMARKS: dict[str, Bench] = {
     "sync": sync.run,
     "watch": watch.run,
     "coldstart": coldstart.run,
+    "stsbudget": stsbudget.run,
     "emulator": emulator.run,
 }
 

@@ -9,6 +9,9 @@ Every AssumeRole the credential cache makes takes a token first (docs/sts.md). R
    (:attr:`Priority.POD`) first, then refreshes by deadline, earliest first
    (:attr:`Priority.REFRESH`), then prefetch (:attr:`Priority.PREFETCH`); ties in
    arrival order. A waiting call can be promoted (a pod joins a prefetch) or cancelled.
+   With ``concurrency``, background calls (refresh, prefetch) also need one of that many
+   places: a token goes to one only while fewer background calls are running, so tokens
+   are spent when calls start, never banked by calls that wait for a place.
 3. Adaptive rate, AIMD: a throttled answer halves the rate (multiplicative decrease by
    ``decrease``), at most once per ``cooldown`` seconds, since the answers to calls sent
    together report the same overload, and empties the bucket; never below ``floor``.
@@ -58,17 +61,22 @@ class StsBudget:
         increase: float | None = None,
         decrease: float = 0.5,
         cooldown: float = 1.0,
+        concurrency: int | None = None,
     ) -> None:
         if qps <= 0 or burst < 1:
             raise ValueError("the STS budget needs qps > 0 and burst >= 1")
         if not 0 < decrease < 1:
             raise ValueError("the decrease factor must be between 0 and 1")
+        if concurrency is not None and concurrency < 1:
+            raise ValueError("concurrency must be at least 1")
         self.qps = qps
         self.burst = burst
         self.floor = min(qps, 1.0) if floor is None else min(qps, floor)
         self.increase = qps / 20 if increase is None else increase
         self.decrease = decrease
         self.cooldown = cooldown
+        self.concurrency = concurrency
+        self._running = 0  # background calls granted and not finished
         self._rate = qps
         self._tokens = float(burst)
         self._updated = now
@@ -93,6 +101,11 @@ class StsBudget:
     def waiting(self) -> int:
         """Calls in the queue."""
         return self._waiting
+
+    @property
+    def running(self) -> int:
+        """Background calls granted and not finished yet (rule 2)."""
+        return self._running
 
     def tokens(self, *, now: float) -> float:
         """Tokens in the bucket at ``now``, without taking any."""
@@ -120,8 +133,15 @@ class StsBudget:
             ticket._queued = False
             self._waiting -= 1
         elif ticket.granted:
-            ticket.granted = False
+            self.finished(ticket)
             self._tokens = min(self.capacity, self._tokens + 1)
+
+    def finished(self, ticket: Ticket) -> None:
+        """A granted call is over: a background call gives its place back (rule 2)."""
+        if ticket.granted:
+            ticket.granted = False
+            if ticket.priority is not Priority.POD:
+                self._running -= 1
 
     def head(self) -> Ticket | None:
         """The call the next token goes to."""
@@ -133,17 +153,23 @@ class StsBudget:
         self._refill(now)
         granted = []
         while self._tokens >= 1 and (ticket := self.head()) is not None:
+            background = ticket.priority is not Priority.POD
+            if background and self._full():
+                break  # the queue's order: nothing behind the head goes first
             heapq.heappop(self._queue)
             ticket._queued = False
             ticket.granted = True
             self._waiting -= 1
             self._tokens -= 1
+            self._running += background
             granted.append(ticket)
         return granted
 
     def wait(self, *, now: float) -> float | None:
-        """Seconds until the first call in the queue gets a token; None when none waits."""
-        if self.head() is None:
+        """Seconds until the first call in the queue gets a token; None when none waits,
+        or when the first waits for a background call to finish, not for time."""
+        head = self.head()
+        if head is None or (head.priority is not Priority.POD and self._full()):
             return None
         missing = 1 - self.tokens(now=now)
         return max(0.0, missing / self._rate)
@@ -165,6 +191,9 @@ class StsBudget:
         self._rate = min(self.qps, self._rate + self.increase)
 
     # -- inside --------------------------------------------------------------------------
+
+    def _full(self) -> bool:
+        return self.concurrency is not None and self._running >= self.concurrency
 
     def _push(self, ticket: Ticket) -> None:
         if not ticket._queued:

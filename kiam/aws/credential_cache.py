@@ -41,7 +41,7 @@ from kiam.aws.backoff import ThrottleBackoff
 from kiam.aws.budget import Priority
 from kiam.aws.clock import SYSTEM_CLOCK, Clock
 from kiam.aws.credentials import CredentialKey, Credentials
-from kiam.aws.errors import AwsError, StsFailure, StsUnavailable
+from kiam.aws.errors import AwsError, StsFailure, StsThrottled, StsUnavailable
 from kiam.aws.pacing import Pacer
 from kiam.aws.refusals import RefusalMemory
 
@@ -109,7 +109,8 @@ class CredentialCache:
         self._refusals = RefusalMemory(ttl=0) if refusals is None else refusals
         self._backoff = ThrottleBackoff() if backoff is None else backoff
         self._pacer = pacer
-        self._wanted: set[CredentialKey] = set()  # not cached, last fetch failed: retry
+        # not cached, the last fetch failed: fetch again (True: it was throttled)
+        self._wanted: dict[CredentialKey, bool] = {}
         self._wake = asyncio.Event()
         self._closed = False
 
@@ -236,9 +237,11 @@ class CredentialCache:
             if in_use is None:
                 in_use = self._in_use()
             if key not in in_use:
-                self._wanted.discard(key)
+                del self._wanted[key]
                 continue
-            retry_at = self._retry_at(key, now)
+            # throttled: its backoff step is the wait; otherwise retry_after_failure too
+            throttled = self._wanted[key]
+            retry_at = self._held_until(key, now) if throttled else self._retry_at(key, now)
             if retry_at is not None:
                 next_due = retry_at if next_due is None else min(next_due, retry_at)
                 continue
@@ -294,27 +297,30 @@ class CredentialCache:
     async def _background_fetch(
         self, key: CredentialKey, priority: Priority, deadline: float
     ) -> None:
+        ticket = None
         try:
-            # the budget's queue first, by priority; a fetcher only for a call it allows
-            ticket = None
+            # with a pacer, its queue is the fetchers' too (its concurrency), by priority
             if self._pacer is not None:
                 ticket = await self._pacer.turn(priority, deadline=deadline)
-            async with self._slots:
-                if key in self._flights:
+            async with self._slots if ticket is None else contextlib.nullcontext():
+                joined = key in self._flights
+                if joined:
                     flight = self._flights[key]  # a get() started it meanwhile
                 elif self._due(key, now := self._clock.now()) and not self._refused(key, now):
-                    flight = self._start_flight(key, paced=True)
-                    ticket = None
+                    flight = self._start_flight(key, paced=True)  # on this ticket
                 else:
                     flight = None
-                if ticket is not None and self._pacer is not None:
-                    self._pacer.unused(ticket)
+                if ticket is not None and self._pacer is not None and (joined or flight is None):
+                    self._pacer.unused(ticket)  # no call of ours: token and place go back
+                    ticket = None
                 if flight is None:
                     return
                 # hold the slot for the whole call; errors are logged by the flight
                 with contextlib.suppress(AwsError):
                     await asyncio.shield(flight)
         finally:
+            if ticket is not None and self._pacer is not None:
+                self._pacer.finished(ticket)
             self._queued.pop(key, None)
             # the loop skipped this key while it was queued: let it look again
             self._wake.set()
@@ -376,9 +382,9 @@ class CredentialCache:
             if isinstance(error, AwsError):
                 self._backoff.failed(key, error, now=now)
                 if error.retryable and key not in self._cached:
-                    self._wanted.add(key)
+                    self._wanted[key] = isinstance(error, StsThrottled)
                 else:
-                    self._wanted.discard(key)
+                    self._wanted.pop(key, None)
             log.warning(
                 "could not fetch credentials: %s",
                 error,
@@ -388,7 +394,7 @@ class CredentialCache:
             flight.set_exception(error)
             return
         self._cached[key] = credentials
-        self._wanted.discard(key)
+        self._wanted.pop(key, None)
         self._failed_at.pop(key, None)
         self._backoff.succeeded(key)
         self._flights.pop(key, None)

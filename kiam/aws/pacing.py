@@ -29,8 +29,14 @@ class Pacer:
         metrics.BUDGET_WAITING.set_function(lambda: self.budget.waiting)
 
     @classmethod
-    def create(cls, *, qps: float, burst: int, clock: Clock = SYSTEM_CLOCK) -> Pacer:
-        return cls(StsBudget(qps=qps, burst=burst, now=clock.now().timestamp()), clock=clock)
+    def create(
+        cls, *, qps: float, burst: int, concurrency: int | None = None,
+        clock: Clock = SYSTEM_CLOCK,
+    ) -> Pacer:
+        budget = StsBudget(
+            qps=qps, burst=burst, concurrency=concurrency, now=clock.now().timestamp()
+        )
+        return cls(budget, clock=clock)
 
     def _now(self) -> float:
         return self._clock.now().timestamp()
@@ -85,11 +91,20 @@ class Pacer:
         return ticket
 
     def unused(self, ticket: Ticket) -> None:
-        """A granted call that will not be made: its token goes back."""
+        """A granted call that will not be made: its token (and place) go back."""
         self.budget.cancel(ticket)
+        self._nudge()
+
+    def finished(self, ticket: Ticket) -> None:
+        """A granted call is over: a background call's place goes back."""
+        if ticket.granted:
+            self.budget.finished(ticket)
+            self._nudge()
+
+    def _nudge(self) -> None:
         head = self.budget.head()
         if head is not None:
-            self._set(head)  # a token is back: the head may go now
+            self._set(head)  # a token or a place is back: the head may go now
 
     def answered(self, error: BaseException | None) -> None:
         """What STS answered one call: throttling slows every call, success speeds up."""

@@ -135,7 +135,9 @@ async def serve(settings: ServerSettings) -> int:
             fetchers=settings.fetchers,
             keys_in_use=in_use,
             refusals=RefusalMemory(ttl=settings.sts_error_ttl),
-            pacer=Pacer.create(qps=settings.sts_qps, burst=settings.sts_burst),
+            pacer=Pacer.create(
+                qps=settings.sts_qps, burst=settings.sts_burst, concurrency=settings.fetchers
+            ),
         )
         service = KiamService(
             pods=pods,

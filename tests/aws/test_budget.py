@@ -247,3 +247,28 @@ def test_the_queue_serves_by_priority_then_deadline_for_refreshes(
 
     assert order == sorted(tickets, key=rank)
     assert b.wait(now=math.inf) is None
+
+
+def test_background_calls_need_a_place_pods_do_not() -> None:
+    b = budget(qps=100, burst=100, concurrency=2)
+    first, second, third = (b.enqueue(Priority.PREFETCH) for _ in range(3))
+    assert b.grant(now=0.0) == [first, second]
+    assert b.running == 2
+    assert b.wait(now=0.0) is None  # the head waits for a place, not for time
+    pod = b.enqueue(Priority.POD)
+    refresh = b.enqueue(Priority.REFRESH, deadline=1.0)
+    assert b.grant(now=0.0) == [pod]  # never held back by background work
+    assert b.wait(now=0.0) is None
+    b.finished(pod)
+    assert b.running == 2
+    b.finished(first)
+    assert b.running == 1
+    assert b.grant(now=0.0) == [refresh]
+    b.finished(first)  # twice is harmless
+    b.cancel(second)  # granted and not made: its place and its token go back
+    assert b.running == 1
+    assert b.grant(now=0.0) == [third]
+    assert b.running == 2
+    assert b.tokens(now=0.0) == 96
+    with pytest.raises(ValueError, match="concurrency"):
+        budget(concurrency=0)

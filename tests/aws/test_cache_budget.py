@@ -62,7 +62,6 @@ async def cache(
         refresh_margin=MARGIN,
         backoff=ThrottleBackoff(base=1.0, cap=30.0, rng=lambda: 1.0),
         pacer=pacer,
-        retry_after_failure=0.0,
     )
     yield cache
     await cache.close()
@@ -187,7 +186,7 @@ async def test_a_throttled_prefetch_is_fetched_again_after_its_step(
         clock.advance(0.5)  # within the 1 s step: no call
         await settle()
         assert len(gateway.calls) == 1
-        clock.advance(0.6)
+        clock.advance(0.6)  # the step is over: fetched again, retry_after_failure or not
         await until(lambda: key("a") in cache)
         assert gateway.calls == [key("a"), key("a")]
         # a key no pod uses any more is not fetched again
@@ -220,3 +219,28 @@ async def test_closing_cancels_calls_waiting_for_a_token(
         await pod
     assert pacer.budget.waiting == 0
     assert gateway.calls == [key("a")]
+
+
+async def test_background_calls_are_bounded_by_the_budget_and_pods_are_not(
+    clock: FakeClock, gateway: FakeGateway
+) -> None:
+    pacer = Pacer(StsBudget(qps=100, burst=100, concurrency=2,
+                            now=clock.now().timestamp()), clock=clock)
+    cache = CredentialCache(gateway, session_duration=DURATION, session_refresh=REFRESH,
+                            fetchers=1, clock=clock, refresh_margin=MARGIN, pacer=pacer)
+    gateway.gate_all = asyncio.Event()
+    try:
+        for name in ("a", "b", "c", "d"):
+            cache.prefetch(key(name))
+        await settle()
+        assert gateway.in_flight == 2  # the budget's concurrency, not the fetchers
+        pod = asyncio.create_task(cache.get(key("pod")))
+        await settle()
+        assert gateway.in_flight == 3
+        gateway.gate_all.set()
+        await until(lambda: len(cache) == 5)
+        await settle()
+        assert pod.done() and gateway.max_in_flight == 3
+        assert pacer.budget.running == 0 and pacer.budget.waiting == 0
+    finally:
+        await cache.close()
