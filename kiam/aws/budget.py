@@ -44,7 +44,7 @@ class Ticket:
     priority: Priority
     deadline: float
     granted: bool = False
-    _order: tuple[int, float, int] = field(default=(0, 0.0, 0), repr=False)
+    _order: tuple[int, float, int] = field(init=False, repr=False)  # set when queued
     _queued: bool = field(default=False, repr=False)
 
 
@@ -199,8 +199,10 @@ class StsBudget:
         if not ticket._queued:
             self._waiting += 1
         ticket._queued = True
-        deadline = ticket.deadline if ticket.priority is Priority.REFRESH else 0.0
-        ticket._order = (int(ticket.priority), deadline, next(self._seq))
+        seq = next(self._seq)
+        # refreshes by deadline; the others in arrival order
+        deadline = ticket.deadline if ticket.priority is Priority.REFRESH else float(seq)
+        ticket._order = (int(ticket.priority), deadline, seq)
         heapq.heappush(self._queue, (ticket._order, ticket))
 
     def _skip_stale(self) -> None:

@@ -20,8 +20,9 @@ Rules (docs/architecture.md, kiam.aws):
   at once, or joins the one already running for its key;
 - with a ``pacer`` (:mod:`kiam.aws.pacing`), every STS call first waits for a token of
   the server-wide budget (:mod:`kiam.aws.budget`): a pod's call before refreshes (by
-  deadline) before prefetch, so background work waits for its token before it takes a
-  fetcher; what STS answers adjusts the budget's rate;
+  deadline) before prefetch. The budget's ``concurrency`` then stands for ``fetchers``:
+  a background call gets its token and its place together, in that order; what STS
+  answers adjusts the budget's rate;
 - a key a pod or ``prefetch`` asked for whose fetch failed without a refusal
   (throttling, an outage) is fetched again in the background once its backoff step (or
   ``retry_after_failure``) has passed, while ``keys_in_use()`` names it.

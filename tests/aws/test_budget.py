@@ -58,12 +58,36 @@ def test_pods_first_then_refreshes_by_deadline_then_prefetch() -> None:
     b.enqueue(Priority.POD)
     b.grant(now=0.0)  # the bucket is empty now: everything below waits
     prefetch = b.enqueue(Priority.PREFETCH)
-    late = b.enqueue(Priority.REFRESH, deadline=500.0)
-    early = b.enqueue(Priority.REFRESH, deadline=100.0)
+    late = b.enqueue(Priority.REFRESH, deadline=0.5)  # small: below the arrival numbers
+    early = b.enqueue(Priority.REFRESH, deadline=0.25)
     pod = b.enqueue(Priority.POD, deadline=1.0)  # a pod's deadline does not matter
     second_pod = b.enqueue(Priority.POD, deadline=0.0)
     order = [b.grant(now=float(t)) for t in range(1, 6)]
     assert order == [[pod], [second_pod], [early], [late], [prefetch]]
+
+
+def test_a_late_refresh_still_goes_before_an_early_prefetch() -> None:
+    b = budget(qps=1, burst=1)
+    b.enqueue(Priority.POD)
+    b.grant(now=0.0)
+    prefetch = b.enqueue(Priority.PREFETCH)
+    refresh = b.enqueue(Priority.REFRESH, deadline=1e9)
+    assert [b.grant(now=1.0), b.grant(now=2.0)] == [[refresh], [prefetch]]
+    assert [int(p) for p in Priority] == [0, 1, 2]
+
+
+def test_a_waiting_call_with_a_token_there_waits_no_time() -> None:
+    b = budget(qps=1, burst=1)
+    b.enqueue(Priority.PREFETCH)
+    assert b.wait(now=0.0) == 0.0
+
+
+def test_the_default_cooldown_is_a_second() -> None:
+    b = budget(qps=16, burst=1)
+    assert b.throttled(now=0.0) is True
+    assert b.throttled(now=0.99) is False
+    assert b.throttled(now=1.0) is True
+    assert b.rate == 4
 
 
 def test_prefetches_go_in_arrival_order_whatever_their_deadline() -> None:
@@ -72,6 +96,8 @@ def test_prefetches_go_in_arrival_order_whatever_their_deadline() -> None:
     b.grant(now=0.0)
     first = b.enqueue(Priority.PREFETCH, deadline=9.0)
     second = b.enqueue(Priority.PREFETCH, deadline=1.0)
+    assert b.head() is first
+    b.promote(first, Priority.PREFETCH)  # the same priority: it keeps its place
     assert b.head() is first
     assert [b.grant(now=1.0), b.grant(now=2.0)] == [[first], [second]]
 
@@ -173,14 +199,21 @@ def test_the_slower_rate_paces_the_queue() -> None:
     assert len(b.grant(now=0.2)) == 1
 
 
+_NEEDS = "^the STS budget needs qps > 0 and burst >= 1$"
+_FACTOR = "^the decrease factor must be between 0 and 1$"
+
+
 @pytest.mark.parametrize(
-    "options",
-    [{"qps": 0, "burst": 1}, {"qps": 1, "burst": 0}, {"qps": 1, "burst": 1, "decrease": 1.0},
-     {"qps": 1, "burst": 1, "decrease": 0.0}],
+    ("options", "message"),
+    [({"qps": 0, "burst": 1}, _NEEDS), ({"qps": 1, "burst": 0}, _NEEDS),
+     ({"qps": 1, "burst": 1, "decrease": 1.0}, _FACTOR),
+     ({"qps": 1, "burst": 1, "decrease": 0.0}, _FACTOR),
+     ({"qps": 1, "burst": 1, "concurrency": 0}, "^concurrency must be at least 1$")],
 )
-def test_nonsense_is_refused(options: dict[str, float]) -> None:
-    with pytest.raises(ValueError, match=r"qps|decrease"):
+def test_nonsense_is_refused(options: dict[str, float], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
         StsBudget(now=0.0, **options)  # type: ignore[arg-type]
+    StsBudget(now=0.0, qps=0.5, burst=1, decrease=0.9, concurrency=1)  # the edges are fine
 
 
 def test_a_ticket_shows_what_it_waits_as() -> None:
@@ -188,7 +221,7 @@ def test_a_ticket_shows_what_it_waits_as() -> None:
     ticket = b.enqueue(Priority.REFRESH, deadline=3.0)
     assert isinstance(ticket, Ticket)
     assert (ticket.priority, ticket.deadline, ticket.granted) == (Priority.REFRESH, 3.0, False)
-    assert "_order" not in repr(ticket)
+    assert "_order" not in repr(ticket) and "_queued" not in repr(ticket)
 
 
 # -- properties -----------------------------------------------------------------------
@@ -270,5 +303,3 @@ def test_background_calls_need_a_place_pods_do_not() -> None:
     assert b.grant(now=0.0) == [third]
     assert b.running == 2
     assert b.tokens(now=0.0) == 96
-    with pytest.raises(ValueError, match="concurrency"):
-        budget(concurrency=0)
