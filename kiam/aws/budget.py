@@ -39,13 +39,14 @@ class Priority(enum.IntEnum):
 
 @dataclass(eq=False, slots=True, kw_only=True)
 class Ticket:
-    """One call's place in the queue; ``granted`` once it may call STS."""
+    """One call's place in the queue: ``queued`` while it waits, then ``granted`` until
+    it is finished (or cancelled)."""
 
     priority: Priority
     deadline: float
+    queued: bool = False
     granted: bool = False
     _order: tuple[int, float, int] = field(init=False, repr=False)  # set when queued
-    _queued: bool = field(default=False, repr=False)
 
 
 class StsBudget:
@@ -122,15 +123,15 @@ class StsBudget:
 
     def promote(self, ticket: Ticket, priority: Priority) -> None:
         """Move a waiting call up to ``priority``; a granted or higher one stays."""
-        if ticket._queued and priority < ticket.priority:
+        if ticket.queued and priority < ticket.priority:
             ticket.priority = priority
             self._push(ticket)  # the old entry is skipped: its order no longer matches
 
     def cancel(self, ticket: Ticket) -> None:
         """Take a call out of the queue; a granted call that will not be made gives its
         token back."""
-        if ticket._queued:
-            ticket._queued = False
+        if ticket.queued:
+            ticket.queued = False
             self._waiting -= 1
         elif ticket.granted:
             self.finished(ticket)
@@ -157,7 +158,7 @@ class StsBudget:
             if background and self._full():
                 break  # the queue's order: nothing behind the head goes first
             heapq.heappop(self._queue)
-            ticket._queued = False
+            ticket.queued = False
             ticket.granted = True
             self._waiting -= 1
             self._tokens -= 1
@@ -196,9 +197,9 @@ class StsBudget:
         return self.concurrency is not None and self._running >= self.concurrency
 
     def _push(self, ticket: Ticket) -> None:
-        if not ticket._queued:
+        if not ticket.queued:
             self._waiting += 1
-        ticket._queued = True
+        ticket.queued = True
         seq = next(self._seq)
         # refreshes by deadline; the others in arrival order
         deadline = ticket.deadline if ticket.priority is Priority.REFRESH else float(seq)
@@ -208,7 +209,7 @@ class StsBudget:
     def _skip_stale(self) -> None:
         while self._queue:
             order, ticket = self._queue[0]
-            if ticket._queued and ticket._order == order:
+            if ticket.queued and ticket._order == order:
                 return
             heapq.heappop(self._queue)
 

@@ -84,9 +84,9 @@ def test_a_waiting_call_with_a_token_there_waits_no_time() -> None:
 
 def test_the_default_cooldown_is_a_second() -> None:
     b = budget(qps=16, burst=1)
-    assert b.throttled(now=0.0) is True
-    assert b.throttled(now=0.99) is False
-    assert b.throttled(now=1.0) is True
+    assert b.throttled(now=10.0) is True
+    assert b.throttled(now=10.99) is False
+    assert b.throttled(now=11.0) is True
     assert b.rate == 4
 
 
@@ -220,8 +220,19 @@ def test_a_ticket_shows_what_it_waits_as() -> None:
     b = budget()
     ticket = b.enqueue(Priority.REFRESH, deadline=3.0)
     assert isinstance(ticket, Ticket)
+    assert ticket.queued is True
     assert (ticket.priority, ticket.deadline, ticket.granted) == (Priority.REFRESH, 3.0, False)
-    assert "_order" not in repr(ticket) and "_queued" not in repr(ticket)
+    granted = b.grant(now=0.0)
+    assert ticket in granted
+    assert (ticket.queued, ticket.granted) == (False, True)
+    assert ticket.queued is False
+    b.finished(ticket)
+    assert ticket.granted is False
+    other = b.enqueue(Priority.PREFETCH)
+    b.cancel(other)
+    assert other.queued is False
+    assert "_order" not in repr(ticket)
+    assert b.enqueue(Priority.POD).deadline == 0.0
 
 
 # -- properties -----------------------------------------------------------------------
@@ -303,3 +314,6 @@ def test_background_calls_need_a_place_pods_do_not() -> None:
     assert b.grant(now=0.0) == [third]
     assert b.running == 2
     assert b.tokens(now=0.0) == 96
+    b.finished(third)
+    b.finished(refresh)
+    assert b.running == 0
