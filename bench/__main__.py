@@ -1,5 +1,5 @@
-"""``python -m bench [agent|replica|fairness|sync|watch|coldstart|emulator|node_streams
-...] [--quick]``: run them.
+"""``python -m bench [agent|replica|fairness|sync|watch|coldstart|stsbudget|emulator|
+node_streams ...] [--quick]``: run them.
 
 Every figure is printed next to a baseline measured in the same run, with the ratio
 kiam / baseline. Exit status: non-zero when a benchmark's correctness check failed (e.g.
@@ -17,7 +17,17 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from bench import agent, coldstart, emulator, fairness, node_streams, replica, sync, watch
+from bench import (
+    agent,
+    coldstart,
+    emulator,
+    fairness,
+    node_streams,
+    replica,
+    stsbudget,
+    sync,
+    watch,
+)
 
 Bench = Callable[..., int]
 BENCHMARKS: dict[str, Bench] = {
@@ -27,6 +37,7 @@ BENCHMARKS: dict[str, Bench] = {
     "sync": sync.run,
     "watch": watch.run,
     "coldstart": coldstart.run,
+    "stsbudget": stsbudget.run,
     "emulator": emulator.run,
     "node_streams": node_streams.run,
 }

@@ -38,9 +38,11 @@ class StandInsProcess:
 
     @classmethod
     def start(cls, workdir: Path, *, kubeconfig: Path, sts: bool = False,
-              history_size: int = 10_000) -> StandInsProcess:
+              history_size: int = 10_000, sts_rate_limit: float = 0.0,
+              sts_burst: int = 0) -> StandInsProcess:
         command = [sys.executable, "-m", "bench.standins", "--kubeconfig", str(kubeconfig),
-                   "--history-size", str(history_size), *(["--sts"] if sts else [])]
+                   "--history-size", str(history_size), *(["--sts"] if sts else []),
+                   "--sts-rate-limit", str(sts_rate_limit), "--sts-burst", str(sts_burst)]
         proc = cls(Child.start("stand-ins", command, log_path=workdir / "standins.log",
                                env=isolated_env(), cwd=ROOT, pipes=True))
         try:
@@ -76,11 +78,13 @@ class StandInsProcess:
 
 
 @contextlib.contextmanager
-def standins_stack(workdir: Path) -> Iterator[tuple[StandInsProcess, Stack]]:
-    """The stand-ins process (with STS) and a loopback :class:`Stack` on it, with
-    certificates; everything stopped at the end."""
+def standins_stack(workdir: Path, *, sts_rate_limit: float = 0.0,
+                   sts_burst: int = 0) -> Iterator[tuple[StandInsProcess, Stack]]:
+    """The stand-ins process (with STS, rate-limited if asked) and a loopback
+    :class:`Stack` on it, with certificates; everything stopped at the end."""
     # the stand-ins write the kubeconfig where the Stack looks for it: WORKDIR/kubeconfig
-    standins = StandInsProcess.start(workdir, kubeconfig=workdir / "kubeconfig", sts=True)
+    standins = StandInsProcess.start(workdir, kubeconfig=workdir / "kubeconfig", sts=True,
+                                     sts_rate_limit=sts_rate_limit, sts_burst=sts_burst)
     stack = Stack(workdir, loopback_placement(), kube_url=standins.kube_url,
                   sts_url=standins.sts_url)
     try:

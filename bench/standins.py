@@ -1,7 +1,8 @@
 """The benchmarks' stand-ins process: the Kubernetes emulator (and optionally the STS
 stand-in) in ONE child process, driven through their in-process hooks.
 
-Run as ``python -m bench.standins --kubeconfig PATH [--sts] [--history-size N]``. The
+Run as ``python -m bench.standins --kubeconfig PATH [--sts [--sts-rate-limit N
+--sts-burst B]] [--history-size N]``. The
 first line of stdout is ``{"kube": URL, "sts": URL or ""}``; after that it reads one JSON
 command per line on stdin and answers one JSON line on stdout (see ``_COMMANDS``).
 Creating 50,000 pods through the HTTP API would take minutes; the hooks take seconds, and
@@ -100,7 +101,8 @@ class StandIns:
     def sts_calls(self) -> Reply:
         sts = self._sts()
         return {"calls": sts.assume_role_calls(),
-                "successful": sts.successful_assume_role_calls()}
+                "successful": sts.successful_assume_role_calls(),
+                "throttled": sts.rate_limited_assume_role_calls()}
 
     async def _answered(self, role_arn: str, count: int) -> float:
         """Wait until ``count`` calls for ``role_arn`` (any role: "") were answered 200."""
@@ -150,7 +152,7 @@ async def _serve(args: argparse.Namespace) -> None:
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
     kube = KubeEmulator(history_size=args.history_size, bookmark_interval=3600.0)
     await kube.start()
-    sts = StsStandIn() if args.sts else None
+    sts = StsStandIn(rate_limit=args.sts_rate_limit, burst=args.sts_burst) if args.sts else None
     try:
         if sts is not None:
             await sts.start()
@@ -187,6 +189,9 @@ def main() -> None:
     parser.add_argument("--kubeconfig", required=True)
     parser.add_argument("--sts", action="store_true", help="also run the STS stand-in")
     parser.add_argument("--history-size", type=int, default=10_000)
+    parser.add_argument("--sts-rate-limit", type=float, default=0.0,
+                        help="the STS stand-in's rate-limit mode: calls/s per account")
+    parser.add_argument("--sts-burst", type=int, default=0)
     asyncio.run(_serve(parser.parse_args()))
 
 

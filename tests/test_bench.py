@@ -48,6 +48,7 @@ def _tables(output: str) -> dict[str, list[re.Match[str]]]:
         ("sync", ["Server sync"]),
         ("watch", ["Watch ingest"]),
         ("coldstart", ["Cold start"]),
+        ("stsbudget", ["STS budget: cold start"]),
         ("emulator", ["Emulator endurance"]),
         ("node_streams", ["Node streams: pod event"]),
     ],
@@ -76,6 +77,15 @@ def test_coldstart_counts_sts_calls() -> None:
     match = re.search(r"^STS calls: (\d+) \(expected (\d+)\)$", done.stdout, re.MULTILINE)
     assert match is not None, done.stdout
     assert match[1] == match[2]
+
+
+def test_stsbudget_paced_at_the_limit_is_never_throttled() -> None:
+    done = _bench("stsbudget", "--quick")
+    assert done.returncode == 0, done.stdout + done.stderr[-3000:]
+    found = re.findall(r"^STS budget --sts-qps (\d+): fill [\d.]+s, ideal [\d.]+s, "
+                       r"ratio [\d.]+x, throttled (\d+)$", done.stdout, re.MULTILINE)
+    assert [qps for qps, _ in found] == ["50", "100"], done.stdout
+    assert found[0][1] == "0"
 
 
 def test_sync_reports_memory_per_pod() -> None:

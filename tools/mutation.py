@@ -44,6 +44,7 @@ MODULES: dict[str, tuple[str, ...]] = {
     "kiam/server/prefetch.py": ("tests/server/test_prefetch.py",),
     "kiam/aws/refusals.py": ("tests/aws/test_refusals.py",),
     "kiam/aws/backoff.py": ("tests/aws/test_backoff.py",),
+    "kiam/aws/budget.py": ("tests/aws/test_budget.py",),
 }
 """Security-critical pure module -> its own unit tests."""
 

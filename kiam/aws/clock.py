@@ -29,8 +29,11 @@ class SystemClock:
         return datetime.now(UTC)
 
     async def wait(self, event: asyncio.Event, *, at_most: float | None) -> None:
+        # not wait_for: on Python 3.11 it swallows a cancellation that arrives as the
+        # event is set, and a cancelled fetch would go on to call STS
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(event.wait(), at_most)
+            async with asyncio.timeout(at_most):
+                await event.wait()
 
 
 SYSTEM_CLOCK = SystemClock()

@@ -17,7 +17,15 @@ Rules (docs/architecture.md, kiam.aws):
   otherwise;
 - background work (``prefetch`` and refreshes) makes at most ``fetchers`` STS calls at
   once. A pod's own request (``get``) never queues behind that work: it starts its call
-  at once, or joins the one already running for its key.
+  at once, or joins the one already running for its key;
+- with a ``pacer`` (:mod:`kiam.aws.pacing`), every STS call first waits for a token of
+  the server-wide budget (:mod:`kiam.aws.budget`): a pod's call before refreshes (by
+  deadline) before prefetch. The budget's ``concurrency`` then stands for ``fetchers``:
+  a background call gets its token and its place together, in that order; what STS
+  answers adjusts the budget's rate;
+- a key a pod or ``prefetch`` asked for whose fetch failed without a refusal
+  (throttling, an outage) is fetched again in the background once its backoff step (or
+  ``retry_after_failure``) has passed, while ``keys_in_use()`` names it.
 """
 
 from __future__ import annotations
@@ -31,9 +39,11 @@ from typing import Protocol
 
 from kiam.aws import metrics
 from kiam.aws.backoff import ThrottleBackoff
+from kiam.aws.budget import Priority
 from kiam.aws.clock import SYSTEM_CLOCK, Clock
 from kiam.aws.credentials import CredentialKey, Credentials
-from kiam.aws.errors import AwsError, StsFailure, StsUnavailable
+from kiam.aws.errors import AwsError, StsFailure, StsThrottled, StsUnavailable
+from kiam.aws.pacing import Pacer
 from kiam.aws.refusals import RefusalMemory
 
 log = logging.getLogger(__name__)
@@ -75,6 +85,7 @@ class CredentialCache:
         retry_after_failure: float = 10.0,
         refusals: RefusalMemory | None = None,
         backoff: ThrottleBackoff | None = None,
+        pacer: Pacer | None = None,
     ) -> None:
         if session_refresh >= session_duration:
             raise ValueError("session refresh must be shorter than the session duration")
@@ -98,6 +109,9 @@ class CredentialCache:
         self._failed_at: dict[CredentialKey, datetime] = {}
         self._refusals = RefusalMemory(ttl=0) if refusals is None else refusals
         self._backoff = ThrottleBackoff() if backoff is None else backoff
+        self._pacer = pacer
+        # not cached, the last fetch failed: fetch again (True: it was throttled)
+        self._wanted: dict[CredentialKey, bool] = {}
         self._wake = asyncio.Event()
         self._closed = False
         self._listeners: list[Callable[[CredentialKey, Credentials], None]] = []
@@ -164,7 +178,11 @@ class CredentialCache:
         now = self._clock.now()
         if not self._due(key, now) or self._refused(key, now):
             return
-        self._queue(key)
+        cached = self._cached.get(key)
+        if cached is None:
+            self._queue(key, Priority.PREFETCH)
+        else:
+            self._queue(key, Priority.REFRESH, deadline=self._deadline(cached))
 
     # -- background refresh ---------------------------------------------------------
 
@@ -219,7 +237,22 @@ class CredentialCache:
             if retry_at is not None:
                 next_due = retry_at if next_due is None else min(next_due, retry_at)
                 continue
-            self._queue(key)
+            self._queue(key, Priority.REFRESH, deadline=self._deadline(credentials))
+        for key in list(self._wanted):
+            if key in self._queued or key in self._flights or key in self._cached:
+                continue
+            if in_use is None:
+                in_use = self._in_use()
+            if key not in in_use:
+                del self._wanted[key]
+                continue
+            # throttled: its backoff step is the wait; otherwise retry_after_failure too
+            throttled = self._wanted[key]
+            retry_at = self._held_until(key, now) if throttled else self._retry_at(key, now)
+            if retry_at is not None:
+                next_due = retry_at if next_due is None else min(next_due, retry_at)
+                continue
+            self._queue(key, Priority.PREFETCH)
         if next_due is None:
             return None
         return max(0.0, (next_due - now).total_seconds())
@@ -258,44 +291,80 @@ class CredentialCache:
         cached = self._cached.get(key)
         return cached is None or cached.remaining(now) <= self._refresh + self._margin
 
-    def _queue(self, key: CredentialKey) -> None:
-        task = asyncio.create_task(self._background_fetch(key), name=f"kiam-fetch:{key.role_arn}")
+    def _deadline(self, credentials: Credentials) -> float:
+        """When ``credentials`` stop being served: refreshes go to the budget by it."""
+        return (credentials.expiration - self._refresh).timestamp()
+
+    def _queue(self, key: CredentialKey, priority: Priority, *, deadline: float = 0.0) -> None:
+        task = asyncio.create_task(
+            self._background_fetch(key, priority, deadline), name=f"kiam-fetch:{key.role_arn}"
+        )
         self._queued[key] = task
 
-    async def _background_fetch(self, key: CredentialKey) -> None:
+    async def _background_fetch(
+        self, key: CredentialKey, priority: Priority, deadline: float
+    ) -> None:
+        ticket = None
         try:
-            async with self._slots:
-                if key in self._flights:
+            # with a pacer, its queue is the fetchers' too (its concurrency), by priority
+            if self._pacer is not None:
+                ticket = await self._pacer.turn(priority, deadline=deadline)
+            async with self._slots if ticket is None else contextlib.nullcontext():
+                joined = key in self._flights
+                if joined:
                     flight = self._flights[key]  # a get() started it meanwhile
                 elif self._due(key, now := self._clock.now()) and not self._refused(key, now):
-                    flight = self._start_flight(key)
+                    flight = self._start_flight(key, paced=True)  # on this ticket
                 else:
+                    flight = None
+                if ticket is not None and self._pacer is not None and (joined or flight is None):
+                    self._pacer.unused(ticket)  # no call of ours: token and place go back
+                    ticket = None
+                if flight is None:
                     return
                 # hold the slot for the whole call; errors are logged by the flight
                 with contextlib.suppress(AwsError):
                     await asyncio.shield(flight)
         finally:
+            if ticket is not None and self._pacer is not None:
+                self._pacer.finished(ticket)
             self._queued.pop(key, None)
             # the loop skipped this key while it was queued: let it look again
             self._wake.set()
 
     # -- the single flight per key ---------------------------------------------------
 
-    def _start_flight(self, key: CredentialKey) -> asyncio.Future[Credentials]:
+    def _start_flight(
+        self, key: CredentialKey, *, paced: bool = False
+    ) -> asyncio.Future[Credentials]:
+        """``paced``: the caller has its budget token already."""
         if self._closed:
             raise StsUnavailable("credential cache is shut down", role_arn=key.role_arn)
         flight: asyncio.Future[Credentials] = asyncio.get_running_loop().create_future()
         # nobody may be waiting when it fails (prefetch): mark the error as seen
         flight.add_done_callback(_consume_exception)
         self._flights[key] = flight
-        worker = asyncio.create_task(self._fetch(key, flight), name=f"kiam-sts:{key.role_arn}")
+        worker = asyncio.create_task(
+            self._fetch(key, flight, paced=paced), name=f"kiam-sts:{key.role_arn}"
+        )
         self._workers.add(worker)
         worker.add_done_callback(self._workers.discard)
         return flight
 
-    async def _fetch(self, key: CredentialKey, flight: asyncio.Future[Credentials]) -> None:
+    async def _fetch(
+        self, key: CredentialKey, flight: asyncio.Future[Credentials], *, paced: bool
+    ) -> None:
         try:
-            credentials = await self._gateway.assume_role(key, duration=self._duration)
+            if self._pacer is not None and not paced:
+                await self._pacer.turn(Priority.POD)
+            try:
+                credentials = await self._gateway.assume_role(key, duration=self._duration)
+            except AwsError as error:
+                if self._pacer is not None:
+                    self._pacer.answered(error)
+                raise
+            if self._pacer is not None:
+                self._pacer.answered(None)
             left = credentials.remaining(self._clock.now())
             if left <= self._refresh:
                 raise StsFailure(
@@ -319,6 +388,10 @@ class CredentialCache:
                 metrics.REFUSALS.set(len(self._refusals))
             if isinstance(error, AwsError):
                 self._backoff.failed(key, error, now=now)
+                if error.retryable and key not in self._cached:
+                    self._wanted[key] = isinstance(error, StsThrottled)
+                else:
+                    self._wanted.pop(key, None)
             log.warning(
                 "could not fetch credentials: %s",
                 error,
@@ -330,6 +403,7 @@ class CredentialCache:
         self._cached[key] = credentials
         for listener in self._listeners:
             listener(key, credentials)
+        self._wanted.pop(key, None)
         self._failed_at.pop(key, None)
         self._backoff.succeeded(key)
         self._flights.pop(key, None)

@@ -38,3 +38,30 @@ BACKOFF_SKIPS = Counter(
     "Credential requests answered with STS's throttling error while their key backs off, "
     "without an STS call",
 )
+ASSUMEROLE_CALLS = Counter(
+    "kiam_sts_assumerole_calls",
+    "STS AssumeRole calls for pods, by outcome: success, throttled, denied, unavailable, "
+    "failed",
+    ("outcome",),
+)
+for _outcome in ("success", "throttled", "denied", "unavailable", "failed"):
+    ASSUMEROLE_CALLS.labels(outcome=_outcome)  # exported as 0 before the first call
+BUDGET_RATE = Gauge(
+    "kiam_sts_budget_rate",
+    "Calls per second the server-wide STS budget allows now (--sts-qps, lower after "
+    "Throttling)",
+)
+BUDGET_TOKENS = Gauge(
+    "kiam_sts_budget_tokens",
+    "Tokens in the server-wide STS budget's bucket (calls that may start at once)",
+)
+BUDGET_WAITING = Gauge(
+    "kiam_sts_budget_waiting",
+    "STS calls waiting for a token of the server-wide budget",
+)
+BUDGET_WAIT = Histogram(
+    "kiam_sts_budget_wait_seconds",
+    "Time STS calls waited for a token of the server-wide budget, by priority",
+    ("priority",),
+    buckets=(0.001, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0),
+)

@@ -119,6 +119,17 @@ def translate_error(error: Exception, *, role_arn: str) -> AwsError:
     return StsFailure(f"STS AssumeRole {role_arn}: {name}: {error}", role_arn=role_arn)
 
 
+def outcome(error: AwsError) -> str:
+    """The ``outcome`` label of ``kiam_sts_assumerole_calls_total`` for an error."""
+    if isinstance(error, StsThrottled):
+        return "throttled"
+    if isinstance(error, StsAccessDenied):
+        return "denied"
+    if isinstance(error, StsUnavailable):
+        return "unavailable"
+    return "failed"
+
+
 def credentials_from_response(response: dict[str, Any], *, now: datetime) -> Credentials:
     """Our value from an AssumeRole response (botocore parses Expiration to a datetime)."""
     raw = response["Credentials"]
@@ -275,16 +286,19 @@ class StsGateway:
         started = time.monotonic()
         metrics.ASSUMEROLE_CURRENT.inc()
         try:
-            return await self._retry.call(
+            credentials = await self._retry.call(
                 partial(_call_assume_role, self._client, params, clock=self._clock),
                 description=f"AssumeRole {key.role_arn}",
             )
-        except AwsError:
+        except AwsError as error:
             metrics.ISSUING_ERRORS.inc()
+            metrics.ASSUMEROLE_CALLS.labels(outcome=outcome(error)).inc()
             raise
         finally:
             metrics.ASSUMEROLE_CURRENT.dec()
             metrics.ASSUMEROLE_TIMING.observe(time.monotonic() - started)
+        metrics.ASSUMEROLE_CALLS.labels(outcome="success").inc()
+        return credentials
 
 
 async def _call_assume_role(

@@ -37,6 +37,7 @@ from grpc_health.v1.health import aio as health_aio  # type: ignore[attr-defined
 from kiam.aws.credential_cache import CredentialCache
 from kiam.aws.credentials import CredentialKey
 from kiam.aws.errors import AwsError
+from kiam.aws.pacing import Pacer
 from kiam.aws.refusals import RefusalMemory
 from kiam.aws.sts import StsGateway
 from kiam.common import logs
@@ -142,6 +143,9 @@ async def serve(settings: ServerSettings) -> int:
             fetchers=settings.fetchers,
             keys_in_use=in_use,
             refusals=RefusalMemory(ttl=settings.sts_error_ttl),
+            pacer=Pacer.create(
+                qps=settings.sts_qps, burst=settings.sts_burst, concurrency=settings.fetchers
+            ),
         )
         feed = NodeFeed(
             pods=pods,

@@ -64,6 +64,18 @@ class ServerSettings(DaemonSettings):
         "long, answering it without calling STS; an annotation change forgets it (0 = never)",
         parse=duration,
     )
+    # AWS documents STS throttling as an account-wide token bucket but publishes no rate
+    # we could cite (docs/sts.md, "Sizing"): 20/s with a burst of 40 refreshes ~10,000
+    # keys at the default session and refresh and leaves most of the account to others.
+    sts_qps: int = flag(
+        20,
+        "STS AssumeRole calls per second this server makes at most (the server-wide "
+        "budget; lower after Throttling, back up while calls succeed)",
+        parse=at_least(1),
+    )
+    sts_burst: int = flag(
+        40, "STS calls the budget allows at once above --sts-qps", parse=at_least(1)
+    )
     fetchers: int = flag(8, "parallel credential fetchers", parse=at_least(1))
     prefetch_buffer_size: int = flag(
         1000, "pod events held between the pod watcher and the prefetcher", parse=at_least(1)

@@ -229,3 +229,27 @@ async def test_stop_releases_a_held_call() -> None:
         await sts.stop()
         with pytest.raises(botocore.exceptions.BotoCoreError):
             await call
+
+
+async def test_rate_limit_mode_answers_throttling_beyond_the_rate() -> None:
+    async with StsStandIn(rate_limit=5, burst=2) as limited:
+        session = get_session()
+        async with session.create_client(
+            "sts", region_name="us-east-1", endpoint_url=limited.url, config=NO_RETRIES,
+            **DUMMY,
+        ) as c:
+            await _assume(c)
+            await _assume(c)
+            assert await _error_code(c) == ("Throttling", 400)
+            await _assume(c, ROLE_B)  # another account's bucket is full
+            await asyncio.sleep(0.25)  # one token back at 5/s
+            await _assume(c)
+            limited.set_rate_limit(0)
+            for _ in range(5):
+                await _assume(c)
+        assert limited.assume_role_calls() == 10
+        assert limited.rate_limited_assume_role_calls() == 1
+        assert limited.rate_limited_assume_role_calls(ROLE_B) == 0
+        (throttled,) = [call for call in limited.calls if call.rate_limited]
+        assert (throttled.fault, throttled.status) == (FaultKind.THROTTLING, 400)
+        assert limited.faulted_assume_role_calls() == 1

@@ -7,9 +7,11 @@ import xml.etree.ElementTree as ET
 import pytest
 
 from kiam_testbed.sts.faults import (
+    AccountRateLimit,
     Fault,
     FaultKind,
     FaultQueue,
+    account_of,
     error_response,
     parse_action,
     parse_assume_role,
@@ -109,3 +111,26 @@ def test_error_documents(kind: FaultKind, status: int, code: str, error_type: st
     assert root.findtext("s:RequestId", namespaces=ns)
     if kind is FaultKind.ACCESS_DENIED:
         assert "arn:x&y" in (root.findtext("s:Error/s:Message", namespaces=ns) or "")
+
+
+def test_account_of_a_role_arn() -> None:
+    assert account_of("arn:aws:iam::123456789012:role/a/b") == "123456789012"
+    assert account_of("not-an-arn") == ""
+
+
+def test_rate_limit_is_a_token_bucket_per_account() -> None:
+    limit = AccountRateLimit(rate=2, burst=3)
+    assert [limit.admit("1", now=0.0) for _ in range(4)] == [True, True, True, False]
+    assert limit.admit("2", now=0.0) is True  # another account, another bucket
+    assert limit.admit("1", now=0.25) is False  # half a token
+    assert limit.admit("1", now=0.5) is True
+    assert limit.admit("1", now=0.5) is False
+    assert [limit.admit("1", now=100.0) for _ in range(4)] == [True, True, True, False]
+
+
+def test_rate_limit_off_and_default_burst() -> None:
+    off = AccountRateLimit()
+    assert all(off.admit("1", now=0.0) for _ in range(1000))
+    assert AccountRateLimit(rate=2.5).burst == 3  # one second's worth
+    with pytest.raises(ValueError, match="rate and burst"):
+        AccountRateLimit(rate=-1)

@@ -152,3 +152,34 @@ def error_response(kind: FaultKind, *, role_arn: str) -> tuple[int, bytes]:
         f"<RequestId>{uuid.uuid4()}</RequestId></ErrorResponse>"
     )
     return status, body.encode()
+
+
+def account_of(role_arn: str) -> str:
+    """The account of ``arn:aws:iam::ACCOUNT:role/...`` ("" when it is not one)."""
+    parts = role_arn.split(":")
+    return parts[4] if len(parts) > 5 else ""
+
+
+class AccountRateLimit:
+    """STS's own throttling, as AWS describes it: a token bucket per account that refills
+    at ``rate`` calls/s and holds ``burst``; a call finding it empty is throttled. Time
+    comes in as ``now`` (seconds); ``rate`` 0 is no limit."""
+
+    def __init__(self, *, rate: float = 0.0, burst: int = 0) -> None:
+        if rate < 0 or burst < 0:
+            raise ValueError("rate and burst must be >= 0")
+        self.rate = rate
+        self.burst = max(1, burst or math.ceil(rate))
+        self._buckets: dict[str, tuple[float, float]] = {}  # account -> (tokens, at)
+
+    def admit(self, account: str, *, now: float) -> bool:
+        """True: the call goes through; False: STS answers Throttling."""
+        if not self.rate:
+            return True
+        tokens, at = self._buckets.get(account, (float(self.burst), now))
+        tokens = min(float(self.burst), tokens + max(0.0, now - at) * self.rate)
+        if tokens < 1:
+            self._buckets[account] = (tokens, max(at, now))
+            return False
+        self._buckets[account] = (tokens - 1, max(at, now))
+        return True

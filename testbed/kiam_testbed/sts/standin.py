@@ -16,7 +16,14 @@ issued credentials is the one in the ARN), so tests need no IAM set-up.
 
 For a stand-in running in another process (``python -m kiam_testbed.sts``), the same
 controls are served under ``/_standin/``: ``POST /_standin/faults`` with a JSON
-``{"kind", "count", "role_arn", "delay"}``, ``GET /_standin/calls``, ``POST /_standin/reset``.
+``{"kind", "count", "role_arn", "delay"}``, ``GET /_standin/calls``, ``POST /_standin/reset``,
+``POST /_standin/rate-limit`` with ``{"rate", "burst"}``.
+
+Rate-limit mode (``rate_limit=N, burst=B``; ``--rate-limit``/``--burst``): at most N
+AssumeRole calls per second per account (the account in the role ARN) with a burst of B,
+as STS's own token bucket; beyond it the call is answered with STS's ``Throttling``
+document (HTTP 400, the shape botocore parses), recorded with ``rate_limited`` set and
+never reaching moto or the fault queue.
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ import contextlib
 import logging
 import socket
 import struct
+import time
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from types import TracebackType
@@ -38,10 +46,12 @@ from multidict import CIMultiDict
 from kiam.common.net import join_host_port, split_host_port
 from kiam_testbed.sts.faults import (
     ERRORS,
+    AccountRateLimit,
     AssumeRoleRequest,
     Fault,
     FaultKind,
     FaultQueue,
+    account_of,
     error_response,
     parse_action,
     parse_assume_role,
@@ -81,6 +91,8 @@ class AssumeRoleCall:
     """What was injected (None: forwarded untouched)."""
     status: int | None
     """HTTP status the client got; None while in flight or when the connection was cut."""
+    rate_limited: bool = False
+    """Throttled by the rate-limit mode (``fault`` is then THROTTLING)."""
 
     @property
     def successful(self) -> bool:
@@ -97,18 +109,23 @@ class _Record:
     request: AssumeRoleRequest
     fault: FaultKind | None
     status: int | None = None
+    rate_limited: bool = False
 
     def frozen(self) -> AssumeRoleCall:
-        return AssumeRoleCall(**asdict(self.request), fault=self.fault, status=self.status)
+        return AssumeRoleCall(**asdict(self.request), fault=self.fault, status=self.status,
+                              rate_limited=self.rate_limited)
 
 
 class StsStandIn:
     """moto's STS on 127.0.0.1 behind a fault-injecting proxy; ``url`` is the proxy."""
 
-    def __init__(self, *, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(
+        self, *, host: str = "127.0.0.1", port: int = 0, rate_limit: float = 0.0, burst: int = 0
+    ) -> None:
         self._host = host
         self._port = port
         self._faults = FaultQueue()
+        self._limit = AccountRateLimit(rate=rate_limit, burst=burst)
         self._records: list[_Record] = []
         self._changed = asyncio.Condition()
         self._closing = asyncio.Event()
@@ -147,6 +164,7 @@ class StsStandIn:
         app.router.add_post("/_standin/faults", self._control_fault)
         app.router.add_get("/_standin/calls", self._control_calls)
         app.router.add_post("/_standin/reset", self._control_reset)
+        app.router.add_post("/_standin/rate-limit", self._control_rate_limit)
         app.router.add_route("*", "/{tail:.*}", self._handle)
         self._runner = web.AppRunner(
             app, handle_signals=False, access_log=None, shutdown_timeout=1.0
@@ -210,6 +228,11 @@ class StsStandIn:
         given). Faults queued earlier are used up first."""
         self._faults.add(Fault(kind=FaultKind(kind), count=count, role_arn=role_arn, delay=delay))
 
+    def set_rate_limit(self, rate: float, *, burst: int = 0) -> None:
+        """Rate-limit mode: ``rate`` AssumeRole calls/s per account, ``burst`` at once
+        (default: one second's worth); 0 turns it off. Buckets start full."""
+        self._limit = AccountRateLimit(rate=rate, burst=burst)
+
     def pending_faults(self) -> int:
         return self._faults.pending()
 
@@ -233,6 +256,10 @@ class StsStandIn:
         """AssumeRole calls that got an injected failure instead of credentials."""
         return sum(1 for c in self._select(role_arn) if c.faulted)
 
+    def rate_limited_assume_role_calls(self, role_arn: str | None = None) -> int:
+        """AssumeRole calls the rate-limit mode answered with Throttling."""
+        return sum(1 for c in self._select(role_arn) if c.rate_limited)
+
     async def wait_for_calls(self, count: int, *, role_arn: str | None = None) -> None:
         """Return once at least ``count`` AssumeRole calls (for ``role_arn``) have arrived.
 
@@ -255,8 +282,12 @@ class StsStandIn:
         if action != "AssumeRole":
             return await self._forward(request, body)
         call = parse_assume_role(params)
-        fault = self._faults.take(call.role_arn)
-        record = _Record(request=call, fault=fault.kind if fault else None)
+        if not self._limit.admit(account_of(call.role_arn), now=time.monotonic()):
+            record = _Record(request=call, fault=FaultKind.THROTTLING, rate_limited=True)
+            fault: Fault | None = Fault(kind=FaultKind.THROTTLING)
+        else:
+            fault = self._faults.take(call.role_arn)
+            record = _Record(request=call, fault=fault.kind if fault else None)
         self._records.append(record)
         async with self._changed:
             self._changed.notify_all()
@@ -341,6 +372,14 @@ class StsStandIn:
         except (ValueError, KeyError, TypeError) as exc:
             return web.json_response({"error": str(exc)}, status=400)
         return web.json_response({"pending": self.pending_faults()})
+
+    async def _control_rate_limit(self, request: web.Request) -> web.Response:
+        try:
+            doc = await request.json()
+            self.set_rate_limit(float(doc.get("rate", 0)), burst=int(doc.get("burst", 0)))
+        except (ValueError, TypeError, AttributeError) as exc:
+            return web.json_response({"error": str(exc)}, status=400)
+        return web.json_response({})
 
     async def _control_calls(self, request: web.Request) -> web.Response:
         return web.json_response({"calls": [asdict(c) for c in self.calls]})
