@@ -18,7 +18,7 @@ from typing import Any
 from kiam.agent.settings import AgentSettings
 from kiam.common.flags import SettingsError, add_flags, from_flags, ignored_given
 from kiam.common.settings import CertsSettings, HealthSettings, LogSettings
-from kiam.server.settings import ServerSettings
+from kiam.server.settings import ExplainSettings, ServerSettings
 from kiam.webhook.settings import WebhookSettings
 
 
@@ -47,6 +47,12 @@ COMMANDS = (
         "gRPC server: caches, policy, STS (Deployment)",
         ServerSettings,
         ("kiam.server.main", "run_server"),
+    ),
+    Command(
+        "explain",
+        "why a pod would or would not get credentials, step by step (read-only)",
+        ExplainSettings,
+        ("kiam.server.explain", "run_explain"),
     ),
     Command(
         "health",
