@@ -85,6 +85,10 @@ async def test_short_names_and_lists(kubectl: Kubectl) -> None:
 
 async def test_create_annotate_label_delete(kubectl: Kubectl) -> None:
     assert "namespace/demo created" in await kubectl("create", "-f", "-", stdin=NAMESPACE_YAML)
+    # a typed call: protobuf from kubectl 1.32 on, JSON before
+    assert "namespace/other created" in await kubectl("create", "namespace", "other")
+    assert "serviceaccount/bot created" in await kubectl("create", "sa", "bot", "-n", "other")
+    assert "bot" in await kubectl("get", "sa", "-n", "other")
     assert "pod/web created" in await kubectl("create", "-f", "-", stdin=POD_YAML)
     await kubectl("annotate", "pod", "web", "-n", "demo", "iam.amazonaws.com/role=writer",
                   "--overwrite")

@@ -17,9 +17,10 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from kiam_testbed.kube import errors
+from kiam_testbed.kube import errors, protobuf
 from kiam_testbed.kube.errors import JsonObject, KubeApiError
 from kiam_testbed.kube.patch import PatchError, json_patch, merge_patch
+from kiam_testbed.kube.protobuf import PROTOBUF, ProtobufError
 from kiam_testbed.kube.resources import (
     BY_PATH,
     PODS,
@@ -46,8 +47,9 @@ STRATEGIC_PATCH = "application/strategic-merge-patch+json"
 JSON_PATCH = "application/json-patch+json"
 TOKEN_REVIEWS = "/apis/authentication.k8s.io/v1/tokenreviews"
 OPENAPI_V2_PROTOBUF = "application/com.github.proto-openapi.spec.v2.v1.0+protobuf"
-_JSON_TYPES = frozenset({JSON, MERGE_PATCH, STRATEGIC_PATCH, JSON_PATCH, "", "text/plain",
+_JSON_TYPES = frozenset({JSON, MERGE_PATCH, STRATEGIC_PATCH, JSON_PATCH, "",
                          "application/octet-stream"})
+"""Bodies read as JSON (aiohttp says octet-stream when a client sends no type)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,13 +125,22 @@ def _selectors(rt: ResourceType, query: Any) -> tuple[FieldSelector, Any]:
     return fields, labels
 
 
+def _unsupported(detail: str) -> KubeApiError:
+    return KubeApiError(errors.status_body(
+        code=415, message=f"the body of the request was in an unknown format - accepted "
+        f"media types include: application/json, {PROTOBUF} (Namespace, ServiceAccount "
+        f"only){detail}"))
+
+
 async def _read_json(request: web.Request, *, required: bool) -> Any:
+    if request.content_type == PROTOBUF:
+        # kubectl 1.32+ sends its typed calls (kubectl create namespace) as protobuf
+        try:
+            return protobuf.decode(await request.read())
+        except ProtobufError as exc:
+            raise _unsupported(f": {exc}") from None
     if request.content_type not in _JSON_TYPES:
-        # Protobuf (what kubectl's typed calls send) and CBOR are not spoken here: 415 is
-        # what makes client-go fall back to JSON, as against an apiserver without them.
-        raise KubeApiError(errors.status_body(
-            code=415, message=f"the body of the request was in an unknown format - accepted "
-            f"media types include: {', '.join(sorted(_JSON_TYPES - {''}))}"))
+        raise _unsupported("")
     raw = await request.read()
     if not raw.strip():
         if required:
