@@ -99,6 +99,12 @@ def _demo_parser(sub: Any) -> None:
         default=False,
         help="run the pods as network namespaces behind iptables (root)",
     )
+    p.add_argument(
+        "--hold",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="after the tour, keep everything running to try your own pods (Ctrl-C ends)",
+    )
     add_flags(p, LogSettings)
     p.set_defaults(run=_run_demo)
 
@@ -119,7 +125,7 @@ def _run_demo(ns: argparse.Namespace) -> int:
         print(DEMO_MISSING, file=sys.stderr)
         return 2
     run_demo: Callable[..., int] = demo.run_demo
-    return run_demo(netns=ns.netns, log=from_flags(LogSettings, ns))
+    return run_demo(netns=ns.netns, log=from_flags(LogSettings, ns), hold=ns.hold)
 
 
 def build_parser() -> argparse.ArgumentParser:
