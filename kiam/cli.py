@@ -18,7 +18,7 @@ from typing import Any
 from kiam.agent.settings import AgentSettings
 from kiam.common.flags import SettingsError, add_flags, from_flags, ignored_given
 from kiam.common.settings import CertsSettings, HealthSettings, LogSettings
-from kiam.server.settings import ServerSettings
+from kiam.server.settings import ExplainSettings, ServerSettings
 from kiam.webhook.settings import WebhookSettings
 
 
@@ -47,6 +47,12 @@ COMMANDS = (
         "gRPC server: caches, policy, STS (Deployment)",
         ServerSettings,
         ("kiam.server.main", "run_server"),
+    ),
+    Command(
+        "explain",
+        "why a pod would or would not get credentials, step by step (read-only)",
+        ExplainSettings,
+        ("kiam.server.explain", "run_explain"),
     ),
     Command(
         "health",
@@ -93,6 +99,12 @@ def _demo_parser(sub: Any) -> None:
         default=False,
         help="run the pods as network namespaces behind iptables (root)",
     )
+    p.add_argument(
+        "--hold",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="after the tour, keep everything running to try your own pods (Ctrl-C ends)",
+    )
     add_flags(p, LogSettings)
     p.set_defaults(run=_run_demo)
 
@@ -113,7 +125,7 @@ def _run_demo(ns: argparse.Namespace) -> int:
         print(DEMO_MISSING, file=sys.stderr)
         return 2
     run_demo: Callable[..., int] = demo.run_demo
-    return run_demo(netns=ns.netns, log=from_flags(LogSettings, ns))
+    return run_demo(netns=ns.netns, log=from_flags(LogSettings, ns), hold=ns.hold)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -270,3 +270,47 @@ def test_cross_flag_rules_hold_for_settings_made_in_code_too() -> None:
     tls = TLSSettings(cert="c", key="k", ca="a")
     with pytest.raises(SettingsError, match="session-refresh"):
         ServerSettings(tls=tls, role_base_arn="arn:aws:iam::1:role/", session_refresh=900.0)
+
+
+def test_explain_takes_the_servers_arguments_as_pasted(tmp_path: Path) -> None:
+    """The server's whole command line works for ``kiam explain``: the flags that decide
+    credentials fill the nested server settings, the serving-only ones (TLS files that
+    need not exist here, the bind address, ...) are accepted and ignored."""
+    from kiam.common.flags import ignored_given
+    from kiam.server.settings import ExplainSettings
+
+    server_argv = [
+        "--cert", "/nowhere/server.pem", "--key", "/nowhere/key.pem", "--ca", "/nowhere/ca.pem",
+        "--bind", "0.0.0.0:443", "--role-base-arn", "arn:aws:iam::123456789012:role/",
+        "--disable-strict-namespace-regexp", "--session", "prod", "--fetchers", "4",
+        "--grpc-keepalive-time-ms", "10s",
+    ]
+    ns = build_parser().parse_args(["explain", "team/web", *server_argv])
+    settings = _settings_from_flags("explain", ["team/web", *server_argv])
+    assert isinstance(settings, ExplainSettings)
+    assert settings.pod == "team/web" and settings.output == "text"
+    assert settings.server.role_base_arn == "arn:aws:iam::123456789012:role/"
+    assert settings.server.disable_strict_namespace_regexp is True
+    assert settings.server.session == "prod"
+    assert [item.name for item in ignored_given(ExplainSettings, ns)] == [
+        "cert", "key", "ca", "bind", "fetchers", "grpc-keepalive-time-ms"]
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        ([], "exactly one"),
+        (["team/web", "--ip", "10.0.0.1"], "exactly one"),
+        (["web"], "expected NAMESPACE/POD"),
+        (["team/web"], "role-base-arn not specified"),
+    ],
+)
+def test_explain_usage_errors_exit_2(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    base = [] if message.startswith("role-base-arn") else ["--role-base-arn",
+                                                           "arn:aws:iam::1:role/"]
+    with pytest.raises(SystemExit) as exc:
+        main(["explain", *argv, *base])
+    assert exc.value.code == 2
+    assert message in capsys.readouterr().err

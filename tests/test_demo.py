@@ -3,19 +3,23 @@ left behind afterwards (processes, temporary files, namespaces, iptables rules).
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import select
+import shlex
 import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
 
 from kiam_testbed import netns
 from kiam_testbed.demo import mask
+from kiam_testbed.sdk_clients import imds_probe
 
 DEMO = [sys.executable, "-m", "kiam", "demo"]
 DEMO_TIMEOUT = 90
@@ -184,3 +188,51 @@ def test_demo_with_network_namespaces() -> None:
     _assert_bed_gone(out)
     _assert_host_untouched(out)
     _assert_nothing_left(_workdir(out))
+
+
+def test_hold_keeps_everything_up_for_your_own_pods_until_ctrl_c() -> None:
+    """``kiam demo --hold``: the printed commands work as pasted (a pod of one's own, its
+    IP set as a kubelet would, the agent asked as that pod, ``kiam explain`` on it), and
+    Ctrl-C then ends the demo normally, leaving nothing behind."""
+    demo = _start_demo(["--hold"])
+    try:
+        head = _read_until(demo, b"kubectl get events", timeout=DEMO_TIMEOUT)
+        output = head.decode(errors="replace")
+        assert "holding: everything keeps running" in output, output
+        lines = [line.strip() for line in output.splitlines()]
+        kubeconfig = next(line for line in lines if line.startswith("export KUBECONFIG="))
+        env = {**os.environ, "KUBECONFIG": kubeconfig.partition("=")[2]}
+        kubelet = next(line for line in lines if "-m kiam_testbed.kubelet" in line)
+        explain = next(line for line in lines if " explain shop/mine " in line)
+        agent = re.search(r"(http://127\.0\.0\.1:\d+)/latest/api/token", output)
+        assert agent, output
+        # the pod as `kubectl run` makes it (no kubectl needed here: the same API call)
+        pod = {"metadata": {"name": "mine", "namespace": "shop",
+                            "annotations": {"iam.amazonaws.com/role": "shop-mine"}},
+               "spec": {"containers": [{"name": "mine", "image": "app:1"}]}}
+        kube_url = json.loads(Path(env["KUBECONFIG"]).read_text())["clusters"][0]["cluster"][
+            "server"]
+        request = urllib.request.Request(f"{kube_url}/api/v1/namespaces/shop/pods",
+                                         data=json.dumps(pod).encode(), method="POST",
+                                         headers={"Content-Type": "application/json"})
+        urllib.request.urlopen(request, timeout=10).close()
+        set_ip = subprocess.run(shlex.split(kubelet), env=env, capture_output=True,
+                                text=True, timeout=30, check=False)
+        assert set_ip.returncode == 0, set_ip.stderr
+        walk = imds_probe.probe("v2", agent.group(1), source="127.0.0.20")
+        assert walk.get("role") == "shop-mine", walk
+        assert walk.get("access_key_id"), walk
+        explained = subprocess.run(["sh", "-c", explain], env=env, capture_output=True,
+                                   text=True, timeout=60, check=False)
+        assert explained.returncode == 0, explained.stdout + explained.stderr
+        assert "would get credentials for" in explained.stdout
+        _assert_no_secrets(explained.stdout)
+        demo.send_signal(signal.SIGINT)
+        rest, err = demo.communicate(timeout=DEMO_TIMEOUT)
+    finally:
+        if demo.poll() is None:
+            os.killpg(demo.pid, signal.SIGKILL)
+            demo.wait()
+    assert demo.returncode == 0, err.decode(errors="replace")
+    assert b"stopped: everything the demo started has been stopped" in rest
+    _assert_nothing_left(_workdir(output))

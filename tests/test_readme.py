@@ -20,7 +20,9 @@ def _subparser(name: str) -> argparse.ArgumentParser:
     raise AssertionError("no subcommands")
 
 
-@pytest.mark.parametrize("command", ["agent", "server", "health", "certs", "webhook", "demo"])
+@pytest.mark.parametrize(
+    "command", ["agent", "server", "health", "certs", "webhook", "demo", "explain"]
+)
 def test_every_flag_is_documented(command: str) -> None:
     missing = [
         option

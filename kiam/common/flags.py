@@ -38,6 +38,7 @@ from kiam.common.durations import format_duration, parse_duration
 
 _FLAG = "kiam.flag"
 _NESTED = "kiam.nested"
+_FILL = "kiam.fill"
 
 
 class SettingsError(ValueError):
@@ -61,6 +62,9 @@ class Flag:
     check: Callable[[str, Any], None] | None = None
     """A rule about the world rather than the text (a file exists), checked with the flag's
     name and value when the settings are made, not while parsing; raises SettingsError."""
+    positional: bool = False
+    """An optional positional argument (``kiam explain NAMESPACE/POD``) instead of
+    ``--NAME``."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -83,14 +87,15 @@ def required_flag(help: str, **options: Any) -> Any:
     return dataclasses.field(metadata={_FLAG: Flag(help=help, **options)})
 
 
-def nested(*, omit: tuple[str, ...] = ()) -> dict[str, Any]:
+def nested(*, omit: tuple[str, ...] = (), fill: dict[str, Any] | None = None) -> dict[str, Any]:
     """The metadata of a field holding another settings class (its annotation), whose
     flags the command gets too, but not those of the fields named in ``omit`` (which keep
-    their defaults)::
+    their defaults, or take their value from ``fill``: an omitted field without a default
+    must be filled)::
 
         log: LogSettings = field(default_factory=LogSettings, metadata=nested())
     """
-    return {_NESTED: omit}
+    return {_NESTED: omit, _FILL: dict(fill or {})}
 
 
 def _nested(cls: type[Any], item: dataclasses.Field[Any]) -> tuple[type[Any], tuple[str, ...]]:
@@ -136,6 +141,12 @@ def _add_fields(parser: argparse.ArgumentParser, cls: type[Any], omit: tuple[str
             _add_fields(parser, inner, inner_omit)
             continue
         spec: Flag = item.metadata[_FLAG]
+        if spec.positional:
+            parser.add_argument(
+                _dest(item, spec), nargs="?", default=item.default, help=spec.help,
+                metavar=spec.metavar,
+            )
+            continue
         names = [f"--{_name(item, spec)}", *(f"--{alias}" for alias in spec.aliases)]
         options: dict[str, Any] = {"dest": _dest(item, spec), "help": _help(item, spec)}
         if item.default is dataclasses.MISSING:
@@ -167,16 +178,23 @@ def _help(item: dataclasses.Field[Any], spec: Flag) -> str:
     return f"{spec.help} (default {default})"
 
 
-def from_flags(cls: type[Any], ns: argparse.Namespace, *, omit: tuple[str, ...] = ()) -> Any:
-    """The settings ``cls`` from what ``add_flags``' arguments parsed.
+def from_flags(
+    cls: type[Any],
+    ns: argparse.Namespace,
+    *,
+    omit: tuple[str, ...] = (),
+    fill: dict[str, Any] | None = None,
+) -> Any:
+    """The settings ``cls`` from what ``add_flags``' arguments parsed (the fields named in
+    ``omit`` from ``fill`` or their defaults).
 
     Raises :class:`SettingsError` when the values do not work together.
     """
-    values: dict[str, Any] = {}
+    values: dict[str, Any] = {name: value for name, value in (fill or {}).items() if name in omit}
     for item in _fields(cls, omit):
         if _NESTED in item.metadata:
             inner, inner_omit = _nested(cls, item)
-            values[item.name] = from_flags(inner, ns, omit=inner_omit)
+            values[item.name] = from_flags(inner, ns, omit=inner_omit, fill=item.metadata[_FILL])
             continue
         spec: Flag = item.metadata[_FLAG]
         value = getattr(ns, _dest(item, spec))

@@ -99,15 +99,15 @@ async def serve(settings: ServerSettings) -> int:
     async with Supervisor(
         "kiam server", shutdown_order=SHUTDOWN_ORDER, shutdown_timeout=SHUTDOWN_TIMEOUT
     ) as daemon:
-        base_arn = await _base_arn(settings)
+        base_arn = await resolve_base_arn(settings)
         policy = Policy(
             base_arn=base_arn,
             default_session=settings.session,
             strict=not settings.disable_strict_namespace_regexp,
         )
-        kube = await _kube_client(settings)
+        kube = await kube_client(settings)
         daemon.on_stop("close clients", kube.close)
-        gateway = await _sts_gateway(settings)
+        gateway = await sts_gateway(settings)
         daemon.on_stop("close clients", gateway.close)
 
         # a changed annotation may be the fix for a refused role: ask STS again at once
@@ -225,7 +225,7 @@ async def serve(settings: ServerSettings) -> int:
 # ---------------------------------------------------------------- start-up
 
 
-async def _base_arn(settings: ServerSettings) -> str:
+async def resolve_base_arn(settings: ServerSettings) -> str:
     from kiam.aws.arn import InvalidRoleArn, validate_base_arn
 
     # an explicit base wins over --role-base-arn-autodetect
@@ -244,14 +244,14 @@ async def _base_arn(settings: ServerSettings) -> str:
     return base
 
 
-async def _kube_client(settings: ServerSettings) -> KubeClient:
+async def kube_client(settings: ServerSettings) -> KubeClient:
     try:
         return await KubeClient.create(settings.kubeconfig)
     except KubeError as exc:
         raise StartupError(str(exc)) from None
 
 
-async def _sts_gateway(settings: ServerSettings) -> StsGateway:
+async def sts_gateway(settings: ServerSettings) -> StsGateway:
     try:
         return await StsGateway.create(
             region=settings.region,
@@ -359,4 +359,11 @@ async def _drain(
     log.info("gRPC server stopped")
 
 
-__all__ = ["StartupError", "run_server", "serve"]
+__all__ = [
+    "StartupError",
+    "kube_client",
+    "resolve_base_arn",
+    "run_server",
+    "serve",
+    "sts_gateway",
+]

@@ -36,7 +36,22 @@ DEADLINE_MARGIN = 0.1
 """Seconds kept back from the client's deadline to send the answer in."""
 
 ROLE_FORBIDDEN = "KiamRoleForbidden"
+"""The reason of the Warning Event on a pod refused its role (message: the Denied reason)."""
 CREDENTIAL_ERROR = "KiamCredentialError"
+"""The reason of the Warning Event on a pod whose credentials STS did not issue."""
+ROLE_FORBIDDEN_LOG = "role forbidden: %s"
+AMBIGUOUS_LOG = "ambiguous pod IP: %s"
+
+
+def no_pod_message(ip: str) -> str:
+    """What an agent is told (POD_NOT_FOUND) when no pod owns ``ip``."""
+    return f"no running pod has IP {ip}"
+
+
+def fetch_error_message(role_arn: str, error: Exception) -> str:
+    """The log line and KiamCredentialError message when STS did not issue credentials."""
+    return f"error fetching credentials for {role_arn}: {error}"
+
 
 Context = aio.ServicerContext[Any, Any]
 
@@ -129,7 +144,7 @@ class KiamService(kiam_pb2_grpc.KiamServiceServicer):
         permitted = await self._permitted(pod.namespace, context)
         decision = self._policy.decide(pod=pod, requested_role=request.role, permitted=permitted)
         if not isinstance(decision, Allowed):
-            log.warning("role forbidden: %s", decision.reason, extra={"fields": fields})
+            log.warning(ROLE_FORBIDDEN_LOG, decision.reason, extra={"fields": fields})
             self._events.warning(pod, ROLE_FORBIDDEN, decision.reason)
             await status.abort(context, status.ROLE_FORBIDDEN, decision.reason)
         credentials = await fetch_credentials(
@@ -178,10 +193,10 @@ class KiamService(kiam_pb2_grpc.KiamServiceServicer):
                     )
                     pod = await self._pods.wait_for_ip(ip, timeout=budget)
         except AmbiguousPodIP as exc:
-            log.warning("ambiguous pod IP: %s", exc, extra={"fields": {"pod.ip": ip}})
+            log.warning(AMBIGUOUS_LOG, exc, extra={"fields": {"pod.ip": ip}})
             await status.abort(context, status.AMBIGUOUS_POD, str(exc))
         if pod is None:
-            await status.abort(context, status.POD_NOT_FOUND, f"no running pod has IP {ip}")
+            await status.abort(context, status.POD_NOT_FOUND, no_pod_message(ip))
         return pod
 
     async def _permitted(self, namespace: str, context: Context) -> str | None:
@@ -211,7 +226,7 @@ async def fetch_credentials(
         log.warning("%s", message, extra={"fields": fields})
         return await status.abort(context, status.DEADLINE_EXCEEDED, message)
     except AwsError as exc:
-        message = f"error fetching credentials for {decision.role_arn}: {exc}"
+        message = fetch_error_message(decision.role_arn, exc)
         if exc.remembered:
             # reported when STS refused; again only once the window ends (docs/sts.md)
             log.debug("%s (remembered refusal)", message, extra={"fields": fields})

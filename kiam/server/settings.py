@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 from kiam.aws.credentials import MIN_SESSION_DURATION
 from kiam.common.flags import (
+    Ignored,
     SettingsError,
     at_least,
     duration,
@@ -13,7 +15,12 @@ from kiam.common.flags import (
     nested,
     positive_duration,
 )
-from kiam.common.settings import DEFAULT_SERVER_ADDRESS, DaemonSettings, KeepaliveSettings
+from kiam.common.settings import (
+    DEFAULT_SERVER_ADDRESS,
+    DaemonSettings,
+    KeepaliveSettings,
+    TLSSettings,
+)
 
 GO_CONNECTION_LIMIT = 900.0
 """Go Kiam's default for each of the three gRPC connection limits: 15 minutes."""
@@ -137,3 +144,57 @@ class ServerSettings(DaemonSettings):
             raise SettingsError("--session-duration must be at least 15m (the STS minimum)")
         if not 0 <= self.session_refresh < self.session_duration:
             raise SettingsError("--session-refresh must be shorter than --session-duration")
+
+
+_SERVING_ONLY = (
+    "tls",
+    "keepalive",
+    "bind",
+    "prometheus_listen_addr",
+    "sync",
+    "fetchers",
+    "prefetch_buffer_size",
+    "max_connection_idle",
+    "max_connection_age",
+    "max_connection_age_grace",
+)
+"""Server fields that only matter to a serving process; ``kiam explain`` accepts their
+flags (so the server's arguments can be pasted) and ignores them."""
+
+_UNUSED_TLS = TLSSettings(cert="", key="", ca="")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ExplainSettings:
+    """``kiam explain``: the server's flags that decide a pod's credentials, and what to ask."""
+
+    IGNORED_FLAGS: ClassVar[tuple[Ignored, ...]] = tuple(
+        Ignored(name=name, reason="a serving flag of kiam server; kiam explain serves nothing",
+                hidden=True)
+        for name in (
+            "cert", "key", "ca", "bind", "prometheus-listen-addr", "sync", "fetchers",
+            "prefetch-buffer-size", "grpc-keepalive-time-duration", "grpc-keepalive-time-ms",
+            "grpc-keepalive-timeout-duration", "grpc-keepalive-timeout-ms",
+            "grpc-max-connection-idle-duration", "grpc-max-connection-age-duration",
+            "grpc-max-connection-age-grace-duration",
+        )
+    )
+
+    server: ServerSettings = field(
+        metadata=nested(omit=_SERVING_ONLY, fill={"tls": _UNUSED_TLS})
+    )
+    pod: str = flag("", "the pod to explain, as NAMESPACE/POD", positional=True,
+                    metavar="NAMESPACE/POD")
+    ip: str = flag("", "explain the pod that owns this IP instead (as the agent asks)")
+    assume: bool = flag(
+        False, "also call STS AssumeRole for the pod's role with the server's STS settings"
+    )
+    output: str = flag("text", "output format", choices=("text", "json"))
+
+    def __post_init__(self) -> None:
+        if bool(self.pod) == bool(self.ip):
+            raise SettingsError("give either NAMESPACE/POD or --ip IP (exactly one)")
+        if self.pod:
+            namespace, _, name = self.pod.partition("/")
+            if not namespace or not name or "/" in name:
+                raise SettingsError(f"{self.pod!r}: expected NAMESPACE/POD")

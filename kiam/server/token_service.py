@@ -31,6 +31,7 @@ from kiam.server.prefetch import permitted_expression
 from kiam.server.service import (
     DEADLINE_MARGIN,
     ROLE_FORBIDDEN,
+    ROLE_FORBIDDEN_LOG,
     Context,
     CredentialSource,
     EventSink,
@@ -93,7 +94,7 @@ class KiamTokenService(kiam_pb2_grpc.KiamTokenServiceServicer):
         )
         decision = self._policy.decide_own_role(pod=pod, permitted=permitted)
         if not isinstance(decision, Allowed):
-            log.warning("role forbidden: %s", decision.reason, extra={"fields": fields})
+            log.warning(ROLE_FORBIDDEN_LOG, decision.reason, extra={"fields": fields})
             self._events.warning(pod, ROLE_FORBIDDEN, decision.reason)
             await status.abort(context, status.ROLE_FORBIDDEN, decision.reason)
         credentials = await fetch_credentials(

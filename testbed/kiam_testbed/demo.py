@@ -36,7 +36,7 @@ from kiam.common import logs
 from kiam.common.settings import LogSettings
 from kiam_testbed import netns as netns_bed
 from kiam_testbed.child import HarnessError, signals_deferred
-from kiam_testbed.commands import ACCOUNT
+from kiam_testbed.commands import ACCOUNT, ROLE_BASE_ARN, kiam_command
 from kiam_testbed.sdk_clients import (
     boto3_command,
     imds_probe,
@@ -96,8 +96,9 @@ def row(key: str, value: object) -> None:
 # ---------------------------------------------------------------- entry point
 
 
-def run_demo(*, netns: bool, log: LogSettings) -> int:
-    """Run the demo; 0 when it ran to the end, 130 when interrupted, 1 on failure."""
+def run_demo(*, netns: bool, log: LogSettings, hold: bool = False) -> int:
+    """Run the demo; 0 when it ran to the end (with ``hold``: when Ctrl-C ended the
+    hold), 130 when interrupted, 1 on failure."""
     logs.configure(json_log=log.json_log, level=log.level)
     if netns and (reason := netns_bed.unavailable_reason()):
         print(f"kiam demo --netns: {reason}", file=sys.stderr)
@@ -106,17 +107,19 @@ def run_demo(*, netns: bool, log: LogSettings) -> int:
     with _interrupts():
         try:
             try:
-                code = _run(started, netns=netns, log=log)
+                code = _run(started, netns=netns, log=log, hold=hold)
             except (KeyboardInterrupt, _Stopped):
-                code = 130
+                code = 0 if started.holding else 130
             finally:
                 started.close()
         except (KeyboardInterrupt, _Stopped):
             # The one interrupt (see _interrupts) came as the clean-up began: finish it.
             started.close()
-            code = 130
+            code = 0 if started.holding else 130
     if code == 130:
         print("\ninterrupted: everything the demo started has been stopped", file=sys.stderr)
+    elif started.holding:
+        print("\nstopped: everything the demo started has been stopped", flush=True)
     return code
 
 
@@ -151,6 +154,8 @@ class _Started:
     workdir: Path
     stack: Stack | None = None
     bed: netns_bed.Bed | None = None
+    holding: bool = False
+    """The tour is over and the demo waits for Ctrl-C (``--hold``), its normal end."""
 
     def close(self) -> None:
         # A Ctrl-C meanwhile must not cut the clean-up short: it is acted on at the end.
@@ -167,7 +172,7 @@ class _Started:
                 shutil.rmtree(self.workdir, ignore_errors=True)
 
 
-def _run(started: _Started, *, netns: bool, log: LogSettings) -> int:
+def _run(started: _Started, *, netns: bool, log: LogSettings, hold: bool = False) -> int:
     section("kiam demo")
     row("work directory", started.workdir)
     row("pods are", "network namespaces (iptables DNAT)" if netns else "loopback addresses")
@@ -189,6 +194,9 @@ def _run(started: _Started, *, netns: bool, log: LogSettings) -> int:
             _show_pods(stack, ips)
         section("done")
         print("  every pod got exactly its own role, or nothing and a reason.", flush=True)
+        if hold:
+            started.holding = True
+            _hold(stack, netns=started.bed is not None)
         return 0
     except (HarnessError, netns_bed.NetnsError) as exc:
         print(f"\nkiam demo failed: {exc}", file=sys.stderr)
@@ -316,3 +324,61 @@ def _show_netns(stack: Stack, bed: netns_bed.Bed) -> None:
             reason = (result.error.strip().splitlines() or ["?"])[-1][:90]
             row("boto3 in the pod", f"no credentials ({reason})")
         _show_denial_event(stack, pod, walk)
+
+
+# ---------------------------------------------------------------- --hold
+
+HOLD_POD = "mine"
+HOLD_IP = "127.0.0.20"
+HOLDING = "holding: everything keeps running; Ctrl-C stops it and removes it all"
+
+
+def hold_instructions(stack: Stack, *, netns: bool) -> list[str]:
+    """What to paste into another shell to try a pod of one's own."""
+    kubeconfig = stack.kubeconfig
+    # the STS stand-in checks no signature, but botocore wants some credentials to sign
+    explain = " ".join([
+        "AWS_ACCESS_KEY_ID=demo", "AWS_SECRET_ACCESS_KEY=demo",
+        *kiam_command("explain", f"{NAMESPACE}/{HOLD_POD}", "--kubeconfig", str(kubeconfig),
+                      "--role-base-arn", ROLE_BASE_ARN, "--sts-endpoint", stack.sts_url,
+                      "--assume")])
+    agent = stack.agent_url
+    if netns:
+        ask = [
+            "# from inside a pod's network namespace (ip netns list), as the demo's pods do:",
+            f"ip netns exec <pod namespace> curl -s {agent}/latest/meta-data/iam/"
+            "security-credentials/",
+        ]
+    else:
+        curl = f"curl -s --interface {HOLD_IP}"
+        ask = [
+            f"# ask the agent as that pod: its requests come from {HOLD_IP}",
+            f"TOKEN=$({curl} -X PUT -H 'X-aws-ec2-metadata-token-ttl-seconds: 60' "
+            f"{agent}/latest/api/token)",
+            f'{curl} -H "X-aws-ec2-metadata-token: $TOKEN" '
+            f"{agent}/latest/meta-data/iam/security-credentials/",
+            f'{curl} -H "X-aws-ec2-metadata-token: $TOKEN" '
+            f"{agent}/latest/meta-data/iam/security-credentials/shop-mine",
+        ]
+    return [
+        f"export KUBECONFIG={kubeconfig}",
+        f"kubectl get pods,events -n {NAMESPACE}",
+        "# a pod of your own with a role the namespace permits:",
+        f"kubectl run {HOLD_POD} -n {NAMESPACE} --image=app:1 "
+        "--annotations=iam.amazonaws.com/role=shop-mine",
+        "# there is no kubelet: give it an IP as one would",
+        f"{sys.executable} -m kiam_testbed.kubelet {NAMESPACE}/{HOLD_POD} {HOLD_IP}",
+        *ask,
+        "# why it does (or, after `kubectl annotate pod ... --overwrite`, does not) get "
+        "credentials:",
+        explain,
+        f"kubectl get events -n {NAMESPACE}",
+    ]
+
+
+def _hold(stack: Stack, *, netns: bool) -> None:
+    section(HOLDING)
+    for line in hold_instructions(stack, netns=netns):
+        print(f"  {line}", flush=True)
+    while True:  # until Ctrl-C or SIGTERM (see _interrupts)
+        time.sleep(3600)

@@ -51,12 +51,13 @@ def _syspkgs(tmp_path: Path, bin_dir: Path) -> list[str]:
 @needs_make
 def test_root_without_the_tools_installs_them_from_debian(tmp_path: Path) -> None:
     calls = _syspkgs(tmp_path, _fake_bin(tmp_path, uid=0))
-    assert calls == ["update -qq", "install -y -qq --no-install-recommends iproute2 iptables wrk"]
+    assert calls == ["update -qq", "install -y -qq --no-install-recommends iproute2 iptables "
+                     "wrk kubernetes-client"]
 
 
 @needs_make
 def test_root_installs_only_what_is_missing(tmp_path: Path) -> None:
-    calls = _syspkgs(tmp_path, _fake_bin(tmp_path, uid=0, present=("ip",)))
+    calls = _syspkgs(tmp_path, _fake_bin(tmp_path, uid=0, present=("ip", "kubectl")))
     assert calls == ["update -qq", "install -y -qq --no-install-recommends iptables wrk"]
 
 
@@ -64,8 +65,8 @@ def test_root_installs_only_what_is_missing(tmp_path: Path) -> None:
 def test_nothing_is_installed_when_present_or_not_root(tmp_path: Path) -> None:
     (tmp_path / "root").mkdir()
     (tmp_path / "user").mkdir()
-    assert _syspkgs(tmp_path / "root",
-                    _fake_bin(tmp_path / "root", uid=0, present=("ip", "iptables", "wrk"))) == []
+    present = ("ip", "iptables", "wrk", "kubectl")
+    assert _syspkgs(tmp_path / "root", _fake_bin(tmp_path / "root", uid=0, present=present)) == []
     assert _syspkgs(tmp_path / "user", _fake_bin(tmp_path / "user", uid=1000)) == []
 
 

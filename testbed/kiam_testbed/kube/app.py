@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -16,9 +17,10 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from kiam_testbed.kube import errors
+from kiam_testbed.kube import errors, protobuf
 from kiam_testbed.kube.errors import JsonObject, KubeApiError
 from kiam_testbed.kube.patch import PatchError, json_patch, merge_patch
+from kiam_testbed.kube.protobuf import PROTOBUF, ProtobufError
 from kiam_testbed.kube.resources import (
     BY_PATH,
     PODS,
@@ -33,6 +35,7 @@ from kiam_testbed.kube.selectors import (
     parse_label_selector,
 )
 from kiam_testbed.kube.store import Store
+from kiam_testbed.kube.tables import WatchTables, table, wants_table
 from kiam_testbed.kube.tokens import TokenAuthority
 from kiam_testbed.kube.watch import Entry
 
@@ -43,6 +46,10 @@ MERGE_PATCH = "application/merge-patch+json"
 STRATEGIC_PATCH = "application/strategic-merge-patch+json"
 JSON_PATCH = "application/json-patch+json"
 TOKEN_REVIEWS = "/apis/authentication.k8s.io/v1/tokenreviews"
+OPENAPI_V2_PROTOBUF = "application/com.github.proto-openapi.spec.v2.v1.0+protobuf"
+_JSON_TYPES = frozenset({JSON, MERGE_PATCH, STRATEGIC_PATCH, JSON_PATCH, "",
+                         "application/octet-stream"})
+"""Bodies read as JSON (aiohttp says octet-stream when a client sends no type)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,7 +125,22 @@ def _selectors(rt: ResourceType, query: Any) -> tuple[FieldSelector, Any]:
     return fields, labels
 
 
+def _unsupported(detail: str) -> KubeApiError:
+    return KubeApiError(errors.status_body(
+        code=415, message=f"the body of the request was in an unknown format - accepted "
+        f"media types include: application/json, {PROTOBUF} (Namespace, ServiceAccount "
+        f"only){detail}"))
+
+
 async def _read_json(request: web.Request, *, required: bool) -> Any:
+    if request.content_type == PROTOBUF:
+        # kubectl 1.32+ sends its typed calls (kubectl create namespace) as protobuf
+        try:
+            return protobuf.decode(await request.read())
+        except ProtobufError as exc:
+            raise _unsupported(f": {exc}") from None
+    if request.content_type not in _JSON_TYPES:
+        raise _unsupported("")
     raw = await request.read()
     if not raw.strip():
         if required:
@@ -181,7 +203,7 @@ class KubeApi:
             if target.legacy_watch or _flag(request.query.get("watch")):
                 return await self._watch(request, target)
             if target.name:
-                return self._get(target)
+                return self._get(request, target)
             return self._list(request, target)
         if method == "POST" and target.subresource == "token":
             return await self._token_request(request, target)
@@ -203,8 +225,11 @@ class KubeApi:
             return await self._delete(request, target)
         raise _method_not_allowed()
 
-    def _get(self, target: Target) -> web.Response:
+    def _get(self, request: web.Request, target: Target) -> web.Response:
         entry = self._store.get(target.rt, self._ns(target), target.name)
+        if _wants_table(request):
+            return json_response(_table(request, target.rt, [entry],
+                                        str(entry.obj["metadata"].get("resourceVersion", ""))))
         return json_response(entry.full_bytes())
 
     def _list(self, request: web.Request, target: Target) -> web.Response:
@@ -225,6 +250,8 @@ class KubeApi:
         if result.remaining is not None:
             meta["remainingItemCount"] = result.remaining
         rt = target.rt
+        if _wants_table(request):
+            return json_response(_table(request, rt, result.entries, str(result.rv)))
         head = b'{"kind":"%s","apiVersion":"%s","metadata":%s,"items":[' % (
             rt.list_kind.encode(), rt.api_version.encode(), orjson.dumps(meta))
         items = b",".join(entry.item_bytes() for entry in result.entries)
@@ -299,9 +326,12 @@ class KubeApi:
             await response.write(orjson.dumps({"type": "ERROR", "object": exc.status}) + b"\n")
             await response.write_eof()
             return response
+        tables = WatchTables(target.rt.kind, target.rt.group, now=time.time,
+                             include=request.query.get("includeObject", "Metadata")
+                             ) if _wants_table(request) else None
         try:
             await response.prepare(request)
-            await self._stream(response, watcher, duration)
+            await self._stream(response, watcher, duration, tables)
             with contextlib.suppress(ConnectionError):
                 await response.write_eof()
         except ConnectionError:
@@ -310,7 +340,8 @@ class KubeApi:
             self._store.unwatch(watcher)
         return response
 
-    async def _stream(self, response: web.StreamResponse, watcher: Any, duration: float) -> None:
+    async def _stream(self, response: web.StreamResponse, watcher: Any, duration: float,
+                      tables: WatchTables | None = None) -> None:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + duration
         interval = self._settings.bookmark_interval
@@ -323,7 +354,7 @@ class KubeApi:
                 next_bookmark = now + interval
             data = watcher.drain(current_rv=self._store.rv)
             if data:
-                await response.write(data)
+                await response.write(tables.convert(data) if tables is not None else data)
             elif watcher.closed:
                 return
             now = loop.time()
@@ -337,6 +368,16 @@ class KubeApi:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(wait):
                     await watcher.wakeup.wait()
+
+
+def _wants_table(request: web.Request) -> bool:
+    return wants_table(request.headers.get("Accept", ""))
+
+
+def _table(request: web.Request, rt: ResourceType, entries: Any, rv: str) -> JsonObject:
+    objects = [orjson.loads(entry.item_bytes()) for entry in entries]
+    return table(rt.kind, rt.group, objects, now=time.time(), resource_version=rv,
+                 include=request.query.get("includeObject", "Metadata"))
 
 
 def _method_not_allowed() -> KubeApiError:
@@ -371,16 +412,31 @@ async def status_errors(request: web.Request, handler: Handler) -> web.StreamRes
         return status_response(errors.status_body(code=500, message=f"emulator error: {exc}"))
 
 
+_SHORT_NAMES = {"pods": ("po",), "namespaces": ("ns",), "events": ("ev",),
+                "serviceaccounts": ("sa",)}
+"""As the apiserver names them, so ``kubectl get po,ns,ev,sa`` works."""
+
+
 def _discovery_routes(app: web.Application) -> None:
     def resources(group_version: str, types: list[ResourceType]) -> JsonObject:
         listed: list[JsonObject] = []
         for rt in types:
             verbs = ["create", "delete", "get", "list", "patch", "update", "watch"]
-            listed.append({"name": rt.plural, "singularName": rt.kind.lower(),
-                           "namespaced": rt.namespaced, "kind": rt.kind, "verbs": verbs})
+            resource: JsonObject = {"name": rt.plural, "singularName": rt.kind.lower(),
+                                    "namespaced": rt.namespaced, "kind": rt.kind,
+                                    "verbs": verbs}
+            if rt.plural in _SHORT_NAMES:
+                resource["shortNames"] = list(_SHORT_NAMES[rt.plural])
+            if rt is PODS:
+                resource["categories"] = ["all"]
+            listed.append(resource)
             if rt is PODS:
                 listed.append({"name": "pods/status", "singularName": "", "namespaced": True,
                                "kind": "Pod", "verbs": ["get", "patch", "update"]})
+            if rt is SERVICEACCOUNTS:
+                listed.append({"name": "serviceaccounts/token", "singularName": "",
+                               "namespaced": True, "group": "authentication.k8s.io",
+                               "version": "v1", "kind": "TokenRequest", "verbs": ["create"]})
         return {"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": group_version,
                 "resources": listed}
 
@@ -410,6 +466,13 @@ def _discovery_routes(app: web.Application) -> None:
             return json_response(data)
 
         app.router.add_get(path, serve)
+    async def openapi_v2(_: web.Request) -> web.Response:
+        # An empty OpenAPI v2 document (zero bytes is an empty protobuf message): kubectl
+        # validates only the kinds a schema describes, so it validates nothing here. With
+        # /openapi/v3 absent (404), kubectl falls back to this, as on older apiservers.
+        return web.Response(body=b"", content_type=OPENAPI_V2_PROTOBUF)
+
+    app.router.add_get("/openapi/v2", openapi_v2)
     for probe in ("/healthz", "/readyz", "/livez"):
         async def ok(_: web.Request) -> web.Response:
             return web.Response(text="ok")
