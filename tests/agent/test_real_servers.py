@@ -45,10 +45,17 @@ class Cluster:
     stacks: list[Stack]
     servers: list[Child]
     agent: AgentProcess
+    replica: bool
 
 
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+@pytest.fixture(scope="module", params=["rpc", "replica"])
+def cluster(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Cluster]:
+    """Every test runs twice: the agent asking the RPCs, and the agent answering from its
+    node replica (``--node-name node-1``, the node of every pod here), so each status and
+    body below is shown for both paths (docs/architecture.md, "The node replica")."""
+    replica = request.param == "replica"
     base = tmp_path_factory.mktemp("real")
     first = Stack(workdir=base / "one", placement=Placement(server_port=free_port()))
     stacks = [first]
@@ -74,12 +81,15 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         servers = [first.start_server(), second.start_server()]
         addresses = ",".join(f"127.0.0.1:{s.placement.server_port}" for s in stacks)
         agent = AgentProcess.start(
-            ["--server-address", addresses, "--gateway-timeout-creation", "20s"],
+            ["--server-address", addresses, "--gateway-timeout-creation", "20s",
+             *(["--node-name", "node-1"] if replica else [])],
             certs=CertPaths(directory=first.certs),
             workdir=base,
         )
         try:
-            yield Cluster(stacks, servers, agent)
+            if replica:
+                agent.child.wait_for("node replica serving")
+            yield Cluster(stacks, servers, agent, replica)
         finally:
             agent.stop()
     finally:
@@ -280,14 +290,27 @@ async def test_a_dead_server_is_503_and_fails_deep_health(cluster: Cluster, tmp_
                 f"127.0.0.1:{lone.placement.server_port}",
                 "--gateway-timeout-creation",
                 "20s",
+                *(["--node-name", "node-1"] if cluster.replica else []),
             ],
             certs=CertPaths(directory=lone.certs),
             workdir=tmp_path,
         )
         try:
             await wait_healthy(agent)
+            if cluster.replica:
+                await asyncio.to_thread(agent.child.wait_for, "node replica serving")
+                async with pod_session("127.0.3.2") as pod:  # answered from memory
+                    assert await fetch(pod, agent, CREDS) == (200, "role-2")
             server.signal(signal.SIGKILL)
             await asyncio.to_thread(server.popen.wait)
+            if cluster.replica:
+                # the replica may answer until its stream is known dead: at most three
+                # heartbeat intervals (1 s each) after the last message
+                killed = asyncio.get_running_loop().time()
+                async with pod_session("127.0.3.2") as pod:
+                    while (await fetch(pod, agent, CREDS))[0] == 200:
+                        assert asyncio.get_running_loop().time() - killed < 3.5
+                        await asyncio.sleep(0.05)
             async with pod_session("127.0.3.2") as pod:
                 status, text = await fetch(pod, agent, CREDS)
                 assert (status, text.count("\n")) == (503, 1), text
@@ -342,5 +365,10 @@ async def test_losing_one_of_two_servers_fails_no_request(cluster: Cluster) -> N
     assert not failures, failures[:5]
     assert len(results) > killed_at
     # requests did go to the killed server and were retried on the other one
-    victim_address = f"127.0.0.1:{cluster.stacks[0].placement.server_port}"
-    assert f"on {victim_address} failed: UNAVAILABLE" in cluster.agent.log()
+    if cluster.replica:
+        # the replica's stream moved to the other server, which served it again
+        log = cluster.agent.log()
+        assert log.count("node replica serving") >= 2, log[-2000:]
+    else:
+        victim_address = f"127.0.0.1:{cluster.stacks[0].placement.server_port}"
+        assert f"on {victim_address} failed: UNAVAILABLE" in cluster.agent.log()
