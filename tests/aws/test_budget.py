@@ -5,10 +5,13 @@ from __future__ import annotations
 import math
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from kiam.aws.budget import Priority, StsBudget, Ticket
+from tests.fuzzing import fuzz
+
+pytestmark = pytest.mark.fuzz
 
 
 def budget(qps: float = 10, burst: int = 5, **options: float) -> StsBudget:
@@ -246,7 +249,7 @@ _steps = st.lists(
 )
 
 
-@settings(max_examples=200, deadline=None)
+@fuzz(200)
 @given(qps=st.integers(1, 100), burst=st.integers(1, 50), steps=_steps)
 def test_grants_never_exceed_burst_plus_rate_times_time(
     qps: int, burst: int, steps: list[tuple[float, Priority | str]]
@@ -270,7 +273,7 @@ def test_grants_never_exceed_burst_plus_rate_times_time(
         assert 0 <= b.tokens(now=now) <= b.capacity
 
 
-@settings(max_examples=200, deadline=None)
+@fuzz(200)
 @given(st.lists(st.tuples(st.sampled_from(list(Priority)),
                           st.floats(min_value=0, max_value=1e6)), min_size=1, max_size=30))
 def test_the_queue_serves_by_priority_then_deadline_for_refreshes(
