@@ -28,7 +28,7 @@ A fallback is not an error: the request goes through the RPC path unchanged.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, get_args
 
 from kiam.agent.answers import (
     Prepared,
@@ -51,15 +51,7 @@ Fallback = Literal[
     "role_mismatch",
     "expiring",
 ]
-FALLBACKS: tuple[Fallback, ...] = (
-    "no_stream",
-    "unimplemented",
-    "stale",
-    "not_in_replica",
-    "no_credentials",
-    "role_mismatch",
-    "expiring",
-)
+FALLBACKS: tuple[Fallback, ...] = get_args(Fallback)
 """Why a request went to the RPC path (the ``reason`` label of the fallback metric)."""
 
 STALE_AFTER_HEARTBEATS = 3

@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from kiam_testbed.sts import StsStandIn
+from tests.aws.test_credential_cache import FakeClock, FakeGateway
 
 
 @pytest.fixture(autouse=True)
@@ -26,3 +27,15 @@ def aws_env(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFa
 async def sts() -> AsyncIterator[StsStandIn]:
     async with StsStandIn() as stand_in:
         yield stand_in
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    """The credential-cache suites' clock (tests/aws/test_credential_cache.py)."""
+    return FakeClock()
+
+
+@pytest.fixture
+def gateway(clock: FakeClock) -> FakeGateway:
+    """The credential-cache suites' scripted STS gateway."""
+    return FakeGateway(clock)

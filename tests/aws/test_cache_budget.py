@@ -35,16 +35,6 @@ def throttled(name: str = "reader") -> StsThrottled:
 
 
 @pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
-def gateway(clock: FakeClock) -> FakeGateway:
-    return FakeGateway(clock)
-
-
-@pytest.fixture
 def pacer(clock: FakeClock) -> Pacer:
     return Pacer(StsBudget(qps=1, burst=1, now=clock.now().timestamp()), clock=clock)
 

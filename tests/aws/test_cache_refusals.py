@@ -33,16 +33,6 @@ def denied() -> StsAccessDenied:
 
 
 @pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
-def gateway(clock: FakeClock) -> FakeGateway:
-    return FakeGateway(clock)
-
-
-@pytest.fixture
 async def cache(clock: FakeClock, gateway: FakeGateway) -> AsyncIterator[CredentialCache]:
     cache = CredentialCache(
         gateway,

@@ -107,16 +107,6 @@ async def until(condition: Callable[[], bool]) -> None:
 
 
 @pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
-def gateway(clock: FakeClock) -> FakeGateway:
-    return FakeGateway(clock)
-
-
-@pytest.fixture
 async def cache(clock: FakeClock, gateway: FakeGateway) -> AsyncIterator[CredentialCache]:
     cache = CredentialCache(
         gateway,
