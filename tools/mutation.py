@@ -45,6 +45,7 @@ MODULES: dict[str, tuple[str, ...]] = {
     "kiam/aws/refusals.py": ("tests/aws/test_refusals.py",),
     "kiam/aws/backoff.py": ("tests/aws/test_backoff.py",),
     "kiam/aws/budget.py": ("tests/aws/test_budget.py",),
+    "kiam/agent/token_answers.py": ("tests/agent/test_token_answers.py",),
 }
 """Security-critical pure module -> its own unit tests."""
 

@@ -9,6 +9,11 @@ never a header; ``?ip=`` overrides it only with ``--allow-ip-query`` (developmen
 Every answer comes within ``budget`` seconds of the request's arrival, inside the
 1-second timeout of the AWS SDKs' metadata clients.
 
+The container credentials endpoint (``--token-credentials``, docs/token-credentials.md,
+"On the agent") is a second application on its own listener with one route,
+``/v1/credentials``, answered through the same dispatcher, limit and metrics: there
+the pod is named by its service-account token, not by its address.
+
 Every route but ``/ping`` and ``/health`` (the kubelet's probes) is behind the
 per-caller limit (:mod:`kiam.agent.fairness`, docs/architecture.md, "Fairness between
 pods"), keyed by the TCP peer alone, ``?ip=`` or not: a pod over it gets 429 with
@@ -20,13 +25,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from aiohttp import web
 from prometheus_client.metrics import Counter, Histogram
 
 from kiam.agent import metrics
-from kiam.agent.answers import credentials_answer, error_response, no_role, role_answer
+from kiam.agent.answers import JSON, credentials_answer, error_response, no_role, role_answer
 from kiam.agent.audit import KeyAudit
 from kiam.agent.bad_requests import WarnLimiter
 from kiam.agent.client import KiamClient
@@ -47,6 +53,13 @@ from kiam.agent.imdsv2 import TOKEN_HEADER, TTL_HEADER, TokenStore, parse_ttl
 from kiam.agent.paths import AllowList, Route, RouteKind, classify, normalise_path, split_target
 from kiam.agent.proxy import MetadataProxy
 from kiam.agent.replica import FALLBACKS, Entry, Fallback, Replica
+from kiam.agent.token_answers import (
+    TokenAnswer,
+    TokenAnswers,
+    answer_of,
+    digest,
+    token_from_header,
+)
 from kiam.common.net import PodIP, normalise_ip
 from kiam.wire.credentials import document_from_message
 
@@ -61,6 +74,9 @@ _NEEDS_TOKEN = (RouteKind.ROLE_NAME, RouteKind.CREDENTIALS, RouteKind.IAM_BLOCKE
 _UNLIMITED = (RouteKind.PING, RouteKind.HEALTH)
 _MAX_ROUTES = 1024
 """Canonical request paths whose route is remembered (so they are not normalised again)."""
+CONTAINER_CREDENTIALS_PATH = "/v1/credentials"
+"""The one path of the token credentials listener (``AWS_CONTAINER_CREDENTIALS_FULL_URI``)."""
+_CONTAINER_CREDENTIALS = Route(RouteKind.CONTAINER_CREDENTIALS, CONTAINER_CREDENTIALS_PATH)
 _Bound = tuple[Histogram, Counter, Counter | None]
 
 
@@ -76,6 +92,8 @@ class AppConfig:
     """Seconds from a request's arrival to its answer."""
     limits: CallerLimits = NO_LIMITS
     """--pod-max-in-flight, --pod-rate, --pod-burst (0: no limit)."""
+    session_refresh: float = 300.0
+    """--session-refresh: token answers are asked again with this little left."""
 
 
 class MetadataApp:
@@ -100,6 +118,9 @@ class MetadataApp:
         self.serving = True
         """False once shutdown starts: /health then answers 503 so traffic drains."""
         self.limiter = CallerLimiter(config.limits)
+        """One limit per caller address across both listeners."""
+        self.token_answers = TokenAnswers()
+        self._token_fetches: dict[bytes, asyncio.Future[TokenAnswer]] = {}
         self._throttle_warnings = WarnLimiter()
         # the lean path: routes of canonical paths and metric children, found once
         self._routes: dict[str, Route] = {}
@@ -119,17 +140,35 @@ class MetadataApp:
         }
 
     def build(self) -> web.Application:
+        """The metadata application (the agent's port, behind the DNAT rule)."""
         app = web.Application()
         app.router.add_route("*", "/{tail:.*}", self.dispatch)
         return app
 
+    def build_container(self) -> web.Application:
+        """The container credentials application (``--token-credentials-listen``)."""
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", self.dispatch_container)
+        return app
+
     async def dispatch(self, request: web.Request) -> web.StreamResponse:
+        return await self._answer(request, self._metadata_route)
+
+    async def dispatch_container(self, request: web.Request) -> web.StreamResponse:
+        return await self._answer(request, _container_route)
+
+    def _metadata_route(self, raw_path: str) -> Route:
+        return self._routes.get(raw_path) or self._classify(raw_path)
+
+    async def _answer(
+        self, request: web.Request, route_of: Callable[[str], Route]
+    ) -> web.StreamResponse:
         started = time.monotonic()
         deadline = started + self.config.budget
         handler = "invalid"
         try:
             raw_path, _ = split_target(request.raw_path)
-            route = self._routes.get(raw_path) or self._classify(raw_path)
+            route = route_of(raw_path)
             handler = route.handler
             if route.kind in _UNLIMITED:
                 response = await self._route(request, route, deadline)
@@ -210,6 +249,8 @@ class MetadataApp:
             return await self._health(request, deadline)
         if route.kind is RouteKind.ROLE_NAME_REDIRECT:
             return _redirect_to_slash(request, route)
+        if route.kind is RouteKind.CONTAINER_CREDENTIALS:
+            return await self._container_credentials(request, deadline)
         ip = self._caller_ip(request)
         if route.kind is RouteKind.TOKEN:
             return self._token(request, ip)
@@ -321,6 +362,56 @@ class MetadataApp:
         fields["source"] = "replica" if entry is not None else "server"
         log.info("served credentials", extra={"fields": fields})
 
+    async def _container_credentials(
+        self, request: web.Request, deadline: float
+    ) -> web.Response:
+        """The token decides, never the address (docs/token-credentials.md)."""
+        token = token_from_header(request.headers.get("Authorization"))
+        key = digest(token)
+        answer = self.token_answers.get(key, wall=time.time())
+        if answer is None:
+            fetch = self._token_fetches.get(key)
+            if fetch is None:
+                # one RPC per token at a time: a pod's containers share one token file
+                fetch = asyncio.ensure_future(self._ask_token(token, key, deadline))
+                self._token_fetches[key] = fetch
+                fetch.add_done_callback(lambda done: self._fetched(key, done))
+            answer = await asyncio.shield(fetch)
+        caller = _peer_ip(request)
+        new = self.audit.is_new(
+            ip=f"{caller} {answer.pod}", pod_uid="", access_key_id=answer.access_key_id
+        )
+        self._served[new].inc()
+        if new:
+            # never the secret, the session token or the service-account token
+            fields = {
+                "pod.ip": caller,
+                "role": answer.role_arn,
+                "access.key.id": answer.access_key_id,
+                "pod": answer.pod,
+                "source": "token",
+            }
+            log.info("served credentials", extra={"fields": fields})
+        return web.Response(status=200, body=answer.body, headers={"Content-Type": JSON})
+
+    async def _ask_token(self, token: str, key: bytes, deadline: float) -> TokenAnswer:
+        try:
+            reply = await self.client.token_credentials(token, budget=_left(deadline))
+            try:
+                answer = answer_of(reply, token=token, session_refresh=self.config.session_refresh)
+            except ValueError as exc:
+                raise ServerFailed(f"the kiam server sent unreadable credentials: {exc}") from None
+        except AgentError:
+            metrics.credential_fetch_errors.inc()
+            raise
+        self.token_answers.put(key, answer, wall=time.time())
+        return answer
+
+    def _fetched(self, key: bytes, done: asyncio.Future[TokenAnswer]) -> None:
+        self._token_fetches.pop(key, None)
+        if not done.cancelled():
+            done.exception()  # retrieved: every waiter may have gone (shield)
+
     async def _proxy(self, request: web.Request, route: Route, deadline: float) -> web.Response:
         if route.kind is RouteKind.IAM_BLOCKED or not self.config.allow.permits(route.path):
             metrics.proxy_blocked.inc()
@@ -349,6 +440,12 @@ def _peer_ip(request: web.Request) -> PodIP:
             _PEERS.clear()  # a node has far fewer pods; only a scan gets here
         _PEERS[text] = ip
     return ip
+
+
+def _container_route(raw_path: str) -> Route:
+    if raw_path != CONTAINER_CREDENTIALS_PATH:
+        raise NotFound(f"no such path; the credentials are at {CONTAINER_CREDENTIALS_PATH}")
+    return _CONTAINER_CREDENTIALS
 
 
 def _left(deadline: float) -> float:

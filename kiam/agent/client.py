@@ -39,11 +39,12 @@ from kiam.agent.errors import (
 )
 from kiam.common.settings import KeepaliveSettings
 from kiam.wire import kiam_pb2, kiam_pb2_grpc, status
-from kiam.wire.client import SERVICE, secure_channel
+from kiam.wire.client import SERVICE, TOKEN_SERVICE, secure_channel
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+S = TypeVar("S")
 # Below this much budget another attempt cannot complete; answer with what we have.
 _MIN_ATTEMPT = 0.01
 
@@ -84,7 +85,8 @@ def refusal_error(
 
 
 class KiamClient:
-    """The three RPCs of ``kiam.KiamService`` over one or several servers."""
+    """The three RPCs of ``kiam.KiamService`` and ``kiam.KiamTokenService``'s one, over one
+    or several servers (each server's channel carries both services)."""
 
     def __init__(
         self,
@@ -98,6 +100,7 @@ class KiamClient:
             secure_channel(t, credentials=credentials, keepalive=keepalive) for t in targets
         ]
         self._stubs = [kiam_pb2_grpc.KiamServiceStub(c) for c in self._channels]
+        self._token_stubs = [kiam_pb2_grpc.KiamTokenServiceStub(c) for c in self._channels]
         self._next = itertools.count()
 
     @property
@@ -130,7 +133,10 @@ class KiamClient:
         """The role name of the pod with ``ip``; ``""`` when it has none."""
         request = kiam_pb2.GetPodRoleRequest(ip=ip)
         reply = await self._call(
-            "GetPodRole", lambda stub, t: stub.GetPodRole(request, timeout=t), budget=budget
+            "GetPodRole",
+            lambda stub, t: stub.GetPodRole(request, timeout=t),
+            stubs=self._stubs,
+            budget=budget,
         )
         return reply.name
 
@@ -139,6 +145,18 @@ class KiamClient:
         return await self._call(
             "GetPodCredentials",
             lambda stub, t: stub.GetPodCredentials(request, timeout=t),
+            stubs=self._stubs,
+            budget=budget,
+        )
+
+    async def token_credentials(self, token: str, *, budget: float) -> kiam_pb2.TokenCredentials:
+        """The credentials of the pod ``token`` is bound to (docs/token-credentials.md)."""
+        request = kiam_pb2.GetTokenCredentialsRequest(token=token)
+        return await self._call(
+            "GetTokenCredentials",
+            lambda stub, t: stub.GetTokenCredentials(request, timeout=t),
+            stubs=self._token_stubs,
+            service=TOKEN_SERVICE,
             budget=budget,
         )
 
@@ -146,6 +164,7 @@ class KiamClient:
         reply = await self._call(
             "GetHealth",
             lambda stub, t: stub.GetHealth(kiam_pb2.GetHealthRequest(), timeout=t),
+            stubs=self._stubs,
             budget=budget,
         )
         return reply.message
@@ -163,8 +182,10 @@ class KiamClient:
     async def _call(
         self,
         method: str,
-        call: Callable[[kiam_pb2_grpc.KiamServiceAsyncStub, float], Awaitable[T]],
+        call: Callable[[S, float], Awaitable[T]],
         *,
+        stubs: Sequence[S],
+        service: str = SERVICE,
         budget: float,
     ) -> T:
         loop = asyncio.get_running_loop()
@@ -179,12 +200,12 @@ class KiamClient:
             if remaining < _MIN_ATTEMPT:
                 break
             index = order[attempt % len(order)]
-            metrics.grpc_client_started.labels("unary", SERVICE, method).inc()
+            metrics.grpc_client_started.labels("unary", service, method).inc()
             try:
-                reply = await call(self._stubs[index], remaining)
+                reply = await call(stubs[index], remaining)
             except aio.AioRpcError as exc:
                 label = status.metric_label(exc.code())
-                metrics.grpc_client_handled.labels("unary", SERVICE, method, label).inc()
+                metrics.grpc_client_handled.labels("unary", service, method, label).inc()
                 last = translate(exc, what=method)
                 if not status.classify(exc).retried:
                     raise last from None
@@ -198,6 +219,6 @@ class KiamClient:
                 )
                 continue
             label = status.metric_label(grpc.StatusCode.OK)
-            metrics.grpc_client_handled.labels("unary", SERVICE, method, label).inc()
+            metrics.grpc_client_handled.labels("unary", service, method, label).inc()
             return reply
         raise last

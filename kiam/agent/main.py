@@ -3,11 +3,13 @@
 Its lifecycle is :class:`kiam.common.supervisor.Supervisor`'s. Start-up: logging, TLS
 files, gRPC channels (waiting up to --gateway-timeout-creation for a first connection,
 but starting anyway so the node is served as soon as a server appears), the HTTP
-server, ``/metrics``, then - only once HTTP is listening - the iptables rule; then one
-``kiam agent ready`` line. Shutdown (SIGTERM/SIGINT), in :data:`SHUTDOWN_ORDER`:
-/health turns 503, the HTTP server stops accepting and lets in-flight requests finish,
-then the rule is removed (--iptables-remove), then ``/metrics`` stops and the channels
-close. A start-up step that fails undoes the steps before it the same way.
+server, ``/metrics``, then - only once HTTP is listening - the iptables rule; with
+--token-credentials, the interface holding the endpoint's addresses and the endpoint's
+listeners (docs/token-credentials.md, "On the agent"); then one ``kiam agent ready``
+line. Shutdown (SIGTERM/SIGINT), in :data:`SHUTDOWN_ORDER`: /health turns 503, the HTTP
+servers stop accepting and let in-flight requests finish, then the rule is removed
+(--iptables-remove) and the interface, then ``/metrics`` stops and the channels close.
+A start-up step that fails undoes the steps before it the same way.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from kiam.agent.client import KiamClient
 from kiam.agent.fairness import CallerLimits
 from kiam.agent.imdsv2 import TokenStore
 from kiam.agent.iptables import DnatRule, Iptables, IptablesError
+from kiam.agent.link_local import InterfaceError, LinkLocalInterface
 from kiam.agent.node_stream import NodeStream
 from kiam.agent.paths import AllowList
 from kiam.agent.proxy import MetadataProxy
@@ -59,7 +62,7 @@ def run_agent(settings: AgentSettings) -> int:
         if settings.iptables_cleanup:
             return asyncio.run(_cleanup(settings))
         return asyncio.run(_run(settings))
-    except (StartupError, TLSError, IptablesError) as exc:
+    except (StartupError, TLSError, IptablesError, InterfaceError) as exc:
         log.error("kiam agent cannot start: %s", exc)
         return 1
 
@@ -70,7 +73,11 @@ def _rule(settings: AgentSettings, port: int) -> DnatRule:
 
 async def _cleanup(settings: AgentSettings) -> int:
     removed = await Iptables().remove(_rule(settings, settings.port))
-    log.info("iptables cleanup done", extra={"fields": {"removed": removed}})
+    interface = False
+    if settings.token_credentials_interface:
+        interface = await LinkLocalInterface(settings.token_credentials_interface, ()).remove()
+    fields = {"removed": removed, "interface_removed": interface}
+    log.info("iptables cleanup done", extra={"fields": fields})
     return 0
 
 
@@ -82,15 +89,55 @@ def listening_addresses(runner: web.AppRunner) -> list[tuple[str, int]]:
     return found
 
 
-async def _purge_tokens(tokens: TokenStore) -> None:
+async def _purge_tokens(tokens: TokenStore, metadata: MetadataApp) -> None:
     while True:
         await asyncio.sleep(TOKEN_PURGE_INTERVAL)
         tokens.purge()
+        metadata.token_answers.purge(wall=time.time())
 
 
-SHUTDOWN_ORDER = ("stop http", "remove iptables rule", TASKS, "stop metrics", "close clients")
+async def _serve_token_credentials(
+    settings: AgentSettings, daemon: Supervisor, metadata: MetadataApp
+) -> None:
+    """The container credentials endpoint: its interface, then a listener per address."""
+    listen = settings.token_listen
+    if settings.token_credentials_interface:
+        interface = LinkLocalInterface(
+            settings.token_credentials_interface, [host for host, _ in listen]
+        )
+        # registered first: an interface half-made before a failure is removed too
+        daemon.on_stop("remove interface", interface.remove)
+        held = await interface.add()
+        listen = tuple((host, port) for host, port in listen if host in held)
+    runner = MetadataRunner(metadata.build_container(), handle_signals=False, access_log=None)
+    await runner.setup()
+    daemon.on_stop("stop http", runner.cleanup)
+    for host, port in listen:
+        site = web.TCPSite(
+            runner, host, port, shutdown_timeout=HTTP_SHUTDOWN_TIMEOUT, reuse_address=True
+        )
+        try:
+            await site.start()
+        except OSError as exc:
+            where = join_host_port(host, port)
+            raise StartupError(
+                f"cannot listen on {where} for token credentials: {exc.strerror}"
+            ) from None
+    shown = ", ".join(join_host_port(h, p) for h, p in listening_addresses(runner))
+    log.info("token credentials endpoint listening on %s", shown)
+
+
+SHUTDOWN_ORDER = (
+    "stop http",
+    "remove iptables rule",
+    "remove interface",
+    TASKS,
+    "stop metrics",
+    "close clients",
+)
 """The documented order (docs/architecture.md): stop taking requests and let in-flight
-ones finish, only then remove the DNAT rule, then the rest."""
+ones finish, only then remove the DNAT rule and the token credentials interface, then
+the rest."""
 
 
 async def _run(settings: AgentSettings) -> int:
@@ -133,7 +180,9 @@ async def _run(settings: AgentSettings) -> int:
                 # registered first: a rule half-added before a failure is removed too
                 daemon.on_stop("remove iptables rule", lambda: iptables.remove(rule))
             await iptables.add(rule)
-        daemon.start("token-purge", _purge_tokens(tokens))
+        if settings.token_credentials:
+            await _serve_token_credentials(settings, daemon, metadata)
+        daemon.start("token-purge", _purge_tokens(tokens, metadata))
         if replica is not None:
             stream = NodeStream(
                 channels=client.channels,
@@ -193,6 +242,7 @@ def _metadata_app(
                 rate=settings.pod_rate,
                 burst=settings.pod_burst,
             ),
+            session_refresh=settings.session_refresh,
         ),
         client=client,
         proxy=MetadataProxy(endpoint=settings.metadata_endpoint, session=session),

@@ -91,6 +91,9 @@ class RouteKind(Enum):
     CREDENTIALS = "credentials"
     IAM_BLOCKED = "iamBlocked"
     PROXY = "proxy"
+    CONTAINER_CREDENTIALS = "containerCredentials"
+    """``GET /v1/credentials`` on the token credentials listener only (never on the
+    metadata port: :func:`classify` does not return it)."""
 
 
 @dataclass(frozen=True, slots=True)

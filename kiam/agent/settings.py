@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass, field
 
 from kiam.common.flags import (
@@ -13,7 +14,29 @@ from kiam.common.flags import (
     port_number,
     regexp,
 )
+from kiam.common.net import split_host_port
 from kiam.common.settings import DaemonSettings, KeepaliveSettings, ServerConnection
+
+TOKEN_CREDENTIALS_LISTEN = "169.254.170.23:80,[fd00:ec2::23]:80"
+"""The addresses the AWS SDKs accept for a plain-HTTP container credentials endpoint
+(docs/token-credentials.md, "On the agent")."""
+
+
+def listen_addresses(text: str) -> tuple[tuple[str, int], ...]:
+    """``ip:port,[ip6]:port`` -> the (ip, port) pairs; SettingsError naming the bad one."""
+    found: list[tuple[str, int]] = []
+    for entry in text.split(","):
+        if not entry.strip():
+            continue
+        try:
+            host, port = split_host_port(entry)
+            address = ipaddress.ip_address(host)
+        except ValueError as exc:
+            raise SettingsError(f"--token-credentials-listen {entry.strip()!r}: {exc}") from None
+        found.append((str(address), port))
+    if not found:
+        raise SettingsError("--token-credentials-listen names no address")
+    return tuple(found)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -36,7 +59,9 @@ class AgentSettings(DaemonSettings, ServerConnection):
     included: ``^/latest/meta-data/placement/availability-zone$``; other paths 404."""
     iptables: bool = flag(False, "add the DNAT rule for 169.254.169.254:80")
     iptables_remove: bool = flag(True, "remove the DNAT rule at shutdown")
-    iptables_cleanup: bool = flag(False, "remove a leftover DNAT rule and exit")
+    iptables_cleanup: bool = flag(
+        False, "remove a leftover DNAT rule (and the token credentials interface) and exit"
+    )
     host: str = flag(
         "", "this node's IP, the DNAT destination (env HOST_IP)", env="HOST_IP"
     )
@@ -76,16 +101,46 @@ class AgentSettings(DaemonSettings, ServerConnection):
     replica"): the agent then answers from the replica the servers keep current."""
     session_refresh: float = flag(
         300.0,
-        "never answer credentials from the node replica with this little left "
-        "(the server's --session-refresh default)",
+        "never answer credentials from the node replica or the token cache with this "
+        "little left (the server's --session-refresh default)",
         parse=duration,
     )
-    """Credentials in the replica with this long or less before expiry are asked of a
-    server instead, which refreshes them; keep it at the servers' --session-refresh."""
+    """Credentials in the replica or the token answers with this long or less before
+    expiry are asked of a server instead, which refreshes them; keep it at the servers'
+    --session-refresh."""
+    token_credentials: bool = flag(
+        False,
+        "serve the container credentials endpoint (GET /v1/credentials with the pod's "
+        "service-account token) on --token-credentials-listen",
+    )
+    """docs/token-credentials.md, "On the agent"."""
+    token_credentials_listen: str = flag(
+        TOKEN_CREDENTIALS_LISTEN,
+        "comma-separated ip:port the container credentials endpoint listens on "
+        "(port 0 picks a free port)",
+    )
+    token_credentials_interface: str = flag(
+        "kiam0",
+        "dummy interface the agent creates with the --token-credentials-listen addresses "
+        "and removes at shutdown (empty: the addresses are already on the node)",
+    )
+
+    @property
+    def token_listen(self) -> tuple[tuple[str, int], ...]:
+        """--token-credentials-listen, parsed."""
+        return listen_addresses(self.token_credentials_listen)
 
     def __post_init__(self) -> None:
         if (self.iptables or self.iptables_cleanup) and not self.host:
             raise SettingsError("--host (or env HOST_IP) is required with --iptables")
+        if self.token_credentials:
+            listen_addresses(self.token_credentials_listen)  # refused here, with the reason
+        name = self.token_credentials_interface
+        if name and (len(name) > 15 or not name.isascii() or any(c in name for c in "/: \t\n")):
+            raise SettingsError(
+                f"--token-credentials-interface {name!r} is not an interface name "
+                "(at most 15 characters, no '/', ':' or spaces)"
+            )
 
 
 __all__ = ["AgentSettings"]

@@ -27,6 +27,8 @@ from kiam.wire import status
 DEFAULT_PORT = 9610
 SERVICE = "kiam.KiamService"
 """The ``grpc_service`` metric label."""
+TOKEN_SERVICE = "kiam.KiamTokenService"
+"""The label of the token credentials RPC (docs/token-credentials.md)."""
 
 
 def grpc_targets(server_address: str) -> list[str]:

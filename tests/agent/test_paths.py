@@ -5,7 +5,14 @@ from __future__ import annotations
 import pytest
 
 from kiam.agent.errors import BadRequest
-from kiam.agent.paths import AllowList, RouteKind, classify, normalise_path, split_target
+from kiam.agent.paths import (
+    AllowList,
+    Route,
+    RouteKind,
+    classify,
+    normalise_path,
+    split_target,
+)
 
 
 @pytest.mark.parametrize(
@@ -132,6 +139,13 @@ def test_blocked_iam_paths_count_as_proxy_in_metrics() -> None:
     assert classify("/latest/META-DATA/iam/security-credentials/x").handler == "proxy"
     assert classify("/latest/meta-data/iam/security-credentials").handler == "roleName"
     assert classify("/latest/meta-data/iam/security-credentials/").handler == "roleName"
+
+
+def test_the_container_credentials_route_is_never_a_metadata_route() -> None:
+    # it exists only on the token credentials listener (docs/token-credentials.md)
+    route = Route(RouteKind.CONTAINER_CREDENTIALS, "/v1/credentials")
+    assert route.handler == "containerCredentials"
+    assert classify("/v1/credentials").kind is RouteKind.PROXY
 
 
 ORDINARY_PATHS = (

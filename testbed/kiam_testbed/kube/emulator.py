@@ -371,9 +371,11 @@ class KubeEmulator:
         return self.store.create(SERVICEACCOUNTS, namespace, body).full()
 
     def request_token(self, namespace: str, pod: str, *, service_account: str = "default",
-                      audiences: Iterable[str] = ("kiam",), expiration: int = 3600) -> str:
+                      audiences: Iterable[str] = ("kiam",), expiration: int = 3600,
+                      issued_at: float | None = None) -> str:
         """A token bound to ``pod`` as the kubelet gets it for a projected volume
-        (``POST .../serviceaccounts/NAME/token``)."""
+        (``POST .../serviceaccounts/NAME/token``); ``issued_at`` back-dates it (a token
+        that has expired by now)."""
         account = self.store.get(SERVICEACCOUNTS, namespace, service_account).obj
         pod_uid = self.store.get(PODS, namespace, pod).obj["metadata"]["uid"]
         body = {"spec": {"audiences": builtins.list(audiences), "expirationSeconds": expiration,
@@ -385,7 +387,7 @@ class KubeEmulator:
             return None if entry is None else entry.obj
 
         answer = self.tokens.request_token(namespace=namespace, service_account=account,
-                                           body=body, pods=find_pod)
+                                           body=body, pods=find_pod, issued_at=issued_at)
         token: str = answer["status"]["token"]
         return token
 

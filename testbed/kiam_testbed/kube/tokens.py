@@ -55,7 +55,7 @@ class TokenAuthority:
         self._key_id = uuid.uuid4().hex
 
     def request_token(self, *, namespace: str, service_account: JsonObject, body: Any,
-                      pods: Lookup) -> JsonObject:
+                      pods: Lookup, issued_at: float | None = None) -> JsonObject:
         """``POST .../serviceaccounts/NAME/token``: the TokenRequest, its status filled."""
         if not isinstance(body, dict):
             raise errors.bad_request("a TokenRequest must be a JSON object")
@@ -80,7 +80,7 @@ class TokenAuthority:
         bound = spec.get("boundObjectRef")
         if bound is not None:
             claims_k8s["pod"] = self._bound_pod(namespace, bound, pods)
-        now = int(self._clock())
+        now = int(self._clock() if issued_at is None else issued_at)
         claims = {
             "iss": self.issuer, "aud": audiences, "iat": now, "nbf": now,
             "exp": now + expiration, "jti": str(uuid.uuid4()),

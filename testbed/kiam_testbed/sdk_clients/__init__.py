@@ -21,7 +21,7 @@ import json
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -77,8 +77,11 @@ def parse_result(stdout: str, *, stderr: str = "") -> CallerResult:
 # ---------------------------------------------------------------- commands
 
 
-def pod_command(command: Sequence[str], *, home: Path) -> list[str]:
-    """``command`` under ``env -i`` with only HOME (empty), PATH and the region set."""
+def pod_command(
+    command: Sequence[str], *, home: Path, env: Mapping[str, str] | None = None
+) -> list[str]:
+    """``command`` under ``env -i`` with only HOME (empty), PATH, the region and ``env``
+    set (e.g. the two variables the token credentials webhook gives a pod)."""
     path = ":".join(
         dict.fromkeys([str(Path(sys.executable).parent), "/usr/local/bin", "/usr/bin", "/bin"])
     )
@@ -88,6 +91,7 @@ def pod_command(command: Sequence[str], *, home: Path) -> list[str]:
         f"HOME={home}",
         f"PATH={path}",
         f"AWS_DEFAULT_REGION={REGION}",
+        *(f"{name}={value}" for name, value in (env or {}).items()),
         *command,
     ]
 
@@ -104,10 +108,11 @@ class PodRun:
 
 
 def run_in_pod(pod: PodNetns, command: Sequence[str], *, home: Path,
-               timeout: float = 60.0) -> PodRun:
+               timeout: float = 60.0, env: Mapping[str, str] | None = None) -> PodRun:
     """``command`` inside the pod (:func:`pod_command`), with ``home`` made if missing."""
     home.mkdir(parents=True, exist_ok=True)
-    done = subprocess.run(pod.argv(pod_command(command, home=home)), capture_output=True,
+    argv = pod.argv(pod_command(command, home=home, env=env))
+    done = subprocess.run(argv, capture_output=True,
                           text=True, timeout=timeout, check=False)
     return PodRun(returncode=done.returncode, stdout=done.stdout, stderr=done.stderr)
 
