@@ -1,5 +1,5 @@
-"""``python -m bench [agent|replica|fairness|sync|watch|coldstart|stsbudget|emulator|
-node_streams ...] [--quick]``: run them.
+"""``python -m bench [agent|replica|token_credentials|fairness|sync|watch|coldstart|
+stsbudget|emulator|node_streams ...] [--quick]``: run them.
 
 Every figure is printed next to a baseline measured in the same run, with the ratio
 kiam / baseline. Exit status: non-zero when a benchmark's correctness check failed (e.g.
@@ -26,6 +26,7 @@ from bench import (
     replica,
     stsbudget,
     sync,
+    token_credentials,
     watch,
 )
 
@@ -33,6 +34,7 @@ Bench = Callable[..., int]
 BENCHMARKS: dict[str, Bench] = {
     "agent": agent.run,
     "replica": replica.run,
+    "token_credentials": token_credentials.run,
     "fairness": fairness.run,
     "sync": sync.run,
     "watch": watch.run,

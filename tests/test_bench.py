@@ -44,6 +44,7 @@ def _tables(output: str) -> dict[str, list[re.Match[str]]]:
     [
         ("agent", ["Agent"]),
         ("replica", ["Replica: wrk"]),
+        ("token_credentials", ["Token credentials: wrk"]),
         ("fairness", ["Fairness: neighbour", "Fairness: the generators"]),
         ("sync", ["Server sync"]),
         ("watch", ["Watch ingest"]),
