@@ -9,9 +9,10 @@ COPY kiam ./kiam
 RUN pip install --no-cache-dir --prefix=/install .
 
 FROM python:3.11-slim-bookworm
-# iptables for the agent's --iptables (the nft backend works on current kernels)
+# iptables for the agent's --iptables (the nft backend works on current kernels);
+# iproute2 (`ip`) for the interface of --token-credentials
 RUN apt-get update \
- && apt-get install -y --no-install-recommends iptables \
+ && apt-get install -y --no-install-recommends iptables iproute2 \
  && rm -rf /var/lib/apt/lists/*
 COPY --from=build /install /usr/local
 # Go Kiam's image is the one binary /kiam: its chart and manifests say

@@ -57,3 +57,11 @@ def test_the_console_script_runs_through_a_symlink_elsewhere(tmp_path: Path) -> 
     )
     assert probe.returncode == 1, probe.stderr
     assert "unhealthy" in probe.stderr
+
+
+def test_the_image_has_the_agents_network_tools() -> None:
+    # iptables for --iptables, iproute2's `ip` for --token-credentials (kiam/agent/link_local.py)
+    installs = [s for s in _final_stage() if "apt-get install" in s]
+    assert installs, "the final stage installs no Debian package"
+    packages = installs[0].split("--no-install-recommends", 1)[1].split("&&")[0].split()
+    assert {"iptables", "iproute2"} <= set(packages), packages
