@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from kiam.agent.errors import BadRequest
 from kiam.agent.imdsv2 import MAX_TTL, MIN_TTL, parse_ttl
 from kiam.agent.paths import AllowList, RouteKind, classify, normalise_path
+from kiam.agent.token_answers import token_expiry, token_from_header
 from tests.fuzzing import fuzz
 
 pytestmark = pytest.mark.fuzz
@@ -103,3 +104,26 @@ def test_ttl_parsing_is_a_number_in_range_or_bad_request(value: str | None) -> N
 def test_non_ascii_digits_are_a_bad_ttl(value: str) -> None:
     with pytest.raises(BadRequest):
         parse_ttl(value)
+
+
+jwt_pieces = st.sampled_from(["a", "B", "0", "-", "_", ".", " ", "=", "+", "/", "\u00e9",
+                              "Bearer ", "\t", "eyJ", "\x00"])
+headers = st.one_of(st.none(), st.text(max_size=40),
+                    st.lists(jwt_pieces, max_size=20).map("".join))
+
+
+@FUZZ
+@given(value=headers)
+@example(value="a.b.c")
+def test_a_token_header_is_a_token_or_a_clear_400(value: str | None) -> None:
+    # docs/token-credentials.md, "On the agent": never any other exception
+    try:
+        token = token_from_header(value)
+    except BadRequest as exc:
+        assert exc.status == 400 and "\n" not in str(exc)
+        return
+    assert value is not None and token == value.strip()
+    parts = token.split(".")
+    assert len(parts) == 3 and all(re.fullmatch(r"[A-Za-z0-9_-]+", p) for p in parts)
+    expiry = token_expiry(token)  # readable or None, never an exception
+    assert expiry is None or isinstance(expiry, float)
