@@ -58,7 +58,7 @@ def test_manifest_args_parse(path: Path, tmp_path: Path) -> None:
             if not args:
                 continue
             ns = build_parser().parse_args(args)  # exits (fails the test) on an unknown flag
-            assert ns.command in ("agent", "server")
+            assert ns.command in ("agent", "server", "webhook")
             probe = container.get("livenessProbe", {}).get("exec", {}).get("command")
             if probe:
                 assert probe[0] == "kiam"

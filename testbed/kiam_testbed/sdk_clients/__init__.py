@@ -165,7 +165,7 @@ def _lock_digest() -> str:
 
 
 @contextlib.contextmanager
-def _exclusive(path: Path) -> Iterator[None]:
+def exclusive(path: Path) -> Iterator[None]:
     # Two test runs installing into one cache at once would corrupt node_modules.
     with path.open("a") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
@@ -186,7 +186,7 @@ def ensure_js_sdk(cache_dir: Path | None = None) -> Path:
     target.mkdir(parents=True, exist_ok=True)
     stamp = target / ".installed"
     digest = _lock_digest()
-    with _exclusive(target / ".lock"):
+    with exclusive(target / ".lock"):
         if stamp.is_file() and stamp.read_text() == digest and (target / "node_modules").is_dir():
             return target
         npm = shutil.which("npm")
