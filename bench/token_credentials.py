@@ -24,12 +24,11 @@ import shutil
 import sys
 import urllib.error
 import urllib.request
-from dataclasses import dataclass
 from pathlib import Path
 
 from bench.agent import UNTHROTTLED
 from bench.control import ROOT, BenchError
-from bench.replica import wrk
+from bench.replica import FULL, QUICK, wrk
 from bench.report import Figure, print_table, print_values
 from kiam_testbed.commands import ACCOUNT, isolated_env
 from kiam_testbed.stack import Stack, free_port, loopback_placement
@@ -45,17 +44,6 @@ _RPCS = re.compile(
     r'grpc_service="kiam.KiamTokenService",grpc_type="unary"\} (\S+)$',
     re.MULTILINE,
 )
-
-
-@dataclass(frozen=True, kw_only=True)
-class Sizes:
-    concurrency: tuple[int, ...]
-    seconds: int
-    rounds: int
-
-
-FULL = Sizes(concurrency=(1, 16, 64), seconds=5, rounds=2)
-QUICK = Sizes(concurrency=(16,), seconds=1, rounds=1)
 
 
 def _get(url: str, headers: dict[str, str] | None = None) -> tuple[int, bytes]:

@@ -12,11 +12,11 @@ asyncio subprocesses; failures become :class:`IptablesError` with iptables' own 
 
 from __future__ import annotations
 
-import asyncio
 import ipaddress
 import logging
-import shutil
 from dataclasses import dataclass
+
+from kiam.agent.host_tools import find_tool, run_tool
 
 log = logging.getLogger(__name__)
 
@@ -74,26 +74,15 @@ class Iptables:
     """Runs the rule's commands with the ``iptables`` binary found on PATH."""
 
     def __init__(self, *, binary: str = "iptables") -> None:
-        found = shutil.which(binary)
-        if found is None:
-            raise IptablesError(
-                f"{binary} not found on PATH: install iptables in the image or run without "
-                "--iptables"
-            )
-        self._binary = found
+        self._binary = find_tool(
+            binary,
+            error=IptablesError,
+            hint="install iptables in the image or run without --iptables",
+        )
 
     async def _run(self, args: list[str]) -> tuple[int, str]:
-        try:
-            proc = await asyncio.create_subprocess_exec(
-                self._binary,
-                *args,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE,
-            )
-        except OSError as exc:
-            raise IptablesError(f"cannot run {self._binary}: {exc.strerror or exc}") from None
-        _, err = await proc.communicate()
-        return proc.returncode or 0, " ".join(err.decode(errors="replace").split())
+        done = await run_tool(self._binary, args, error=IptablesError)
+        return done.code, done.err
 
     async def exists(self, rule: DnatRule) -> bool:
         # -C exits 1 when no such rule exists; real errors resurface on -A or -D

@@ -23,11 +23,11 @@ become :class:`InterfaceError` with ``ip``'s own words.
 
 from __future__ import annotations
 
-import asyncio
 import ipaddress
 import logging
-import shutil
 from collections.abc import Sequence
+
+from kiam.agent.host_tools import find_tool, run_tool
 
 log = logging.getLogger(__name__)
 
@@ -45,30 +45,18 @@ class LinkLocalInterface:
     """One dummy interface with the endpoint's addresses."""
 
     def __init__(self, name: str, addresses: Sequence[str], *, binary: str = "ip") -> None:
-        found = shutil.which(binary)
-        if found is None:
-            raise InterfaceError(
-                f"{binary} not found on PATH: install iproute2 in the image, or give "
-                "--token-credentials-interface '' and put the addresses on the node yourself"
-            )
-        self._binary = found
+        self._binary = find_tool(
+            binary,
+            error=InterfaceError,
+            hint="install iproute2 in the image, or give --token-credentials-interface '' "
+            "and put the addresses on the node yourself",
+        )
         self.name = name
         self.addresses = tuple(dict.fromkeys(addresses))
 
     async def _run(self, *args: str) -> tuple[int, str, str]:
-        try:
-            proc = await asyncio.create_subprocess_exec(
-                self._binary,
-                *args,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE,
-            )
-        except OSError as exc:
-            raise InterfaceError(f"cannot run {self._binary}: {exc.strerror or exc}") from None
-        out, err = await proc.communicate()
-        return proc.returncode or 0, out.decode(errors="replace"), " ".join(
-            err.decode(errors="replace").split()
-        )
+        done = await run_tool(self._binary, list(args), error=InterfaceError)
+        return done.code, done.out, done.err
 
     async def owned(self) -> bool | None:
         """True: ours (it has :data:`ALIAS`); False: another interface; None: none."""
