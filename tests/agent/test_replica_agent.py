@@ -24,7 +24,7 @@ import pytest
 from kiam.certs import CertPaths
 from kiam.wire import kiam_pb2, status
 from kiam.wire.credentials import format_timestamp
-from tests.agent.node_server import RPC_KEY, ScriptedNodeServer, refusal
+from kiam_testbed.node_stream_server import RPC_KEY, ScriptedNodeServer, refusal
 from tests.agent.standins import AgentProcess, RawResponse, raw_request
 from tests.compat.go_server import GoPod, go_shaped_server
 
