@@ -6,17 +6,11 @@ import http.server
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-import grpc
 import pytest
 
 from kiam.certs import CertPaths, generate_certificates
-from tests.agent.standins import (
-    AgentProcess,
-    FakeKiam,
-    ImdsState,
-    start_fake_imds,
-    start_fake_kiam,
-)
+from kiam_testbed.node_stream_server import ScriptedNodeServer
+from tests.agent.standins import AgentProcess, ImdsState, start_fake_imds, start_scripted_kiam
 
 ALLOW = "^/latest/meta-data/(instance-id|placement/availability-zone|reset)$"
 
@@ -26,22 +20,11 @@ def certs(tmp_path_factory: pytest.TempPathFactory) -> CertPaths:
     return generate_certificates(tmp_path_factory.mktemp("certs"))
 
 
-@dataclass
-class KiamStandIn:
-    servicer: FakeKiam
-    port: int
-
-    @property
-    def address(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-
 @pytest.fixture(scope="module")
-def fake_kiam(certs: CertPaths) -> Iterator[KiamStandIn]:
-    server: grpc.Server
-    server, servicer, port = start_fake_kiam(certs)
-    yield KiamStandIn(servicer, port)
-    server.stop(grace=None).wait(5)
+def fake_kiam(certs: CertPaths) -> Iterator[ScriptedNodeServer]:
+    server = start_scripted_kiam(certs)
+    yield server
+    server.stop()
 
 
 @dataclass
@@ -66,7 +49,7 @@ def fake_imds() -> Iterator[ImdsStandIn]:
 @pytest.fixture(scope="module")
 def agent(
     certs: CertPaths,
-    fake_kiam: KiamStandIn,
+    fake_kiam: ScriptedNodeServer,
     fake_imds: ImdsStandIn,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[AgentProcess]:
@@ -90,7 +73,7 @@ def agent(
 @pytest.fixture(scope="module")
 def strict_agent(
     certs: CertPaths,
-    fake_kiam: KiamStandIn,
+    fake_kiam: ScriptedNodeServer,
     fake_imds: ImdsStandIn,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[AgentProcess]:
