@@ -5,6 +5,7 @@ from __future__ import annotations
 import http.server
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
@@ -46,6 +47,16 @@ def fake_imds() -> Iterator[ImdsStandIn]:
     server.server_close()
 
 
+def _agent(server: ScriptedNodeServer, imds: ImdsStandIn, *, certs: CertPaths,
+           workdir: Path, args: list[str]) -> Iterator[AgentProcess]:
+    process = AgentProcess.start(
+        ["--server-address", server.address, "--metadata-endpoint", imds.url, *args],
+        certs=certs, workdir=workdir,
+    )
+    yield process
+    process.stop()
+
+
 @pytest.fixture(scope="module")
 def agent(
     certs: CertPaths,
@@ -54,20 +65,8 @@ def agent(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[AgentProcess]:
     """IMDSv2 optional, a narrow allow-list, the fake server and IMDS."""
-    process = AgentProcess.start(
-        [
-            "--server-address",
-            fake_kiam.address,
-            "--metadata-endpoint",
-            fake_imds.url,
-            "--allow-route-regexp",
-            ALLOW,
-        ],
-        certs=certs,
-        workdir=tmp_path_factory.mktemp("agent"),
-    )
-    yield process
-    process.stop()
+    yield from _agent(fake_kiam, fake_imds, certs=certs, workdir=tmp_path_factory.mktemp("agent"),
+                      args=["--allow-route-regexp", ALLOW])
 
 
 @pytest.fixture(scope="module")
@@ -78,19 +77,6 @@ def strict_agent(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[AgentProcess]:
     """IMDSv2 required and an allow-list that allows every path."""
-    process = AgentProcess.start(
-        [
-            "--server-address",
-            fake_kiam.address,
-            "--metadata-endpoint",
-            fake_imds.url,
-            "--allow-route-regexp",
-            ".*",
-            "--imdsv2",
-            "required",
-        ],
-        certs=certs,
-        workdir=tmp_path_factory.mktemp("strict-agent"),
-    )
-    yield process
-    process.stop()
+    yield from _agent(fake_kiam, fake_imds, certs=certs,
+                      workdir=tmp_path_factory.mktemp("strict-agent"),
+                      args=["--allow-route-regexp", ".*", "--imdsv2", "required"])
