@@ -67,6 +67,17 @@ def _entry() -> kiam_pb2.NodeEntry:
     return entry
 
 
+def start_bare_server(stack: Stack, body: bytes, *, role: str) -> str:
+    """``bench/bare_server.py`` serving ``body`` from memory, a child of ``stack``; its URL."""
+    (stack.workdir / "body.json").write_bytes(body)
+    bare = stack.spawn("bare-server", [
+        sys.executable, "-m", "bench.bare_server", "--body-file",
+        str(stack.workdir / "body.json"), "--role", role,
+    ], env=isolated_env(), cwd=ROOT)
+    url: str = bare.wait_for(r"^(http://\S+)$")[1]
+    return url
+
+
 _UNITS = {"us": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0}
 
 
@@ -130,12 +141,7 @@ def run(*, quick: bool, workdir: Path) -> int:
         if status != 200 or stream.calls:
             raise BenchError(f"agent answered {status} after RPCs {stream.calls}: "
                              f"{body[:200]!r}")
-        (workdir / "body.json").write_bytes(body)
-        bare = stack.spawn("bare-server", [
-            sys.executable, "-m", "bench.bare_server", "--body-file",
-            str(workdir / "body.json"), "--role", ROLE,
-        ], env=isolated_env(), cwd=ROOT)
-        bare_url = bare.wait_for(r"^(http://\S+)$")[1]
+        bare_url = start_bare_server(stack, body, role=ROLE)
         agent_url = f"http://127.0.0.1:{port}"
         for c in sizes.concurrency:
             runs: dict[str, list[dict[str, float]]] = {"kiam": [], "bare": []}
