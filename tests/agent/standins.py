@@ -19,8 +19,6 @@ from __future__ import annotations
 import asyncio
 import http.server
 import secrets
-import signal
-import subprocess
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -188,18 +186,8 @@ class AgentProcess:
             child.stop()
             raise
 
-    @property
-    def popen(self) -> subprocess.Popen[bytes]:
-        return self.child.popen
-
-    def log(self) -> str:
-        return self.child.log()
-
     def url(self, host: str = "127.0.0.1") -> str:
         return f"http://[{host}]:{self.port}" if ":" in host else f"http://{host}:{self.port}"
-
-    def terminate(self) -> None:
-        self.child.signal(signal.SIGTERM)
 
     def stop(self, timeout: float = 15.0) -> int:
         return self.child.stop(timeout=timeout)

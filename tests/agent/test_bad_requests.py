@@ -55,7 +55,7 @@ async def test_malformed_requests_are_400_one_line_counted_and_quiet(
                 text = await resp.text()
     finally:
         assert agent.stop() == 0
-    log = agent.log()
+    log = agent.child.log()
     count = next(
         float(line.rsplit(" ", 1)[1])
         for line in text.splitlines()

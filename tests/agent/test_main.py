@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -91,7 +92,7 @@ async def test_server_with_another_ca_is_refused(
     finally:
         agent.stop()
     assert not fake_kiam.rpcs("127.0.1.3")
-    assert "no kiam server reachable yet" in agent.log()
+    assert "no kiam server reachable yet" in agent.child.log()
 
 
 def test_unusable_tls_files_end_the_process_with_the_reason(tmp_path: Path) -> None:
@@ -129,14 +130,14 @@ async def test_graceful_shutdown_finishes_in_flight_requests(
         pending = asyncio.create_task(get(agent.url() + CREDS, source="127.0.0.10"))
         while len(fake_kiam.rpcs("127.0.0.10")) == before:  # noqa: ASYNC110 (another thread's list)
             await asyncio.sleep(0.01)
-        agent.terminate()
+        agent.child.signal(signal.SIGTERM)
         assert await pending == (200, "draining")
-        assert await asyncio.to_thread(agent.popen.wait, 15) == 0
+        assert await asyncio.to_thread(agent.child.popen.wait, 15) == 0
     finally:
         agent.stop()
     with pytest.raises(aiohttp.ClientConnectionError):
         await get(agent.url() + "/ping")
-    log = agent.log()
+    log = agent.child.log()
     assert log.index("listening on") < log.index("kiam agent ready")
     assert log.index("kiam agent ready") < log.index("received SIGTERM")
     assert log.index("received SIGTERM") < log.index("kiam agent stopped")
@@ -159,4 +160,4 @@ async def test_dns_name_server_address_and_ip_query_for_development(
         assert (await get(agent.url() + CREDS + "?ip=nonsense", source="127.0.1.60"))[0] == 400
     finally:
         agent.stop()
-    assert "--allow-ip-query is on" in agent.log()
+    assert "--allow-ip-query is on" in agent.child.log()

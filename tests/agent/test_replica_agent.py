@@ -354,7 +354,7 @@ async def test_the_audit_line_once_per_new_access_key(
     assert "ASIAFIRSTKEY" in lines[0] and "ASIASECONDKEY" in lines[1]
     assert f"pod-{ip}" in lines[0]
     assert metric(port, "kiam_agent_credentials_served_total", access_key="seen") >= seen + 8
-    log = agent.log()
+    log = agent.child.log()
     for secret in ("secret-of-", "token-of-"):
         assert secret not in log
 

@@ -120,7 +120,7 @@ async def test_a_flooding_pod_gets_429_while_its_neighbour_is_answered(
     refused = [await throttled_total(metrics_port, limit) for limit in ("in_flight", "rate")]
     assert sum(refused) == statuses[429], refused
     # one warning for the flooder, none for the neighbour
-    log = default_agent.log()
+    log = default_agent.child.log()
     warnings = [line for line in log.splitlines() if "over its limit" in line]
     assert len(warnings) == 1 and FLOODER in warnings[0], warnings
     assert "Traceback" not in log
