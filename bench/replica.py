@@ -1,6 +1,7 @@
 """Replica: the agent answering credentials from its node replica (#11), under ``wrk``.
 
-The agent follows ``WatchNode`` on a scripted stream server in this process (one entry
+The agent follows ``WatchNode`` on the test bed's scripted stream server
+(:mod:`kiam_testbed.node_stream_server`) in this process (one entry
 for the load generator's address, credentials valid for hours, a heartbeat a second)
 and is loaded by ``wrk`` (Debian's, one thread, keep-alive connections) at concurrency
 1, 16 and 64; so every answer comes from memory, and the bench checks that no RPC
@@ -13,33 +14,25 @@ it loads uses one: the ``wrk`` CPU share of each run is printed with the figures
 
 from __future__ import annotations
 
-import asyncio
 import re
 import resource
 import shutil
 import subprocess
 import sys
-import threading
 import time
-from collections.abc import AsyncIterator, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
-
-import grpc
-from grpc import aio
 
 from bench.agent import UNTHROTTLED, fetch
 from bench.control import ROOT, BenchError
 from bench.report import Figure, print_table, print_values
-from kiam.certs import generate_certificates
-from kiam.common.settings import TLSSettings
-from kiam.common.tls import server_credentials
-from kiam.wire import kiam_pb2, kiam_pb2_grpc
+from kiam.certs import CertPaths, generate_certificates
+from kiam.wire import kiam_pb2
 from kiam.wire.credentials import format_timestamp
 from kiam_testbed.commands import isolated_env
+from kiam_testbed.node_stream_server import ScriptedNodeServer
 from kiam_testbed.stack import Placement, Stack, free_port
 
 ROLE = "bench-role"
@@ -59,73 +52,30 @@ FULL = Sizes(concurrency=(1, 16, 64), seconds=5, rounds=2)
 QUICK = Sizes(concurrency=(16,), seconds=1, rounds=1)
 
 
-class _Stream(kiam_pb2_grpc.KiamNodeServiceServicer, kiam_pb2_grpc.KiamServiceServicer):
-    """One entry, then heartbeats; every KiamService RPC is counted (there must be none)."""
-
-    def __init__(self) -> None:
-        now = datetime.now(UTC)
-        self.entry = kiam_pb2.NodeEntry(
-            ip=CALLER, pod_namespace="bench", pod_name="bench-pod", pod_uid="u", role=ROLE
-        )
-        self.entry.credentials.CopyFrom(kiam_pb2.Credentials(
-            code="Success", type="AWS-HMAC", access_key_id="ASIABENCHREPLICA0001",
-            secret_access_key="x" * 40, token="t" * 600,
-            expiration=format_timestamp(now + timedelta(hours=6)),
-            last_updated=format_timestamp(now),
-        ))
-        self.rpcs = 0
-
-    async def WatchNode(
-        self, request: kiam_pb2.WatchNodeRequest, context: Any
-    ) -> AsyncIterator[kiam_pb2.NodeUpdate]:
-        yield kiam_pb2.NodeUpdate(entry=self.entry)
-        done = kiam_pb2.SnapshotComplete(entries=1, heartbeat_interval_ms=1000)
-        yield kiam_pb2.NodeUpdate(snapshot_complete=done)
-        while True:
-            await asyncio.sleep(1.0)
-            yield kiam_pb2.NodeUpdate(heartbeat=kiam_pb2.Heartbeat())
-
-    async def GetPodRole(self, request: Any, context: Any) -> kiam_pb2.Role:
-        self.rpcs += 1
-        return kiam_pb2.Role(name=ROLE)
-
-    async def GetPodCredentials(self, request: Any, context: Any) -> kiam_pb2.Credentials:
-        self.rpcs += 1
-        await context.abort(grpc.StatusCode.UNAVAILABLE, "the bench answers from the replica")
-        raise AssertionError
-
-    async def GetHealth(self, request: Any, context: Any) -> kiam_pb2.HealthStatus:
-        return kiam_pb2.HealthStatus(message="ok")
+def _entry() -> kiam_pb2.NodeEntry:
+    """The one pod, with credentials valid for hours: every answer comes from memory."""
+    now = datetime.now(UTC)
+    entry = kiam_pb2.NodeEntry(
+        ip=CALLER, pod_namespace="bench", pod_name="bench-pod", pod_uid="u", role=ROLE
+    )
+    entry.credentials.CopyFrom(kiam_pb2.Credentials(
+        code="Success", type="AWS-HMAC", access_key_id="ASIABENCHREPLICA0001",
+        secret_access_key="x" * 40, token="t" * 600,
+        expiration=format_timestamp(now + timedelta(hours=6)),
+        last_updated=format_timestamp(now),
+    ))
+    return entry
 
 
-@contextmanager
-def stream_server(certs: Path) -> Iterator[tuple[_Stream, int]]:
-    """The scripted server on its own event loop in a thread; (servicer, port)."""
-    servicer = _Stream()
-    loop = asyncio.new_event_loop()
-    thread = threading.Thread(target=loop.run_forever, daemon=True)
-    thread.start()
-    servers: list[aio.Server] = []
-
-    async def start() -> int:
-        server = aio.server()  # made on its loop
-        servers.append(server)
-        kiam_pb2_grpc.add_KiamNodeServiceServicer_to_server(servicer, server)
-        kiam_pb2_grpc.add_KiamServiceServicer_to_server(servicer, server)
-        tls = TLSSettings(cert=str(certs / "server.pem"), key=str(certs / "server-key.pem"),
-                          ca=str(certs / "ca.pem"))
-        port = server.add_secure_port("127.0.0.1:0", server_credentials(tls))
-        await server.start()
-        return port
-
-    try:
-        yield servicer, asyncio.run_coroutine_threadsafe(start(), loop).result(10)
-    finally:
-        for server in servers:
-            asyncio.run_coroutine_threadsafe(server.stop(None), loop).result(10)
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(5)
-        loop.close()
+def start_bare_server(stack: Stack, body: bytes, *, role: str) -> str:
+    """``bench/bare_server.py`` serving ``body`` from memory, a child of ``stack``; its URL."""
+    (stack.workdir / "body.json").write_bytes(body)
+    bare = stack.spawn("bare-server", [
+        sys.executable, "-m", "bench.bare_server", "--body-file",
+        str(stack.workdir / "body.json"), "--role", role,
+    ], env=isolated_env(), cwd=ROOT)
+    url: str = bare.wait_for(r"^(http://\S+)$")[1]
+    return url
 
 
 _UNITS = {"us": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0}
@@ -179,40 +129,38 @@ def run(*, quick: bool, workdir: Path) -> int:
     shares: list[tuple[str, str]] = []
     port = free_port()
     stack = Stack(workdir / "stack", Placement(agent_port=port), certs=certs)
-    with stream_server(certs) as (stream, server_port):
-        try:
-            stack.start_agent(extra=[
-                "--server-address", f"127.0.0.1:{server_port}", "--node-name", "bench-node",
-                *UNTHROTTLED,
-            ])
-            stack.processes["agent"].wait_for("node replica serving")
-            status, body = fetch("127.0.0.1", port, PATH, source=CALLER)
-            if status != 200 or stream.rpcs:
-                raise BenchError(f"agent answered {status} with {stream.rpcs} RPCs: {body[:200]!r}")
-            (workdir / "body.json").write_bytes(body)
-            bare = stack.spawn("bare-server", [
-                sys.executable, "-m", "bench.bare_server", "--body-file",
-                str(workdir / "body.json"), "--role", ROLE,
-            ], env=isolated_env(), cwd=ROOT)
-            bare_url = bare.wait_for(r"^(http://\S+)$")[1]
-            agent_url = f"http://127.0.0.1:{port}"
-            for c in sizes.concurrency:
-                runs: dict[str, list[dict[str, float]]] = {"kiam": [], "bare": []}
-                for i in range(sizes.rounds):
-                    order = [("kiam", agent_url), ("bare", bare_url)]
-                    for name, url in order if i % 2 == 0 else order[::-1]:
-                        result = wrk(url + PATH, concurrency=c, seconds=sizes.seconds)
-                        if result["non2xx"] or result["socket_errors"]:
-                            raise BenchError(f"{name} c={c}: failed answers: {result}")
-                        runs[name].append(result)
-                figures += _figures(c, runs["kiam"], runs["bare"])
-                for name in ("kiam", "bare"):
-                    share = max(r["cpu"] for r in runs[name])
-                    shares.append((f"wrk CPU, {name} c={c}", f"{share:.0%} of a core"))
-            if stream.rpcs:
-                raise BenchError(f"{stream.rpcs} RPCs reached the server: not from the replica")
-        finally:
-            stack.close()
+    stream = ScriptedNodeServer(heartbeat_ms=1000).start(CertPaths(directory=certs))
+    stream.put(_entry())
+    try:
+        stack.start_agent(extra=[
+            "--server-address", stream.address, "--node-name", "bench-node",
+            *UNTHROTTLED,
+        ])
+        stack.processes["agent"].wait_for("node replica serving")
+        status, body = fetch("127.0.0.1", port, PATH, source=CALLER)
+        if status != 200 or stream.calls:
+            raise BenchError(f"agent answered {status} after RPCs {stream.calls}: "
+                             f"{body[:200]!r}")
+        bare_url = start_bare_server(stack, body, role=ROLE)
+        agent_url = f"http://127.0.0.1:{port}"
+        for c in sizes.concurrency:
+            runs: dict[str, list[dict[str, float]]] = {"kiam": [], "bare": []}
+            for i in range(sizes.rounds):
+                order = [("kiam", agent_url), ("bare", bare_url)]
+                for name, url in order if i % 2 == 0 else order[::-1]:
+                    result = wrk(url + PATH, concurrency=c, seconds=sizes.seconds)
+                    if result["non2xx"] or result["socket_errors"]:
+                        raise BenchError(f"{name} c={c}: failed answers: {result}")
+                    runs[name].append(result)
+            figures += _figures(c, runs["kiam"], runs["bare"])
+            for name in ("kiam", "bare"):
+                share = max(r["cpu"] for r in runs[name])
+                shares.append((f"wrk CPU, {name} c={c}", f"{share:.0%} of a core"))
+        if stream.calls:
+            raise BenchError(f"RPCs reached the server, not from the replica: {stream.calls}")
+    finally:
+        stack.close()
+        stream.stop()
     print_table("Replica: wrk -> kiam agent answering from its node replica",
                 "bare aiohttp server, same bytes from memory", figures)
     print_values("Replica: the generator (well under a core: not the bottleneck)", shares)

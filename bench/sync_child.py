@@ -24,6 +24,7 @@ import orjson
 
 from kiam.k8s.client import KubeClient
 from kiam.k8s.pod_cache import PODS_PATH, PodCache
+from kiam.k8s.watching import WatchOptions
 
 PAGE = 500  # as ListWatch's default page size
 
@@ -52,7 +53,7 @@ async def _baseline(client: KubeClient) -> tuple[int, list[Any]]:
 
 
 async def _kiam(client: KubeClient) -> tuple[int, PodCache]:
-    cache = PodCache(client, resync_interval=0, announce_buffer=1000)
+    cache = PodCache(client, options=WatchOptions(resync_interval=0), announce_buffer=1000)
     await cache.watch.relist()
     return len(cache), cache
 

@@ -21,16 +21,15 @@ from __future__ import annotations
 
 import re
 import shutil
-import sys
 import urllib.error
 import urllib.request
 from pathlib import Path
 
 from bench.agent import UNTHROTTLED
-from bench.control import ROOT, BenchError
-from bench.replica import FULL, QUICK, wrk
+from bench.control import BenchError
+from bench.replica import FULL, QUICK, start_bare_server, wrk
 from bench.report import Figure, print_table, print_values
-from kiam_testbed.commands import ACCOUNT, isolated_env
+from kiam_testbed.commands import ACCOUNT
 from kiam_testbed.stack import Stack, free_port, loopback_placement
 
 NAMESPACE = "bench"
@@ -105,12 +104,7 @@ def run(*, quick: bool, workdir: Path) -> int:
         status, imds = _get(stack.agent_url + IMDS_PATH)
         if status != 200:
             raise BenchError(f"the metadata path answered {status}: {imds[:300]!r}")
-        (workdir / "body.json").write_bytes(body)
-        bare = stack.spawn("bare-server", [
-            sys.executable, "-m", "bench.bare_server", "--body-file",
-            str(workdir / "body.json"), "--role", ROLE,
-        ], env=isolated_env(), cwd=ROOT)
-        bare_url = bare.wait_for(r"^(http://\S+)$")[1]
+        bare_url = start_bare_server(stack, body, role=ROLE)
         targets = {
             "token": (token_url + TOKEN_PATH, (f"Authorization: {token}",)),
             "imds": (stack.agent_url + IMDS_PATH, ()),

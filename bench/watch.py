@@ -20,6 +20,7 @@ from bench.control import BenchError, StandInsProcess
 from bench.report import Figure, print_table
 from kiam.k8s.client import KubeClient, Params
 from kiam.k8s.pod_cache import PODS_PATH, PodCache
+from kiam.k8s.watching import WatchOptions
 
 NAMESPACE = "bench"
 _TIMEOUT = 300.0
@@ -71,7 +72,7 @@ async def _measure(standins: StandInsProcess, kubeconfig: Path,
     client = await KubeClient.create(str(kubeconfig))
     kiam_best = base_best = 0.0
     try:
-        cache = PodCache(client, resync_interval=0, announce_buffer=1000)
+        cache = PodCache(client, options=WatchOptions(resync_interval=0), announce_buffer=1000)
         await cache.watch.relist()
         for i in range(sizes.rounds):
             batch = await asyncio.to_thread(standins.call, "modify", namespace=NAMESPACE,

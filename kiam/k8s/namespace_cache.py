@@ -10,7 +10,7 @@ from typing import NoReturn
 from kiam.k8s.client import KubeClient
 from kiam.k8s.model import NamespaceInfo, namespace_info_from_json
 from kiam.k8s.waiters import KeyedWaiters
-from kiam.k8s.watching import DELETED, Backoff, ListWatch
+from kiam.k8s.watching import DELETED, ListWatch, WatchOptions
 
 log = logging.getLogger(__name__)
 
@@ -24,10 +24,7 @@ class NamespaceCache:
         self,
         client: KubeClient,
         *,
-        resync_interval: float,
-        watch_timeout: float = 300.0,
-        inactivity_timeout: float | None = None,
-        backoff: Backoff | None = None,
+        options: WatchOptions,
         on_annotations_changed: Callable[[NamespaceInfo], None] | None = None,
     ) -> None:
         self.synced = asyncio.Event()
@@ -43,10 +40,7 @@ class NamespaceCache:
             decode=namespace_info_from_json,
             on_replace=self._replace,
             on_event=self._apply,
-            resync_interval=resync_interval,
-            watch_timeout=watch_timeout,
-            inactivity_timeout=inactivity_timeout,
-            backoff=backoff,
+            options=options,
         )
 
     async def run(self) -> NoReturn:

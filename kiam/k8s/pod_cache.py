@@ -28,7 +28,7 @@ from kiam.k8s.metrics import dropped_pods
 from kiam.k8s.model import PodInfo, pod_info_from_json
 from kiam.k8s.ownership import can_own_ip, credential_identity, owner_of_ip
 from kiam.k8s.waiters import KeyedWaiters
-from kiam.k8s.watching import DELETED, Backoff, ListWatch
+from kiam.k8s.watching import DELETED, ListWatch, WatchOptions
 
 log = logging.getLogger(__name__)
 
@@ -76,11 +76,8 @@ class PodCache:
         self,
         client: KubeClient,
         *,
-        resync_interval: float,
+        options: WatchOptions,
         announce_buffer: int,
-        watch_timeout: float = 300.0,
-        inactivity_timeout: float | None = None,
-        backoff: Backoff | None = None,
         on_annotations_changed: Callable[[PodInfo], None] | None = None,
     ) -> None:
         self.synced = asyncio.Event()
@@ -102,10 +99,7 @@ class PodCache:
             decode=pod_info_from_json,
             on_replace=self._replace,
             on_event=self._apply,
-            resync_interval=resync_interval,
-            watch_timeout=watch_timeout,
-            inactivity_timeout=inactivity_timeout,
-            backoff=backoff,
+            options=options,
         )
 
     async def run(self) -> NoReturn:

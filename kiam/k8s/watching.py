@@ -55,6 +55,22 @@ class Backoff:
         return base * random.uniform(0.5, 1.0)
 
 
+@dataclass(frozen=True, kw_only=True)
+class WatchOptions:
+    """How one collection is listed and watched; every cache takes one."""
+
+    resync_interval: float
+    """Seconds between full re-lists (``--sync``); 0 lists only when needed."""
+    watch_timeout: float = 300.0
+    """The ``timeoutSeconds`` asked of each watch (shorter when a resync is due sooner)."""
+    inactivity_timeout: float | None = None
+    """Seconds of silence that cut a watch; None: the watch's timeout plus a margin."""
+    page_size: int = 500
+    """Objects per list page."""
+    backoff: Backoff = Backoff()
+    """The delays between failed attempts."""
+
+
 def _resource_version(obj: Any) -> str | None:
     if isinstance(obj, dict):
         meta = obj.get("metadata")
@@ -76,22 +92,14 @@ class ListWatch(Generic[T]):
         decode: Callable[[dict[str, Any]], T],
         on_replace: Callable[[list[T]], None],
         on_event: Callable[[str, T], None],
-        resync_interval: float,
-        watch_timeout: float = 300.0,
-        inactivity_timeout: float | None = None,
-        page_size: int = 500,
-        backoff: Backoff | None = None,
+        options: WatchOptions,
     ) -> None:
         self._client = client
         self._path = path
         self._decode = decode
         self._on_replace = on_replace
         self._on_event = on_event
-        self._resync_interval = resync_interval
-        self._watch_timeout = watch_timeout
-        self._inactivity_timeout = inactivity_timeout
-        self._page_size = page_size
-        self._backoff = backoff or Backoff()
+        self._options = options
         self._next_resync = 0.0
         self.resource_version: str | None = None
         """Where the next watch starts; None means list first."""
@@ -109,11 +117,11 @@ class ListWatch(Generic[T]):
                 gone += 1
                 log.info("%s: %s; re-listing", self._path, exc)
                 if gone > 1:  # a server that keeps answering 410 must not spin us
-                    await asyncio.sleep(self._backoff.delay(gone - 1))
+                    await asyncio.sleep(self._options.backoff.delay(gone - 1))
                 continue
             except KubeError as exc:
                 attempt += 1
-                delay = self._backoff.delay(attempt)
+                delay = self._options.backoff.delay(attempt)
                 log.warning(
                     "%s: list/watch failed (attempt %d), retrying in %.2fs: %s",
                     self._path,
@@ -128,7 +136,7 @@ class ListWatch(Generic[T]):
             else:
                 # the stream ended at once with nothing in it: do not reconnect in a tight loop
                 attempt += 1
-                delay = self._backoff.delay(attempt)
+                delay = self._options.backoff.delay(attempt)
                 log.debug(
                     "%s: empty watch ended (attempt %d), next in %.2fs", self._path, attempt, delay
                 )
@@ -141,7 +149,7 @@ class ListWatch(Generic[T]):
         lasted a while). Raises KubeError.
         """
         if self.resource_version is None or (
-            self._resync_interval > 0 and time.monotonic() >= self._next_resync
+            self._options.resync_interval > 0 and time.monotonic() >= self._next_resync
         ):
             await self.relist()
             return True
@@ -149,7 +157,7 @@ class ListWatch(Generic[T]):
 
     async def relist(self) -> None:
         items: list[T] = []
-        params: dict[str, str | int | bool] = {"limit": self._page_size}
+        params: dict[str, str | int | bool] = {"limit": self._options.page_size}
         while True:
             body = await self._client.list_raw(self._path, params)
             try:
@@ -174,13 +182,13 @@ class ListWatch(Generic[T]):
             raise KubeError(f"list {self._path}: no resourceVersion")
         self._on_replace(items)
         self.resource_version = rv
-        self._next_resync = time.monotonic() + self._resync_interval
+        self._next_resync = time.monotonic() + self._options.resync_interval
         self.lists += 1
         log.info("listed %d objects from %s at resourceVersion %s", len(items), self._path, rv)
 
     async def watch_once(self) -> bool:
-        seconds = self._watch_timeout
-        if self._resync_interval > 0:
+        seconds = self._options.watch_timeout
+        if self._options.resync_interval > 0:
             seconds = min(seconds, self._next_resync - time.monotonic())
         seconds = max(1, math.ceil(seconds))
         params: Params = {
@@ -188,7 +196,7 @@ class ListWatch(Generic[T]):
             "allowWatchBookmarks": True,
             "timeoutSeconds": seconds,
         }
-        inactivity = self._inactivity_timeout or seconds + 30.0
+        inactivity = self._options.inactivity_timeout or seconds + 30.0
         started = time.monotonic()
         received = 0
         try:

@@ -53,6 +53,7 @@ from kiam.k8s.model import NamespaceInfo, PodInfo
 from kiam.k8s.namespace_cache import NamespaceCache
 from kiam.k8s.pod_cache import PodCache
 from kiam.k8s.token_review import TokenReviewer
+from kiam.k8s.watching import WatchOptions
 from kiam.server.metrics import ServerMetrics
 from kiam.server.node_feed import NodeFeed
 from kiam.server.node_service import KiamNodeService
@@ -122,14 +123,15 @@ async def serve(settings: ServerSettings) -> int:
                 keys_in_use(members, permitted=namespaces.permitted, policy=policy)
             )
 
+        watch = WatchOptions(resync_interval=settings.sync)
         pods = PodCache(
             kube,
-            resync_interval=settings.sync,
+            options=watch,
             announce_buffer=settings.prefetch_buffer_size,
             on_annotations_changed=pod_changed,
         )
         namespaces = NamespaceCache(
-            kube, resync_interval=settings.sync, on_annotations_changed=namespace_changed
+            kube, options=watch, on_annotations_changed=namespace_changed
         )
         events = EventRecorder(kube)
 

@@ -43,25 +43,8 @@ from kiam_testbed.commands import (
 from kiam_testbed.netns import Bed
 
 _URL = r"^(https?://\S+?)/?$"  # the stand-ins print their URL first
-
-
-# Run as `python -c` where the processes are: one request described on stdin, the answer
-# as JSON on stdout (status 0 when nothing answered).
-_HTTP_CHILD = """
-import json, sys, urllib.error, urllib.request
-spec = json.load(sys.stdin)
-data = None if spec["body"] is None else spec["body"].encode()
-headers = {} if data is None else {"Content-Type": spec["content_type"]}
-req = urllib.request.Request(spec["url"], data=data, method=spec["method"], headers=headers)
-try:
-    with urllib.request.urlopen(req, timeout=10) as resp:
-        out = {"status": resp.status, "body": resp.read().decode(errors="replace")}
-except urllib.error.HTTPError as exc:
-    out = {"status": exc.code, "body": exc.read().decode(errors="replace")}
-except OSError as exc:
-    out = {"status": 0, "body": str(exc)}
-json.dump(out, sys.stdout)
-"""
+HTTP_LINES = [sys.executable, "-m", "kiam_testbed.http_lines"]
+"""The command that makes HTTP requests in place (:mod:`kiam_testbed.http_lines`)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -258,18 +241,17 @@ class Stack:
     def http(self, method: str, url: str, *, body: Any = None,
              content_type: str = "application/json") -> tuple[int, str]:
         """One HTTP request made where the processes run; (status, body), status 0 when
-        the connection failed. A short Python child makes it, so it works inside a
-        namespace the test process cannot reach, and needs no curl."""
+        the connection failed. :mod:`kiam_testbed.http_lines` makes it, so it works
+        inside a namespace the test process cannot reach, and needs no curl."""
         spec = {"method": method, "url": url, "content_type": content_type,
                 "body": None if body is None else json.dumps(body)}
-        done = subprocess.run(self.placement.wrap([sys.executable, "-c", _HTTP_CHILD]),
-                              input=json.dumps(spec), capture_output=True, text=True,
-                              timeout=30, check=False)
+        done = subprocess.run(self.placement.wrap(HTTP_LINES), input=json.dumps(spec) + "\n",
+                              capture_output=True, text=True, timeout=30, check=False)
         try:
-            reply = json.loads(done.stdout)
+            status, text = json.loads(done.stdout)
         except ValueError:
             raise HarnessError(f"HTTP helper failed: {done.stderr.strip()[-1000:]}") from None
-        return int(reply["status"]), str(reply["body"])
+        return int(status), str(text)
 
     def kube(self, method: str, path: str, body: Any = None, *,
              content_type: str = "application/json") -> Any:

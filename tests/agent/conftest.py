@@ -5,18 +5,13 @@ from __future__ import annotations
 import http.server
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
-import grpc
 import pytest
 
 from kiam.certs import CertPaths, generate_certificates
-from tests.agent.standins import (
-    AgentProcess,
-    FakeKiam,
-    ImdsState,
-    start_fake_imds,
-    start_fake_kiam,
-)
+from kiam_testbed.node_stream_server import ScriptedNodeServer
+from tests.agent.standins import AgentProcess, ImdsState, start_fake_imds, start_scripted_kiam
 
 ALLOW = "^/latest/meta-data/(instance-id|placement/availability-zone|reset)$"
 
@@ -26,22 +21,11 @@ def certs(tmp_path_factory: pytest.TempPathFactory) -> CertPaths:
     return generate_certificates(tmp_path_factory.mktemp("certs"))
 
 
-@dataclass
-class KiamStandIn:
-    servicer: FakeKiam
-    port: int
-
-    @property
-    def address(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-
 @pytest.fixture(scope="module")
-def fake_kiam(certs: CertPaths) -> Iterator[KiamStandIn]:
-    server: grpc.Server
-    server, servicer, port = start_fake_kiam(certs)
-    yield KiamStandIn(servicer, port)
-    server.stop(grace=None).wait(5)
+def fake_kiam(certs: CertPaths) -> Iterator[ScriptedNodeServer]:
+    server = start_scripted_kiam(certs)
+    yield server
+    server.stop()
 
 
 @dataclass
@@ -63,51 +47,36 @@ def fake_imds() -> Iterator[ImdsStandIn]:
     server.server_close()
 
 
+def _agent(server: ScriptedNodeServer, imds: ImdsStandIn, *, certs: CertPaths,
+           workdir: Path, args: list[str]) -> Iterator[AgentProcess]:
+    process = AgentProcess.start(
+        ["--server-address", server.address, "--metadata-endpoint", imds.url, *args],
+        certs=certs, workdir=workdir,
+    )
+    yield process
+    process.stop()
+
+
 @pytest.fixture(scope="module")
 def agent(
     certs: CertPaths,
-    fake_kiam: KiamStandIn,
+    fake_kiam: ScriptedNodeServer,
     fake_imds: ImdsStandIn,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[AgentProcess]:
     """IMDSv2 optional, a narrow allow-list, the fake server and IMDS."""
-    process = AgentProcess.start(
-        [
-            "--server-address",
-            fake_kiam.address,
-            "--metadata-endpoint",
-            fake_imds.url,
-            "--allow-route-regexp",
-            ALLOW,
-        ],
-        certs=certs,
-        workdir=tmp_path_factory.mktemp("agent"),
-    )
-    yield process
-    process.stop()
+    yield from _agent(fake_kiam, fake_imds, certs=certs, workdir=tmp_path_factory.mktemp("agent"),
+                      args=["--allow-route-regexp", ALLOW])
 
 
 @pytest.fixture(scope="module")
 def strict_agent(
     certs: CertPaths,
-    fake_kiam: KiamStandIn,
+    fake_kiam: ScriptedNodeServer,
     fake_imds: ImdsStandIn,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[AgentProcess]:
     """IMDSv2 required and an allow-list that allows every path."""
-    process = AgentProcess.start(
-        [
-            "--server-address",
-            fake_kiam.address,
-            "--metadata-endpoint",
-            fake_imds.url,
-            "--allow-route-regexp",
-            ".*",
-            "--imdsv2",
-            "required",
-        ],
-        certs=certs,
-        workdir=tmp_path_factory.mktemp("strict-agent"),
-    )
-    yield process
-    process.stop()
+    yield from _agent(fake_kiam, fake_imds, certs=certs,
+                      workdir=tmp_path_factory.mktemp("strict-agent"),
+                      args=["--allow-route-regexp", ".*", "--imdsv2", "required"])

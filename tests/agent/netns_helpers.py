@@ -1,5 +1,5 @@
 """Processes for the agent's namespace tests, where the test process cannot listen or
-connect itself: the scripted :mod:`tests.agent.named_server` and a small HTTP client.
+connect itself: the scripted :mod:`tests.agent.named_server` and the test bed's HTTP client.
 
 ``wrap`` is the command prefix that runs a command in the namespace
 (``ip netns exec NAME ...``).
@@ -17,28 +17,10 @@ from pathlib import Path
 from kiam.certs import CertPaths
 from kiam_testbed.child import Child
 from kiam_testbed.commands import isolated_env
-from kiam_testbed.stack import Placement, Stack
+from kiam_testbed.stack import HTTP_LINES, Placement, Stack
 
 REPO = Path(__file__).resolve().parents[2]
 CREDS = "/latest/meta-data/iam/security-credentials/"
-
-# GETs ``path`` ``count`` times, one connection each, printing one JSON line per
-# answer as it comes, so the test can act part-way through.
-_CLIENT = """
-import json, sys, urllib.error, urllib.request
-port, count, path = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
-for _ in range(count):
-    url = f"http://127.0.0.1:{port}{path}"
-    try:
-        with urllib.request.urlopen(url, timeout=10) as resp:
-            out = [resp.status, resp.read().decode()]
-    except urllib.error.HTTPError as exc:
-        out = [exc.code, exc.read().decode()]
-    except OSError as exc:
-        out = [0, str(exc)]
-    print(json.dumps(out), flush=True)
-"""
-
 
 def start_named_server(
     wrap: Sequence[str],
@@ -67,11 +49,15 @@ def start_named_server(
 def start_client(
     wrap: Sequence[str], port: int, count: int, *, path: str = CREDS
 ) -> subprocess.Popen[bytes]:
-    """``count`` GETs of ``path`` (the role list) from the agent on 127.0.0.1:``port``;
-    a :class:`Child`'s process (it dies with the test), answers on its stdout."""
-    command = [*wrap, sys.executable, "-c", _CLIENT, str(port), str(count), path]
-    client = Child.start("client", command, log_path=Path(os.devnull), env=isolated_env(),
-                         pipes=True)
+    """``count`` GETs of ``path`` (the role list) from the agent on 127.0.0.1:``port``, one
+    connection each (:mod:`kiam_testbed.http_lines`); a :class:`Child`'s process (it dies
+    with the test), answers on its stdout as they come."""
+    client = Child.start("client", [*wrap, *HTTP_LINES], log_path=Path(os.devnull),
+                         env=isolated_env(), pipes=True)
+    assert client.popen.stdin is not None
+    request = json.dumps({"url": f"http://127.0.0.1:{port}{path}"}) + "\n"
+    client.popen.stdin.write(request.encode() * count)
+    client.popen.stdin.close()
     return client.popen
 
 

@@ -1,6 +1,7 @@
 """Stand-ins for the agent's integration tests, on 127.0.0.1 with port 0.
 
-* :class:`FakeKiam` - a ``kiam.KiamService`` over real mTLS (the project's own
+* :func:`start_scripted_kiam` - the test bed's scripted server
+  (:mod:`kiam_testbed.node_stream_server`, real mTLS with the project's own
   certificates) answering from a fixed table by caller IP, for the error paths a real
   server cannot easily produce. It records every call.
 * :class:`FakeImds` - a tiny instance metadata service recording every request that
@@ -18,139 +19,68 @@ from __future__ import annotations
 import asyncio
 import http.server
 import secrets
-import signal
-import subprocess
 import threading
-import time
 from collections.abc import Sequence
-from concurrent import futures
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
 
 from kiam.certs import CertPaths
-from kiam.common.settings import TLSSettings
-from kiam.common.tls import server_credentials
-from kiam.wire import kiam_pb2, kiam_pb2_grpc
+from kiam.wire import kiam_pb2
 from kiam_testbed.child import Child
+from kiam_testbed.node_stream_server import ScriptedNodeServer
 from kiam_testbed.stack import Placement, Stack
 
-ACCOUNT_ROLE = "arn:aws:iam::123456789012:role/"
 EXPIRATION = "2030-01-01T01:00:00Z"
 LAST_UPDATED = "2030-01-01T00:00:00.123456+00:00"
 
 
-@dataclass(frozen=True)
-class Pod:
-    role: str = ""
-    error: grpc.StatusCode | None = None
-    credentials_error: grpc.StatusCode | None = None
-    hang: bool = False
-    bad_timestamp: bool = False
-    delay: float = 0.0
+def _refusal(code: grpc.StatusCode) -> kiam_pb2.Refusal:
+    return kiam_pb2.Refusal(code=code.value[0], message=f"scripted {code.name}")
 
 
-# The table FakeKiam answers from. 127.0.1.x are ordinary pods with role "role-x".
-PODS: dict[str, Pod] = {
-    "127.0.0.2": Pod(role="app-role"),
-    "127.0.0.3": Pod(role=""),
-    "127.0.0.4": Pod(error=grpc.StatusCode.NOT_FOUND),
-    "127.0.0.5": Pod(error=grpc.StatusCode.FAILED_PRECONDITION),
-    "127.0.0.6": Pod(role="broken", credentials_error=grpc.StatusCode.INTERNAL),
-    "127.0.0.7": Pod(role="slow", hang=True),
-    "127.0.0.8": Pod(error=grpc.StatusCode.UNAVAILABLE),
-    "127.0.0.9": Pod(role="garbled", bad_timestamp=True),
-    "127.0.0.10": Pod(role="draining", delay=0.3),
-    "::1": Pod(role="v6-role"),
-}
+def _pod(ip: str, role: str = "", *, error: grpc.StatusCode | None = None,
+         credentials_error: grpc.StatusCode | None = None,
+         expiration: str = EXPIRATION) -> kiam_pb2.NodeEntry:
+    entry = kiam_pb2.NodeEntry(ip=ip, role=role)
+    entry.credentials.CopyFrom(kiam_pb2.Credentials(
+        code="Success", type="AWS-HMAC", access_key_id=f"ASIA{role.upper().replace('-', '')}",
+        secret_access_key="dummy-secret", token="dummy-token", expiration=expiration,
+        last_updated=LAST_UPDATED,
+    ))
+    if error is not None:
+        entry.role_refusal.CopyFrom(_refusal(error))
+    if error is not None or credentials_error is not None:
+        entry.credentials_refusal.CopyFrom(_refusal(error or credentials_error))
+    return entry
 
 
-def pod_for(ip: str) -> Pod:
-    if ip.startswith("127.0.1."):
-        return Pod(role=f"role-{ip.rsplit('.', 1)[1]}")
-    return PODS.get(ip, Pod(error=grpc.StatusCode.NOT_FOUND))
+# What the scripted server answers, by caller IP (any other: NOT_FOUND).
+# 127.0.1.x are ordinary pods with role "role-x".
+PODS = [
+    _pod("127.0.0.2", "app-role"),
+    _pod("127.0.0.3"),
+    _pod("127.0.0.5", error=grpc.StatusCode.FAILED_PRECONDITION),
+    _pod("127.0.0.6", "broken", credentials_error=grpc.StatusCode.INTERNAL),
+    _pod("127.0.0.7", "slow"),
+    _pod("127.0.0.8", error=grpc.StatusCode.UNAVAILABLE),
+    _pod("127.0.0.9", "garbled", expiration="not a time"),
+    _pod("127.0.0.10", "draining"),
+    _pod("::1", "v6-role"),
+    *(_pod(f"127.0.1.{x}", f"role-{x}") for x in range(256)),
+]
+DELAYS = {"127.0.0.7": 3600.0, "127.0.0.10": 0.3}
+"""127.0.0.7 answers after the agent's deadline, 127.0.0.10 after a pause."""
 
 
-@dataclass
-class Call:
-    method: str
-    ip: str
-    role: str = ""
-
-
-class FakeKiam(kiam_pb2_grpc.KiamServiceServicer):
-    def __init__(self) -> None:
-        self.calls: list[Call] = []
-        self.seen = threading.Condition()
-
-    def _record(self, call: Call) -> None:
-        with self.seen:
-            self.calls.append(call)
-            self.seen.notify_all()
-
-    def calls_from(self, ip: str) -> list[Call]:
-        with self.seen:
-            return [c for c in self.calls if c.ip == ip]
-
-    def wait_for_call(self, ip: str, *, timeout: float = 10.0) -> None:
-        with self.seen:
-            self.seen.wait_for(lambda: any(c.ip == ip for c in self.calls), timeout=timeout)
-
-    def _pod(self, ip: str, context: grpc.ServicerContext) -> Pod:
-        pod = pod_for(ip)
-        if pod.hang:
-            # hold the call until the agent's deadline cancels it
-            while context.is_active():
-                time.sleep(0.01)
-        if pod.delay:
-            time.sleep(pod.delay)
-        if pod.error is not None:
-            context.abort(pod.error, f"scripted {pod.error.name} for {ip}")
-        return pod
-
-    def GetPodRole(
-        self, request: kiam_pb2.GetPodRoleRequest, context: grpc.ServicerContext
-    ) -> kiam_pb2.Role:
-        self._record(Call("GetPodRole", request.ip))
-        return kiam_pb2.Role(name=self._pod(request.ip, context).role)
-
-    def GetPodCredentials(
-        self, request: kiam_pb2.GetPodCredentialsRequest, context: grpc.ServicerContext
-    ) -> kiam_pb2.Credentials:
-        self._record(Call("GetPodCredentials", request.ip, request.role))
-        pod = self._pod(request.ip, context)
-        if request.role not in (pod.role, ACCOUNT_ROLE + pod.role):
-            context.abort(
-                grpc.StatusCode.PERMISSION_DENIED, f"role {request.role} is not the pod's"
-            )
-        if pod.credentials_error is not None:
-            context.abort(pod.credentials_error, "STS said AccessDenied")
-        return kiam_pb2.Credentials(
-            code="Success",
-            type="AWS-HMAC",
-            access_key_id=f"ASIA{pod.role.upper().replace('-', '')}",
-            secret_access_key="dummy-secret",
-            token="dummy-token",
-            expiration="not a time" if pod.bad_timestamp else EXPIRATION,
-            last_updated=LAST_UPDATED,
-        )
-
-    def GetHealth(
-        self, request: kiam_pb2.GetHealthRequest, context: grpc.ServicerContext
-    ) -> kiam_pb2.HealthStatus:
-        self._record(Call("GetHealth", ""))
-        return kiam_pb2.HealthStatus(message="ok from fake")
-
-
-def start_fake_kiam(certs: CertPaths) -> tuple[grpc.Server, FakeKiam, int]:
-    servicer = FakeKiam()
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=16))
-    kiam_pb2_grpc.add_KiamServiceServicer_to_server(servicer, server)
-    tls = TLSSettings(cert=str(certs.server_cert), key=str(certs.server_key), ca=str(certs.ca))
-    port = server.add_secure_port("127.0.0.1:0", server_credentials(tls))
-    server.start()
-    return server, servicer, port
+def start_scripted_kiam(certs: CertPaths) -> ScriptedNodeServer:
+    """A :class:`ScriptedNodeServer` answering from :data:`PODS`."""
+    server = ScriptedNodeServer()
+    for entry in PODS:
+        server.put(entry, stream=False)
+    server.delays.update(DELAYS)
+    return server.start(certs)
 
 
 # ------------------------------------------------------------------ IMDS stand-in
@@ -256,18 +186,8 @@ class AgentProcess:
             child.stop()
             raise
 
-    @property
-    def popen(self) -> subprocess.Popen[bytes]:
-        return self.child.popen
-
-    def log(self) -> str:
-        return self.child.log()
-
     def url(self, host: str = "127.0.0.1") -> str:
         return f"http://[{host}]:{self.port}" if ":" in host else f"http://{host}:{self.port}"
-
-    def terminate(self) -> None:
-        self.child.signal(signal.SIGTERM)
 
     def stop(self, timeout: float = 15.0) -> int:
         return self.child.stop(timeout=timeout)

@@ -11,8 +11,8 @@ import pytest
 
 from kiam.agent.bad_requests import FIRST_REQUEST_TIMEOUT, WarnLimiter, one_line
 from kiam.certs import CertPaths
+from kiam_testbed.node_stream_server import ScriptedNodeServer
 from kiam_testbed.stack import free_port
-from tests.agent.conftest import KiamStandIn
 from tests.agent.standins import AgentProcess, send_bytes
 
 MALFORMED = [
@@ -27,7 +27,7 @@ MALFORMED = [
 
 
 async def test_malformed_requests_are_400_one_line_counted_and_quiet(
-    certs: CertPaths, fake_kiam: KiamStandIn, tmp_path: Path
+    certs: CertPaths, fake_kiam: ScriptedNodeServer, tmp_path: Path
 ) -> None:
     metrics_port = free_port()
     agent = AgentProcess.start(
@@ -55,7 +55,7 @@ async def test_malformed_requests_are_400_one_line_counted_and_quiet(
                 text = await resp.text()
     finally:
         assert agent.stop() == 0
-    log = agent.log()
+    log = agent.child.log()
     count = next(
         float(line.rsplit(" ", 1)[1])
         for line in text.splitlines()

@@ -113,7 +113,7 @@ def test_a_dns_name_with_two_addresses_spreads_and_survives_losing_one(
             before = read_answers(warm)
             assert warm.wait(timeout=30) == 0
         assert {status for status, _ in before} == {200}, before[:5]
-        assert {body for _, body in before} == {"from-a", "from-b"}, agent.log()
+        assert {body for _, body in before} == {"from-a", "from-b"}, agent.child.log()
 
         # kill one server while a pod keeps asking: no request fails
         with start_client(netns, agent.port, 300) as load:
@@ -124,7 +124,7 @@ def test_a_dns_name_with_two_addresses_spreads_and_survives_losing_one(
             assert load.wait(timeout=60) == 0
         assert len(during) == 300
         failures = [answer for answer in during if answer[0] != 200]
-        assert not failures, (failures[:5], agent.log())
+        assert not failures, (failures[:5], agent.child.log())
         # the survivor took over (the last answers can only have come from it)
         assert {body for _, body in during[-50:]} == {"from-b"}
     finally:

@@ -79,6 +79,6 @@ async def test_randomised_hostile_requests(agent: AgentProcess, fake_imds: ImdsS
     assert len(silent) <= COUNT * 0.01, silent[:10]
     reached = [r.path for r in fake_imds.state.requests[before:] if r.method != "PUT"]
     assert all(re.search(ALLOW, path) for path in reached), reached
-    log = agent.log()
+    log = agent.child.log()
     assert "Traceback" not in log
     assert "Error handling request" not in log

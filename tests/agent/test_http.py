@@ -16,7 +16,8 @@ import orjson
 import pytest
 
 from kiam.agent.imdsv2 import TOKEN_HEADER, TTL_HEADER
-from tests.agent.conftest import ImdsStandIn, KiamStandIn
+from kiam_testbed.node_stream_server import ScriptedNodeServer
+from tests.agent.conftest import ImdsStandIn
 from tests.agent.standins import AgentProcess, raw_request
 
 CREDS = "/latest/meta-data/iam/security-credentials/"
@@ -61,16 +62,18 @@ async def token(agent: AgentProcess, *, source: str, ttl: str = "60") -> str:
 # ------------------------------------------------------------------ plain routes
 
 
-async def test_ping_and_health(agent: AgentProcess, fake_kiam: KiamStandIn) -> None:
+async def test_ping_and_health(agent: AgentProcess, fake_kiam: ScriptedNodeServer) -> None:
     assert (await call(agent, "/ping")).text == "pong"
     assert (await call(agent, "/health")).status == 200
-    before = len(fake_kiam.servicer.calls_from(""))
+    before = fake_kiam.health_checks
     deep = await call(agent, "/health?deep=1")
-    assert (deep.status, deep.text) == (200, "ok from fake")
-    assert len(fake_kiam.servicer.calls_from("")) == before + 1
+    assert (deep.status, deep.text) == (200, "ok from scripted")
+    assert fake_kiam.health_checks == before + 1
 
 
-async def test_role_name_and_credentials(agent: AgentProcess, fake_kiam: KiamStandIn) -> None:
+async def test_role_name_and_credentials(
+    agent: AgentProcess, fake_kiam: ScriptedNodeServer
+) -> None:
     role = await call(agent, CREDS, source="127.0.1.21")
     assert (role.status, role.text) == (200, "role-21")
     assert role.headers["Content-Type"].startswith("text/plain")
@@ -92,7 +95,7 @@ async def test_role_name_and_credentials(agent: AgentProcess, fake_kiam: KiamSta
     assert document["AccessKeyId"] == "ASIAROLE21"
     assert document["LastUpdated"] == "2030-01-01T00:00:00Z"
     assert document["Expiration"] == "2030-01-01T01:00:00Z"
-    calls = fake_kiam.servicer.calls_from("127.0.1.21")
+    calls = fake_kiam.rpcs("127.0.1.21")
     assert [(c.method, c.role) for c in calls] == [
         ("GetPodRole", ""),
         ("GetPodCredentials", "role-21"),
@@ -135,31 +138,35 @@ async def test_other_version_segments(agent: AgentProcess) -> None:
     assert (reply.status, reply.text) == (200, "role-23")
 
 
-async def test_ipv6_caller(agent: AgentProcess, fake_kiam: KiamStandIn) -> None:
+async def test_ipv6_caller(agent: AgentProcess, fake_kiam: ScriptedNodeServer) -> None:
     reply = await call(agent, CREDS, source="::1")
     assert (reply.status, reply.text) == (200, "v6-role")
-    assert fake_kiam.servicer.calls_from("::1")
+    assert fake_kiam.rpcs("::1")
 
 
 async def test_ipv4_caller_is_not_seen_as_mapped_ipv6(
-    agent: AgentProcess, fake_kiam: KiamStandIn
+    agent: AgentProcess, fake_kiam: ScriptedNodeServer
 ) -> None:
     # the agent listens on one dual-stack socket, where IPv4 peers are ::ffff:a.b.c.d
     await call(agent, CREDS, source="127.0.1.24")
-    assert fake_kiam.servicer.calls_from("127.0.1.24")
-    assert not fake_kiam.servicer.calls_from("::ffff:127.0.1.24")
+    assert fake_kiam.rpcs("127.0.1.24")
+    assert not fake_kiam.rpcs("::ffff:127.0.1.24")
 
 
-async def test_ip_query_is_ignored_by_default(agent: AgentProcess, fake_kiam: KiamStandIn) -> None:
-    before = len(fake_kiam.servicer.calls_from("127.0.0.2"))
+async def test_ip_query_is_ignored_by_default(
+    agent: AgentProcess, fake_kiam: ScriptedNodeServer
+) -> None:
+    before = len(fake_kiam.rpcs("127.0.0.2"))
     reply = await call(agent, CREDS + "?ip=127.0.0.2", source="127.0.1.25")
     assert (reply.status, reply.text) == (200, "role-25")
-    assert len(fake_kiam.servicer.calls_from("127.0.0.2")) == before
+    assert len(fake_kiam.rpcs("127.0.0.2")) == before
 
 
-async def test_identity_headers_are_ignored(agent: AgentProcess, fake_kiam: KiamStandIn) -> None:
+async def test_identity_headers_are_ignored(
+    agent: AgentProcess, fake_kiam: ScriptedNodeServer
+) -> None:
     # only the TCP peer says who the caller is, whatever headers claim
-    before = len(fake_kiam.servicer.calls_from("127.0.0.2"))
+    before = len(fake_kiam.rpcs("127.0.0.2"))
     claims = {
         "X-Forwarded-For": "127.0.0.2",
         "X-Real-IP": "127.0.0.2",
@@ -167,7 +174,7 @@ async def test_identity_headers_are_ignored(agent: AgentProcess, fake_kiam: Kiam
     }
     reply = await call(agent, CREDS, source="127.0.1.26", headers=claims)
     assert (reply.status, reply.text) == (200, "role-26")
-    assert len(fake_kiam.servicer.calls_from("127.0.0.2")) == before
+    assert len(fake_kiam.rpcs("127.0.0.2")) == before
 
 
 # ------------------------------------------------------------------ error statuses
@@ -197,15 +204,15 @@ async def test_error_statuses(
 
 
 async def test_unavailable_is_retried_and_permission_denied_is_not(
-    agent: AgentProcess, fake_kiam: KiamStandIn
+    agent: AgentProcess, fake_kiam: ScriptedNodeServer
 ) -> None:
     assert (await call(agent, CREDS, source="127.0.0.8")).status == 503
-    assert len(fake_kiam.servicer.calls_from("127.0.0.8")) >= 2
+    assert len(fake_kiam.rpcs("127.0.0.8")) >= 2
     forbidden_before = [
-        c for c in fake_kiam.servicer.calls_from("127.0.0.2") if c.role == "not-mine"
+        c for c in fake_kiam.rpcs("127.0.0.2") if c.role == "not-mine"
     ]
     assert (await call(agent, CREDS + "not-mine", source="127.0.0.2")).status == 403
-    forbidden = [c for c in fake_kiam.servicer.calls_from("127.0.0.2") if c.role == "not-mine"]
+    forbidden = [c for c in fake_kiam.rpcs("127.0.0.2") if c.role == "not-mine"]
     assert len(forbidden) - len(forbidden_before) == 1
 
 
@@ -412,14 +419,14 @@ async def test_normalised_path_is_what_is_forwarded(
 
 
 async def test_dot_segments_cannot_reach_another_role(
-    agent: AgentProcess, fake_kiam: KiamStandIn, fake_imds: ImdsStandIn
+    agent: AgentProcess, fake_kiam: ScriptedNodeServer, fake_imds: ImdsStandIn
 ) -> None:
     before = len(fake_imds.state.requests)
     target = CREDS + "app-role/../../security-credentials/other-role"
     reply = await raw_request(agent.port, target, source="127.0.0.2")
     # the server is asked for the role the normalised path names, and refuses it
     assert reply.status == 403
-    asked = [c.role for c in fake_kiam.servicer.calls_from("127.0.0.2")]
+    asked = [c.role for c in fake_kiam.rpcs("127.0.0.2")]
     assert asked[-1] == "other-role"
     assert len(fake_imds.state.requests) == before
 

@@ -11,6 +11,7 @@ import os
 import re
 import secrets
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -118,7 +119,7 @@ def test_agent_adds_the_rule_once_listening_and_removes_it_on_sigterm(
     )
     try:
         wait_for_log(agent, "kiam agent ready")
-        log = agent.log()
+        log = agent.child.log()
         # ready only once the whole start order is done: listening, then the rule
         assert log.index("listening on") < log.index("added iptables rule")
         assert log.index("added iptables rule") < log.index("kiam agent ready")
@@ -129,7 +130,7 @@ def test_agent_adds_the_rule_once_listening_and_removes_it_on_sigterm(
     finally:
         assert agent.stop() == 0
     assert dnat_rules(netns) == []
-    log = agent.log()
+    log = agent.child.log()
     assert log.index("kiam agent stopped") > log.index("removed iptables rule")
 
 
@@ -193,7 +194,7 @@ def test_sigterm_lets_an_in_flight_request_finish_before_the_rule_goes(
             wait_for_log(agent, "added iptables rule")
             with start_client(wrap, agent.port, 1, path=CREDS + "from-a") as client:
                 server.wait_for("^held$", timeout=20)
-                agent.terminate()
+                agent.child.signal(signal.SIGTERM)
                 wait_for_log(agent, "received SIGTERM")
                 # a request is in flight, so the rule stays, however long we look
                 time.sleep(0.5)
@@ -201,13 +202,13 @@ def test_sigterm_lets_an_in_flight_request_finish_before_the_rule_goes(
                 release.touch()
                 [(status, body)] = read_answers(client)
                 assert (status, orjson.loads(body)["AccessKeyId"]) == (200, "ASIAFROMA")
-            assert agent.popen.wait(timeout=15) == 0
+            assert agent.child.popen.wait(timeout=15) == 0
         finally:
             agent.stop()
     finally:
         server.stop()
     assert dnat_rules(netns) == []
-    log = agent.log()
+    log = agent.child.log()
     assert log.index("served credentials") < log.index("removed iptables rule")
 
 

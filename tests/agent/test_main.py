@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -11,8 +12,8 @@ import aiohttp
 import pytest
 
 from kiam.certs import CertPaths, generate_certificates
+from kiam_testbed.node_stream_server import ScriptedNodeServer
 from kiam_testbed.stack import free_port
-from tests.agent.conftest import KiamStandIn
 from tests.agent.standins import AgentProcess
 
 CREDS = "/latest/meta-data/iam/security-credentials/"
@@ -32,7 +33,7 @@ def metric_value(text: str, line_prefix: str) -> float:
 
 
 async def test_metrics_are_served_with_kiams_names(
-    certs: CertPaths, fake_kiam: KiamStandIn, tmp_path: Path
+    certs: CertPaths, fake_kiam: ScriptedNodeServer, tmp_path: Path
 ) -> None:
     metrics_port = free_port()
     agent = AgentProcess.start(
@@ -73,7 +74,9 @@ async def test_metrics_are_served_with_kiams_names(
     assert "process_resident_memory_bytes" in text
 
 
-async def test_server_with_another_ca_is_refused(fake_kiam: KiamStandIn, tmp_path: Path) -> None:
+async def test_server_with_another_ca_is_refused(
+    fake_kiam: ScriptedNodeServer, tmp_path: Path
+) -> None:
     # certificates from a different CA: the server refuses us and we refuse it
     stranger = generate_certificates(tmp_path / "other-ca")
     agent = AgentProcess.start(
@@ -88,8 +91,8 @@ async def test_server_with_another_ca_is_refused(fake_kiam: KiamStandIn, tmp_pat
         assert (await get(agent.url() + "/health"))[0] == 200
     finally:
         agent.stop()
-    assert not fake_kiam.servicer.calls_from("127.0.1.3")
-    assert "no kiam server reachable yet" in agent.log()
+    assert not fake_kiam.rpcs("127.0.1.3")
+    assert "no kiam server reachable yet" in agent.child.log()
 
 
 def test_unusable_tls_files_end_the_process_with_the_reason(tmp_path: Path) -> None:
@@ -116,30 +119,32 @@ def test_unusable_tls_files_end_the_process_with_the_reason(tmp_path: Path) -> N
 
 
 async def test_graceful_shutdown_finishes_in_flight_requests(
-    certs: CertPaths, fake_kiam: KiamStandIn, tmp_path: Path
+    certs: CertPaths, fake_kiam: ScriptedNodeServer, tmp_path: Path
 ) -> None:
     agent = AgentProcess.start(
         ["--server-address", fake_kiam.address], certs=certs, workdir=tmp_path
     )
     try:
         # 127.0.0.10 is answered by the scripted server after a pause
+        before = len(fake_kiam.rpcs("127.0.0.10"))
         pending = asyncio.create_task(get(agent.url() + CREDS, source="127.0.0.10"))
-        await asyncio.to_thread(fake_kiam.servicer.wait_for_call, "127.0.0.10")
-        agent.terminate()
+        while len(fake_kiam.rpcs("127.0.0.10")) == before:  # noqa: ASYNC110 (another thread's list)
+            await asyncio.sleep(0.01)
+        agent.child.signal(signal.SIGTERM)
         assert await pending == (200, "draining")
-        assert await asyncio.to_thread(agent.popen.wait, 15) == 0
+        assert await asyncio.to_thread(agent.child.popen.wait, 15) == 0
     finally:
         agent.stop()
     with pytest.raises(aiohttp.ClientConnectionError):
         await get(agent.url() + "/ping")
-    log = agent.log()
+    log = agent.child.log()
     assert log.index("listening on") < log.index("kiam agent ready")
     assert log.index("kiam agent ready") < log.index("received SIGTERM")
     assert log.index("received SIGTERM") < log.index("kiam agent stopped")
 
 
 async def test_dns_name_server_address_and_ip_query_for_development(
-    certs: CertPaths, fake_kiam: KiamStandIn, tmp_path: Path
+    certs: CertPaths, fake_kiam: ScriptedNodeServer, tmp_path: Path
 ) -> None:
     # "localhost" goes through dns:/// with round_robin and TLS checks that name
     agent = AgentProcess.start(
@@ -155,4 +160,4 @@ async def test_dns_name_server_address_and_ip_query_for_development(
         assert (await get(agent.url() + CREDS + "?ip=nonsense", source="127.0.1.60"))[0] == 400
     finally:
         agent.stop()
-    assert "--allow-ip-query is on" in agent.log()
+    assert "--allow-ip-query is on" in agent.child.log()

@@ -115,7 +115,7 @@ async def wait_healthy(agent: AgentProcess) -> None:
                     if (await fetch(pod, agent, CREDS))[0] == 404:
                         return
             await asyncio.sleep(0.1)
-    pytest.fail(f"agent never became healthy:\n{agent.log()}")
+    pytest.fail(f"agent never became healthy:\n{agent.child.log()}")
 
 
 async def warm_up(agent: AgentProcess) -> None:
@@ -135,7 +135,7 @@ async def warm_up(agent: AgentProcess) -> None:
                 if status != 200:
                     await asyncio.sleep(0.1)
             else:
-                pytest.fail(f"credentials for {ip} never came back:\n{agent.log()}")
+                pytest.fail(f"credentials for {ip} never came back:\n{agent.child.log()}")
 
 
 async def test_statuses_from_a_real_server(cluster: Cluster) -> None:
@@ -150,7 +150,7 @@ async def test_statuses_from_a_real_server(cluster: Cluster) -> None:
         assert document["AccessKeyId"]
         assert document["Expiration"].endswith("Z")
         # the credential line names the access key id, never the secret or the token
-        log = cluster.agent.log()
+        log = cluster.agent.child.log()
         assert document["AccessKeyId"] in log
         assert document["SecretAccessKey"] not in log
         assert document["Token"] not in log
@@ -247,7 +247,7 @@ async def test_a_reused_ip_never_serves_the_other_pods_role(cluster: Cluster) ->
             if any(predicate(answer) for answer in answers):
                 return loop.time()
             await asyncio.sleep(0.01)
-        pytest.fail(f"never saw {what}: {answers[-5:]}\n{cluster.agent.log()}")
+        pytest.fail(f"never saw {what}: {answers[-5:]}\n{cluster.agent.child.log()}")
 
     poller = asyncio.create_task(poll())
     try:
@@ -367,8 +367,8 @@ async def test_losing_one_of_two_servers_fails_no_request(cluster: Cluster) -> N
     # requests did go to the killed server and were retried on the other one
     if cluster.replica:
         # the replica's stream moved to the other server, which served it again
-        log = cluster.agent.log()
+        log = cluster.agent.child.log()
         assert log.count("node replica serving") >= 2, log[-2000:]
     else:
         victim_address = f"127.0.0.1:{cluster.stacks[0].placement.server_port}"
-        assert f"on {victim_address} failed: UNAVAILABLE" in cluster.agent.log()
+        assert f"on {victim_address} failed: UNAVAILABLE" in cluster.agent.child.log()

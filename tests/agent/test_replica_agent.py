@@ -24,7 +24,7 @@ import pytest
 from kiam.certs import CertPaths
 from kiam.wire import kiam_pb2, status
 from kiam.wire.credentials import format_timestamp
-from tests.agent.node_server import RPC_KEY, ScriptedNodeServer, refusal
+from kiam_testbed.node_stream_server import RPC_KEY, ScriptedNodeServer, refusal
 from tests.agent.standins import AgentProcess, RawResponse, raw_request
 from tests.compat.go_server import GoPod, go_shaped_server
 
@@ -354,7 +354,7 @@ async def test_the_audit_line_once_per_new_access_key(
     assert "ASIAFIRSTKEY" in lines[0] and "ASIASECONDKEY" in lines[1]
     assert f"pod-{ip}" in lines[0]
     assert metric(port, "kiam_agent_credentials_served_total", access_key="seen") >= seen + 8
-    log = agent.log()
+    log = agent.child.log()
     for secret in ("secret-of-", "token-of-"):
         assert secret not in log
 

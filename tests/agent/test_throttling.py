@@ -14,8 +14,8 @@ import orjson
 import pytest
 
 from kiam.certs import CertPaths
+from kiam_testbed.node_stream_server import ScriptedNodeServer
 from kiam_testbed.stack import free_port
-from tests.agent.conftest import KiamStandIn
 from tests.agent.standins import AgentProcess
 
 CREDS = "/latest/meta-data/iam/security-credentials/"
@@ -37,7 +37,7 @@ def metrics_port() -> int:
 @pytest.fixture(scope="module")
 def default_agent(
     certs: CertPaths,
-    fake_kiam: KiamStandIn,
+    fake_kiam: ScriptedNodeServer,
     metrics_port: int,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[AgentProcess]:
@@ -120,7 +120,7 @@ async def test_a_flooding_pod_gets_429_while_its_neighbour_is_answered(
     refused = [await throttled_total(metrics_port, limit) for limit in ("in_flight", "rate")]
     assert sum(refused) == statuses[429], refused
     # one warning for the flooder, none for the neighbour
-    log = default_agent.log()
+    log = default_agent.child.log()
     warnings = [line for line in log.splitlines() if "over its limit" in line]
     assert len(warnings) == 1 and FLOODER in warnings[0], warnings
     assert "Traceback" not in log
@@ -148,7 +148,7 @@ async def test_a_pod_with_too_many_requests_in_flight_gets_429(
 
 
 async def test_probes_are_outside_the_limit_set_per_peer_address(
-    certs: CertPaths, fake_kiam: KiamStandIn, tmp_path: Path
+    certs: CertPaths, fake_kiam: ScriptedNodeServer, tmp_path: Path
 ) -> None:
     agent = AgentProcess.start(
         ["--server-address", fake_kiam.address, "--pod-rate", "1", "--pod-burst", "2",

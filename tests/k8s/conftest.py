@@ -11,11 +11,11 @@ from typing import Any
 import pytest
 
 from kiam.k8s.client import KubeClient
-from kiam.k8s.watching import Backoff, ListWatch
+from kiam.k8s.watching import Backoff, ListWatch, WatchOptions
 from kiam_testbed.kube import KubeEmulator
 
-# fast retries keep the fault tests short
-FAST = Backoff(initial=0.01, maximum=0.05)
+# no resync, and fast retries to keep the fault tests short
+WATCH = WatchOptions(resync_interval=0, backoff=Backoff(initial=0.01, maximum=0.05))
 
 
 @pytest.fixture

@@ -8,14 +8,14 @@ from kiam.k8s.client import KubeClient
 from kiam.k8s.model import NamespaceInfo
 from kiam.k8s.namespace_cache import NamespaceCache
 from kiam_testbed.kube import KubeEmulator
-from tests.k8s.conftest import FAST, caught_up, running
+from tests.k8s.conftest import WATCH, caught_up, running
 
 PERMITTED = "iam.amazonaws.com/permitted"
 
 
 async def test_permitted_follows_the_annotation(kube: KubeEmulator, client: KubeClient) -> None:
     kube.create_namespace("team", annotations={PERMITTED: "arn:aws:iam::1:role/a"})
-    cache = NamespaceCache(client, resync_interval=0, backoff=FAST)
+    cache = NamespaceCache(client, options=WATCH)
     async with running(cache.run()):
         await asyncio.wait_for(cache.synced.wait(), 5)
         assert cache.permitted("team") == "arn:aws:iam::1:role/a"
@@ -36,7 +36,7 @@ async def test_permitted_follows_the_annotation(kube: KubeEmulator, client: Kube
 
 
 async def test_wait_for_namespace_created_later(kube: KubeEmulator, client: KubeClient) -> None:
-    cache = NamespaceCache(client, resync_interval=0, backoff=FAST)
+    cache = NamespaceCache(client, options=WATCH)
     async with running(cache.run()):
         await asyncio.wait_for(cache.synced.wait(), 5)
         waiter = asyncio.create_task(cache.wait_for_namespace("late", timeout=10))
@@ -52,7 +52,7 @@ async def test_annotation_changes_are_reported(kube: KubeEmulator, client: KubeC
     kube.create_namespace("team", annotations={PERMITTED: "a"})
     changed: list[str] = []
     cache = NamespaceCache(
-        client, resync_interval=0, backoff=FAST,
+        client, options=WATCH,
         on_annotations_changed=lambda info: changed.append(info.name),
     )
     async with running(cache.run()):
@@ -74,7 +74,7 @@ async def test_listeners_hear_new_changed_and_gone_namespaces(
 ) -> None:
     kube.create_namespace("team", annotations={PERMITTED: "a"})
     heard: list[str] = []
-    cache = NamespaceCache(client, resync_interval=0, backoff=FAST)
+    cache = NamespaceCache(client, options=WATCH)
     cache.add_listener(heard.append)
     async with running(cache.run()):
         await asyncio.wait_for(cache.synced.wait(), 5)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 
 import pytest
@@ -12,23 +13,17 @@ from kiam.k8s.client import KubeClient
 from kiam.k8s.errors import AmbiguousPodIP
 from kiam.k8s.model import PodInfo, pod_info_from_json
 from kiam.k8s.pod_cache import PodCache
-from kiam.k8s.watching import ListWatch
+from kiam.k8s.watching import ListWatch, WatchOptions
 from kiam_testbed.kube import KubeEmulator
-from tests.k8s.conftest import FAST, caught_up, eventually, running
+from tests.k8s.conftest import WATCH, caught_up, eventually, running
 
 ROLE = "iam.amazonaws.com/role"
 PODS = r"/api/v1/pods"
 
 
-def _cache(client: KubeClient, **kwargs: float) -> PodCache:
-    options: dict[str, float] = {"resync_interval": 0, "announce_buffer": 100, **kwargs}
-    return PodCache(
-        client,
-        resync_interval=options["resync_interval"],
-        announce_buffer=int(options["announce_buffer"]),
-        inactivity_timeout=options.get("inactivity_timeout"),
-        backoff=FAST,
-    )
+def _cache(client: KubeClient, *, announce_buffer: int = 100, **options: float) -> PodCache:
+    watch = dataclasses.replace(WATCH, **options)
+    return PodCache(client, options=watch, announce_buffer=announce_buffer)
 
 
 def _role_at(cache: PodCache, ip: str) -> str | None:
@@ -247,8 +242,7 @@ async def test_paged_list(kube: KubeEmulator, client: KubeClient) -> None:
         decode=pod_info_from_json,
         on_replace=replaced.append,
         on_event=lambda kind, pod: None,
-        resync_interval=0,
-        page_size=2,
+        options=WatchOptions(resync_interval=0, page_size=2),
     )
     await lw.relist()
     assert sorted(p.name for p in replaced[0]) == [f"p{i}" for i in range(5)]
@@ -260,7 +254,7 @@ async def test_annotation_changes_are_reported(kube: KubeEmulator, client: KubeC
     kube.create_pod("default", "web", ip="10.0.0.1", annotations={ROLE: "reader"})
     changed: list[str] = []
     cache = PodCache(
-        client, resync_interval=0, announce_buffer=100, backoff=FAST,
+        client, options=WATCH, announce_buffer=100,
         on_annotations_changed=lambda pod: changed.append(pod.key),
     )
     async with running(cache.run()):

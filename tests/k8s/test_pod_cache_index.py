@@ -12,7 +12,7 @@ from kiam.k8s.client import KubeClient
 from kiam.k8s.errors import AmbiguousPodIP
 from kiam.k8s.model import PodInfo
 from kiam.k8s.pod_cache import PodCache
-from kiam.k8s.watching import ADDED, DELETED, MODIFIED
+from kiam.k8s.watching import ADDED, DELETED, MODIFIED, WatchOptions
 from tests.k8s.factories import pod
 
 # the watch loop is never started in these tests, so the client is never used
@@ -20,7 +20,8 @@ NO_CLIENT = cast(KubeClient, None)
 
 
 def _cache(announce_buffer: int = 100) -> PodCache:
-    return PodCache(NO_CLIENT, resync_interval=0, announce_buffer=announce_buffer)
+    options = WatchOptions(resync_interval=0)
+    return PodCache(NO_CLIENT, options=options, announce_buffer=announce_buffer)
 
 
 def _dropped() -> float:

@@ -9,7 +9,7 @@ import pytest
 from kiam.k8s.client import KubeClient, error_for_status
 from kiam.k8s.errors import KubeConflict, KubeError, KubeGone, KubeNotFound, KubeUnavailable
 from kiam.k8s.model import PodInfo, pod_info_from_json
-from kiam.k8s.watching import Backoff, ListWatch
+from kiam.k8s.watching import Backoff, ListWatch, WatchOptions
 from tests.k8s.factories import pod_json
 
 
@@ -31,7 +31,7 @@ def _watch(recorder: Recorder) -> ListWatch[PodInfo]:
         decode=pod_info_from_json,
         on_replace=recorder.replace,
         on_event=recorder.event,
-        resync_interval=0,
+        options=WatchOptions(resync_interval=0),
     )
     lw.resource_version = "5"
     return lw

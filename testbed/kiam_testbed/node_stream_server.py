@@ -12,7 +12,10 @@ in a thread, so synchronous tests and module-scoped fixtures drive it with plain
 * :meth:`hush` stops every message (heartbeats too, and snapshots of new streams) until
   :meth:`speak`; :meth:`break_streams` ends the open streams with a status;
   ``unimplemented`` makes ``WatchNode`` answer UNIMPLEMENTED, as a Go Kiam server does.
-* Every RPC is recorded (:attr:`calls`), so a test counts what reached the server.
+* :attr:`delays` holds an IP's RPCs that long before they answer (an hour: until the
+  caller's deadline cancels them).
+* Every pod RPC is recorded (:attr:`calls`), so a test counts what reached the server;
+  ``GetHealth`` only counted (:attr:`health_checks`).
 """
 
 from __future__ import annotations
@@ -62,6 +65,8 @@ class ScriptedNodeServer(kiam_pb2_grpc.KiamNodeServiceServicer, kiam_pb2_grpc.Ki
         self.watches: list[str] = []
         """The node name of every WatchNode call, in order."""
         self.unimplemented = False
+        self.delays: dict[str, float] = {}
+        self.health_checks = 0
         self._lock = threading.Lock()
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
@@ -186,9 +191,11 @@ class ScriptedNodeServer(kiam_pb2_grpc.KiamNodeServiceServicer, kiam_pb2_grpc.Ki
 
     # ------------------------------------------------------------ KiamService
 
-    def _entry(self, method: str, ip: str, role: str = "") -> kiam_pb2.NodeEntry | None:
+    async def _entry(self, method: str, ip: str, role: str = "") -> kiam_pb2.NodeEntry | None:
         with self._lock:
             self.calls.append(Call(method, ip, role))
+        await asyncio.sleep(self.delays.get(ip, 0.0))
+        with self._lock:
             return self.truth.get(ip)
 
     async def _refuse(self, context: Context, refused: kiam_pb2.Refusal) -> None:
@@ -199,7 +206,7 @@ class ScriptedNodeServer(kiam_pb2_grpc.KiamNodeServiceServicer, kiam_pb2_grpc.Ki
     async def GetPodRole(
         self, request: kiam_pb2.GetPodRoleRequest, context: Context
     ) -> kiam_pb2.Role:
-        entry = self._entry("GetPodRole", request.ip)
+        entry = await self._entry("GetPodRole", request.ip)
         if entry is None:
             await status.abort(context, status.POD_NOT_FOUND, f"no running pod has IP {request.ip}")
         if entry.HasField("role_refusal"):
@@ -209,7 +216,7 @@ class ScriptedNodeServer(kiam_pb2_grpc.KiamNodeServiceServicer, kiam_pb2_grpc.Ki
     async def GetPodCredentials(
         self, request: kiam_pb2.GetPodCredentialsRequest, context: Context
     ) -> kiam_pb2.Credentials:
-        entry = self._entry("GetPodCredentials", request.ip, request.role)
+        entry = await self._entry("GetPodCredentials", request.ip, request.role)
         if entry is None:
             await status.abort(context, status.POD_NOT_FOUND, f"no running pod has IP {request.ip}")
         if entry.HasField("role_refusal") and entry.HasField("credentials_refusal"):
@@ -236,4 +243,5 @@ class ScriptedNodeServer(kiam_pb2_grpc.KiamNodeServiceServicer, kiam_pb2_grpc.Ki
     async def GetHealth(
         self, request: kiam_pb2.GetHealthRequest, context: Context
     ) -> kiam_pb2.HealthStatus:
+        self.health_checks += 1
         return kiam_pb2.HealthStatus(message="ok from scripted")
