@@ -74,6 +74,10 @@ class KiamNodeService(kiam_pb2_grpc.KiamNodeServiceServicer):
     async def WatchNode(self, request: kiam_pb2.WatchNodeRequest, context: Context) -> None:  # type: ignore[override]
         node = request.node_name
         await self._admit(node, context)
+        # Headers go out now, on their own: a stream that ends (drain, cut off) while
+        # its first message is still being written must not need to send them with
+        # its status, which gRPC refuses while that write is outstanding.
+        await context.send_initial_metadata(())
         entries, subscription = self._feed.subscribe(node, buffer=self._buffer)
         self._open += 1
         metrics.NODE_STREAMS.inc()
