@@ -39,7 +39,7 @@ from kiam.agent.errors import (
 )
 from kiam.common.settings import KeepaliveSettings
 from kiam.wire import kiam_pb2, kiam_pb2_grpc, status
-from kiam.wire.client import SERVICE, TOKEN_SERVICE, secure_channel
+from kiam.wire.client import SERVICE, TOKEN_SERVICE, UnreachableLog, describe, secure_channel
 
 log = logging.getLogger(__name__)
 
@@ -102,6 +102,7 @@ class KiamClient:
         self._stubs = [kiam_pb2_grpc.KiamServiceStub(c) for c in self._channels]
         self._token_stubs = [kiam_pb2_grpc.KiamTokenServiceStub(c) for c in self._channels]
         self._next = itertools.count()
+        self._unreachable = UnreachableLog()
 
     @property
     def channels(self) -> tuple[aio.Channel, ...]:
@@ -209,6 +210,11 @@ class KiamClient:
                 last = translate(exc, what=method)
                 if not status.classify(exc).retried:
                     raise last from None
+                target = self.targets[index]
+                if exc.code() is grpc.StatusCode.UNAVAILABLE and self._unreachable.due(target):
+                    # the cause (TLS refused, unreachable, draining) once a minute per server
+                    log.warning("kiam server %s", describe(target, exc),
+                                extra={"fields": {"rpc": method}})
                 log.info(
                     "%s attempt %d/%d on %s failed: %s",
                     method,

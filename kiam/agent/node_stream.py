@@ -32,6 +32,7 @@ from grpc import aio
 from kiam.agent import metrics
 from kiam.agent.replica import Replica
 from kiam.wire import kiam_pb2, kiam_pb2_grpc
+from kiam.wire.client import UnreachableLog, describe
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +70,7 @@ class NodeStream:
         self._unimplemented: dict[int, float] = {}
         """Server index -> when it answered UNIMPLEMENTED."""
         self._told_unimplemented = False
+        self._unreachable = UnreachableLog(clock=clock)
         self.current: str | None = None
         """The target whose stream is open (None between streams)."""
 
@@ -186,10 +188,13 @@ class NodeStream:
         self._unimplemented.pop(index, None)
         self.replica.closed()
         metrics.node_streams.labels("broken").inc()
-        log.warning(
+        # the cause, once a minute per server; each retry after that at info
+        level = logging.WARNING if self._unreachable.due(self.targets[index]) else logging.INFO
+        log.log(
+            level,
             "node stream broken (%s); re-opening it",
-            exc.code().name,
-            extra={"fields": {**fields, "error": " ".join((exc.details() or "").split())}},
+            describe(self.targets[index], exc),
+            extra={"fields": fields},
         )
         return "served" if served else "broken"
 
