@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -66,8 +67,9 @@ from kiam.wire.credentials import document_from_message
 log = logging.getLogger(__name__)
 
 DEFAULT_BUDGET = 0.9
-REFUSAL_DELAY = 0.1
-"""Seconds a 429 waits before it is sent (docs/architecture.md, "Fairness between pods")."""
+REFUSAL_DELAY = (0.05, 0.15)
+"""Seconds a 429 waits before it is sent, drawn anew for each between these two
+(docs/architecture.md, "Fairness between pods")."""
 _READ_METHODS = ("GET", "HEAD")
 _ROUTE_METHODS = {RouteKind.TOKEN: ("PUT",)}
 _NEEDS_TOKEN = (RouteKind.ROLE_NAME, RouteKind.CREDENTIALS, RouteKind.IAM_BLOCKED, RouteKind.PROXY)
@@ -225,8 +227,9 @@ class MetadataApp:
                 log.warning("pod over its limit, refused (429)", extra={"fields": fields})
             limit = "in flight" if refused.limit == "in_flight" else "per second"
             # a flooding pod waits for its refusals too, so it cannot make them as fast
-            # as the event loop can answer and slow its neighbours down that way
-            await asyncio.sleep(REFUSAL_DELAY)
+            # as the event loop can answer and slow its neighbours down that way; the
+            # wait varies, so refusals made together are not all sent together either
+            await asyncio.sleep(random.uniform(*REFUSAL_DELAY))
             raise Throttled(
                 f"too many requests {limit} from {caller}; retry after {refused.retry_after} s",
                 retry_after=refused.retry_after,
