@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from kiam_testbed.sts import StsStandIn
-from tests.aws.test_credential_cache import FakeClock, FakeGateway
+from tests.aws.cache_fakes import FakeClock, FakeGateway
 
 
 @pytest.fixture(autouse=True)

@@ -16,7 +16,7 @@ from kiam.aws.credential_cache import CredentialCache
 from kiam.aws.credentials import CredentialKey
 from kiam.aws.errors import StsThrottled
 from kiam.aws.pacing import Pacer
-from tests.aws.test_credential_cache import (
+from tests.aws.cache_fakes import (
     DUE,
     DURATION,
     MARGIN,
@@ -24,6 +24,7 @@ from tests.aws.test_credential_cache import (
     FakeClock,
     FakeGateway,
     key,
+    new_cache,
     settle,
     until,
 )
@@ -43,16 +44,8 @@ def pacer(clock: FakeClock) -> Pacer:
 async def cache(
     clock: FakeClock, gateway: FakeGateway, pacer: Pacer
 ) -> AsyncIterator[CredentialCache]:
-    cache = CredentialCache(
-        gateway,
-        session_duration=DURATION,
-        session_refresh=REFRESH,
-        fetchers=3,
-        clock=clock,
-        refresh_margin=MARGIN,
-        backoff=ThrottleBackoff(base=1.0, cap=30.0, rng=lambda: 1.0),
-        pacer=pacer,
-    )
+    cache = new_cache(clock, gateway, pacer=pacer,
+                      backoff=ThrottleBackoff(base=1.0, cap=30.0, rng=lambda: 1.0))
     yield cache
     await cache.close()
 

@@ -11,14 +11,12 @@ import pytest
 from kiam.aws.credential_cache import CredentialCache
 from kiam.aws.errors import StsAccessDenied, StsThrottled
 from kiam.aws.refusals import RefusalMemory
-from tests.aws.test_credential_cache import (
+from tests.aws.cache_fakes import (
     DUE,
-    DURATION,
-    MARGIN,
-    REFRESH,
     FakeClock,
     FakeGateway,
     key,
+    new_cache,
     sample,
     settle,
     until,
@@ -34,15 +32,7 @@ def denied() -> StsAccessDenied:
 
 @pytest.fixture
 async def cache(clock: FakeClock, gateway: FakeGateway) -> AsyncIterator[CredentialCache]:
-    cache = CredentialCache(
-        gateway,
-        session_duration=DURATION,
-        session_refresh=REFRESH,
-        fetchers=3,
-        clock=clock,
-        refresh_margin=MARGIN,
-        refusals=RefusalMemory(ttl=TTL),
-    )
+    cache = new_cache(clock, gateway, refusals=RefusalMemory(ttl=TTL))
     yield cache
     await cache.close()
 
