@@ -117,6 +117,22 @@ def test_token_credentials_deploy_the_webhook_and_the_endpoint(helm: Path) -> No
     assert selector["operator"] == "NotIn" and labels[selector["key"]] in selector["values"]
 
 
+def test_the_webhook_replicas_are_spread_and_drained_one_at_a_time(helm: Path) -> None:
+    docs = _render(helm, *ENABLED)
+    webhook = _one(docs, "Deployment", "kiam-webhook")
+    labels = webhook["spec"]["template"]["metadata"]["labels"]
+    budget = _one(docs, "PodDisruptionBudget", "kiam-webhook")
+    assert budget["spec"]["maxUnavailable"] == 1
+    assert budget["spec"]["selector"]["matchLabels"].items() <= labels.items()
+    spread = webhook["spec"]["template"]["spec"]["affinity"]["podAntiAffinity"][
+        "preferredDuringSchedulingIgnoredDuringExecution"][0]["podAffinityTerm"]
+    assert spread["topologyKey"] == "kubernetes.io/hostname"
+    assert spread["labelSelector"]["matchLabels"].items() <= labels.items()
+    # one replica: no budget, which would promise nothing
+    single = _render(helm, *ENABLED, "webhook.replicas=1")
+    assert "PodDisruptionBudget" not in {kind for kind, _ in _kinds(single)}
+
+
 def test_the_server_and_the_webhook_share_one_audience(helm: Path) -> None:
     docs = _render(helm, *ENABLED, "tokenCredentials.audience=kiam-prod",
                    "tokenCredentials.expiration=30m")
@@ -155,6 +171,9 @@ def test_with_tls_create_the_webhook_secret_and_bundle_come_from_the_values(helm
 
 def test_the_manifests_webhook_matches_its_certificate_and_the_server() -> None:
     docs = [d for d in yaml.safe_load_all((MANIFESTS / "webhook.yaml").read_text()) if d]
+    budget = _one(docs, "PodDisruptionBudget", "kiam-webhook")
+    labels = _one(docs, "Deployment", "kiam-webhook")["spec"]["template"]["metadata"]["labels"]
+    assert budget["spec"]["selector"]["matchLabels"].items() <= labels.items()
     config = _one(docs, "MutatingWebhookConfiguration")["webhooks"][0]
     assert config["failurePolicy"] == "Ignore"
     service = config["clientConfig"]["service"]
