@@ -4,10 +4,11 @@ throttles beyond L calls/s per account, as STS does.
 Run 1, ``--sts-qps L`` with ``--sts-burst`` 10% below the stand-in's burst, as
 docs/sts.md advises (kiam counts a call when it leaves, STS when it arrives, so equal
 buckets leave nothing for latency jitter): every role must be cached with zero
-Throttling answers, in about the ideal time N / L. Run 2, the budget set above the
+Throttling answers, in about the ideal time (N - L) / L. Run 2, the budget set above the
 stand-in's limit (``--sts-qps 2L``): the stand-in throttles, the budget halves its rate
 and each throttled key backs off; throttled answers are counted and the fill time printed
-beside the same ideal. Baseline: the ideal fill time, N / L seconds. Beside it, the
+beside the same ideal. Baseline: the ideal fill time, (N - L) / L seconds: the
+stand-in's burst of L at once, then L a second, the fastest it allows. Beside it, the
 machine's own ceiling: the same cold start with neither limit (an unlimited stand-in, a
 budget far above what the processes can do), so a fill time above the ideal can be read
 as the budget's doing or the machine's.
@@ -94,7 +95,7 @@ def headroom(burst: int) -> int:
 
 def run(*, quick: bool, workdir: Path) -> int:
     sizes = QUICK if quick else FULL
-    ideal = sizes.roles / sizes.limit
+    ideal = (sizes.roles - sizes.limit) / sizes.limit  # the stand-in's burst, then its rate
     paced = _fill(workdir / "paced", sizes, qps=sizes.limit, burst=headroom(sizes.limit))
     above = _fill(workdir / "above", sizes, qps=2 * sizes.limit, burst=sizes.limit)
     ceiling = _fill(workdir / "ceiling", sizes, qps=100 * sizes.limit,
@@ -102,7 +103,8 @@ def run(*, quick: bool, workdir: Path) -> int:
     print_table(f"STS budget: cold start of {sizes.roles:,} roles against a stand-in "
                 f"limited to {sizes.limit} calls/s (burst {sizes.limit}); the paced run "
                 f"with --sts-burst {headroom(sizes.limit)}",
-                f"the ideal fill time, {sizes.roles:,} / {sizes.limit} calls/s", [
+                f"the ideal fill time, ({sizes.roles:,} - {sizes.limit}) / {sizes.limit} "
+                "calls/s", [
                     Figure(f"fill time, --sts-qps {r.qps}", r.seconds, ideal, "s", False)
                     for r in (paced, above)
                 ])
