@@ -25,6 +25,7 @@ import grpc
 from grpc import aio
 
 from kiam.agent import metrics
+from kiam.agent.bad_requests import WarnLimiter
 from kiam.agent.errors import (
     AgentError,
     AmbiguousPod,
@@ -39,7 +40,7 @@ from kiam.agent.errors import (
 )
 from kiam.common.settings import KeepaliveSettings
 from kiam.wire import kiam_pb2, kiam_pb2_grpc, status
-from kiam.wire.client import SERVICE, TOKEN_SERVICE, UnreachableLog, describe, secure_channel
+from kiam.wire.client import SERVICE, TOKEN_SERVICE, describe, secure_channel
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +103,8 @@ class KiamClient:
         self._stubs = [kiam_pb2_grpc.KiamServiceStub(c) for c in self._channels]
         self._token_stubs = [kiam_pb2_grpc.KiamTokenServiceStub(c) for c in self._channels]
         self._next = itertools.count()
-        self._unreachable = UnreachableLog()
+        self._unreachable = WarnLimiter()
+        """One warning a minute per server that cannot be used; its retries are info."""
 
     @property
     def channels(self) -> tuple[aio.Channel, ...]:
@@ -211,7 +213,9 @@ class KiamClient:
                 if not status.classify(exc).retried:
                     raise last from None
                 target = self.targets[index]
-                if exc.code() is grpc.StatusCode.UNAVAILABLE and self._unreachable.due(target):
+                if exc.code() is grpc.StatusCode.UNAVAILABLE and self._unreachable.should_warn(
+                    target, now=loop.time()
+                ):
                     # the cause (TLS refused, unreachable, draining) once a minute per server
                     log.warning("kiam server %s", describe(target, exc),
                                 extra={"fields": {"rpc": method}})

@@ -30,9 +30,10 @@ import grpc
 from grpc import aio
 
 from kiam.agent import metrics
+from kiam.agent.bad_requests import WarnLimiter
 from kiam.agent.replica import Replica
 from kiam.wire import kiam_pb2, kiam_pb2_grpc
-from kiam.wire.client import UnreachableLog, describe
+from kiam.wire.client import describe
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +71,8 @@ class NodeStream:
         self._unimplemented: dict[int, float] = {}
         """Server index -> when it answered UNIMPLEMENTED."""
         self._told_unimplemented = False
-        self._unreachable = UnreachableLog(clock=clock)
+        self._unreachable = WarnLimiter()
+        """One warning a minute per server whose stream breaks; the retries are info."""
         self.current: str | None = None
         """The target whose stream is open (None between streams)."""
 
@@ -189,11 +191,12 @@ class NodeStream:
         self.replica.closed()
         metrics.node_streams.labels("broken").inc()
         # the cause, once a minute per server; each retry after that at info
-        level = logging.WARNING if self._unreachable.due(self.targets[index]) else logging.INFO
+        target = self.targets[index]
+        warn = self._unreachable.should_warn(target, now=self._clock())
         log.log(
-            level,
+            logging.WARNING if warn else logging.INFO,
             "node stream broken (%s); re-opening it",
-            describe(self.targets[index], exc),
+            describe(target, exc),
             extra={"fields": fields},
         )
         return "served" if served else "broken"

@@ -16,8 +16,6 @@ What a status means, and the label metrics count it under, is :mod:`kiam.wire.st
 from __future__ import annotations
 
 import ipaddress
-import time
-from collections.abc import Callable
 
 import grpc
 from grpc import aio
@@ -31,40 +29,6 @@ SERVICE = "kiam.KiamService"
 """The ``grpc_service`` metric label."""
 TOKEN_SERVICE = "kiam.KiamTokenService"
 """The label of the token credentials RPC (docs/token-credentials.md)."""
-
-
-TLS_WORDS = ("ssl", "tls", "handshake", "certificate", "hostname verification")
-"""What gRPC's details say when a handshake was refused (docs/TLS.md)."""
-
-UNREACHABLE_LOG_INTERVAL = 60.0
-"""Seconds between two warnings about the same server that cannot be reached."""
-
-
-class UnreachableLog:
-    """When to warn that a server cannot be reached: at most once per target per
-    :data:`UNREACHABLE_LOG_INTERVAL`, so an agent cut off from its servers (a wrong CA, a
-    certificate for another name, an expired one) says why once a minute, not once per
-    pod request or reconnect. Pure: the clock is given."""
-
-    def __init__(
-        self,
-        *,
-        interval: float = UNREACHABLE_LOG_INTERVAL,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self._interval = interval
-        self._clock = clock
-        self._last: dict[str, float] = {}
-
-    def due(self, target: str) -> bool:
-        """True (and the minute starts again) when ``target`` has not been warned about
-        in the interval."""
-        now = self._clock()
-        last = self._last.get(target)
-        if last is not None and now - last < self._interval:
-            return False
-        self._last[target] = now
-        return True
 
 
 def grpc_targets(server_address: str) -> list[str]:
@@ -114,7 +78,8 @@ def describe(target: str, error: aio.AioRpcError) -> str:
     lowered = details.lower()
     answer = status.classify(error)
     if answer is status.UNAVAILABLE:
-        if any(word in lowered for word in TLS_WORDS):
+        tls_words = ("ssl", "tls", "handshake", "certificate", "hostname verification")
+        if any(word in lowered for word in tls_words):
             reason = "TLS refused"
         elif "socket closed" in lowered:
             # what a client sees when the server rejects its certificate

@@ -8,7 +8,7 @@ import pytest
 from grpc import aio
 
 from kiam.common.settings import KeepaliveSettings
-from kiam.wire.client import UnreachableLog, channel_options, describe, grpc_targets
+from kiam.wire.client import channel_options, describe, grpc_targets
 
 
 @pytest.mark.parametrize(
@@ -70,15 +70,3 @@ def test_describe_keeps_a_multi_line_detail_on_one_line() -> None:
     error = aio.AioRpcError(grpc.StatusCode.INTERNAL, aio.Metadata(), aio.Metadata(), "a\n b", "")
     assert describe("srv:1", error) == "srv:1: server answered INTERNAL: a b"
 
-
-def test_unreachable_log_warns_once_a_minute_per_server() -> None:
-    now = [100.0]
-    log = UnreachableLog(interval=60.0, clock=lambda: now[0])
-    assert log.due("a:1")
-    assert not log.due("a:1")
-    assert log.due("b:1")  # another server has its own minute
-    now[0] = 159.9
-    assert not log.due("a:1")
-    now[0] = 160.0
-    assert log.due("a:1")
-    assert not log.due("a:1")  # and the next minute starts there
