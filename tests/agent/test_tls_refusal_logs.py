@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from kiam.certs import CertPaths, generate_certificates, issue_leaf
+from kiam.certs import CertPaths, generate_certificates
 from kiam.common.settings import TLSSettings
 from tests.agent.standins import AgentProcess, raw_request
-from tests.common.conftest import serve_health
+from tests.common.conftest import serve_health, write_leaf
 
 NOW = datetime.datetime.now(datetime.UTC)
 
@@ -34,17 +34,10 @@ def _server_pair(case: str, certs: CertPaths, directory: Path) -> tuple[Path, Pa
     if case == "a certificate from another CA":
         other = generate_certificates(directory / "other-pki", days=30)
         return other.server_cert, other.server_key
-    names, now = ("elsewhere.example",), NOW
     if case == "an expired certificate":
-        names, now = ("127.0.0.1",), NOW - datetime.timedelta(days=10)
-    pair = issue_leaf(
-        ca_cert_pem=certs.ca.read_bytes(), ca_key_pem=certs.ca_key.read_bytes(),
-        common_name="kiam-server", names=names, server=True, days=1, now=now,
-    )
-    cert, key = directory / "server.pem", directory / "server-key.pem"
-    cert.write_bytes(pair.cert_pem)
-    key.write_bytes(pair.key_pem)
-    return cert, key
+        return write_leaf(certs, directory, "stale", server=True, names=("127.0.0.1",),
+                          now=NOW - datetime.timedelta(days=10), days=1)
+    return write_leaf(certs, directory, "elsewhere", server=True, names=("elsewhere.example",))
 
 
 @pytest.mark.parametrize("case", sorted(CAUSES))

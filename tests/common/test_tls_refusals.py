@@ -14,24 +14,14 @@ from pathlib import Path
 import grpc
 import pytest
 
-from kiam.certs import CertPaths, issue_leaf
+from kiam.certs import CertPaths
 from kiam.common.settings import TLSSettings
 from kiam.common.tls import channel_credentials
-from tests.common.conftest import health_status, serve_health
+from tests.common.conftest import health_status, serve_health, write_leaf
 
 NOW = datetime.datetime.now(datetime.UTC)
 
 
-def _leaf(pki: CertPaths, tmp_path: Path, name: str, *, server: bool, names: tuple[str, ...] = (),
-          now: datetime.datetime = NOW, days: int = 2) -> tuple[Path, Path]:
-    pair = issue_leaf(
-        ca_cert_pem=pki.ca.read_bytes(), ca_key_pem=pki.ca_key.read_bytes(),
-        common_name=name, names=names, server=server, days=days, now=now,
-    )
-    cert, key = tmp_path / f"{name}.pem", tmp_path / f"{name}-key.pem"
-    cert.write_bytes(pair.cert_pem)
-    key.write_bytes(pair.key_pem)
-    return cert, key
 
 
 @contextlib.asynccontextmanager
@@ -61,14 +51,14 @@ async def test_a_client_certificate_outside_its_validity_is_refused(
 ) -> None:
     # valid for one day, starting ten days ago or ten days from now
     when = NOW + datetime.timedelta(days=shift)
-    cert, key = _leaf(pki, tmp_path, "agent-out-of-date", server=False, now=when, days=1)
+    cert, key = write_leaf(pki, tmp_path, "agent-out-of-date", server=False, now=when, days=1)
     assert await health_status(kiam_server, _client(pki, cert, key)) == "UNAVAILABLE"
 
 
 async def test_a_server_certificate_for_another_name_is_refused_by_the_agent(
     pki: CertPaths, tmp_path: Path
 ) -> None:
-    cert, key = _leaf(pki, tmp_path, "elsewhere", server=True, names=("elsewhere.example",))
+    cert, key = write_leaf(pki, tmp_path, "elsewhere", server=True, names=("elsewhere.example",))
     async with _serve(cert, key, pki.ca) as target:
         status = await health_status(target, _client(pki, pki.agent_cert, pki.agent_key))
         assert status == "UNAVAILABLE"
@@ -77,7 +67,7 @@ async def test_a_server_certificate_for_another_name_is_refused_by_the_agent(
 async def test_an_expired_server_certificate_is_refused_by_the_agent(
     pki: CertPaths, tmp_path: Path
 ) -> None:
-    cert, key = _leaf(pki, tmp_path, "stale", server=True, names=("127.0.0.1",),
+    cert, key = write_leaf(pki, tmp_path, "stale", server=True, names=("127.0.0.1",),
                       now=NOW - datetime.timedelta(days=10), days=1)
     async with _serve(cert, key, pki.ca) as target:
         status = await health_status(target, _client(pki, pki.agent_cert, pki.agent_key))
