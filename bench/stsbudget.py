@@ -96,13 +96,14 @@ def headroom(burst: int) -> int:
 def run(*, quick: bool, workdir: Path) -> int:
     sizes = QUICK if quick else FULL
     ideal = (sizes.roles - sizes.limit) / sizes.limit  # the stand-in's burst, then its rate
-    paced = _fill(workdir / "paced", sizes, qps=sizes.limit, burst=headroom(sizes.limit))
+    paced_burst = headroom(sizes.limit)
+    paced = _fill(workdir / "paced", sizes, qps=sizes.limit, burst=paced_burst)
     above = _fill(workdir / "above", sizes, qps=2 * sizes.limit, burst=sizes.limit)
     ceiling = _fill(workdir / "ceiling", sizes, qps=100 * sizes.limit,
                     burst=100 * sizes.limit, limited=False)
     print_table(f"STS budget: cold start of {sizes.roles:,} roles against a stand-in "
                 f"limited to {sizes.limit} calls/s (burst {sizes.limit}); the paced run "
-                f"with --sts-burst {headroom(sizes.limit)}",
+                f"with --sts-burst {paced_burst}",
                 f"the ideal fill time, ({sizes.roles:,} - {sizes.limit}) / {sizes.limit} "
                 "calls/s", [
                     Figure(f"fill time, --sts-qps {r.qps}", r.seconds, ideal, "s", False)
@@ -136,7 +137,7 @@ def run(*, quick: bool, workdir: Path) -> int:
             ok = False
     if paced.throttled:
         print(f"error: --sts-qps {paced.qps} (at the stand-in's rate, burst "
-              f"{headroom(sizes.limit)}) saw {paced.throttled} "
+              f"{paced_burst}) saw {paced.throttled} "
               "Throttling answers")
         ok = False
     return 0 if ok else 1
