@@ -17,8 +17,9 @@ from typing import Any
 
 import orjson
 
-from bench.control import ROOT, BenchError, standins_stack
+from bench import ROOT, BenchError
 from bench.report import Figure, print_table
+from bench.standins import standins_stack
 from kiam_testbed.commands import isolated_env
 
 NAMESPACE = "bench"
@@ -87,9 +88,9 @@ def _figures(label: str, c: int, kiam: list[dict[str, float]],
 def run(*, quick: bool, workdir: Path) -> int:
     sizes = QUICK if quick else FULL
     figures: list[Figure] = []
-    with standins_stack(workdir) as (standins, stack):
-        standins.call("namespace", name=NAMESPACE)
-        standins.call("pods", namespace=NAMESPACE, count=len(POD_IPS), ips=POD_IPS, role=ROLE)
+    with standins_stack(workdir) as stack:
+        stack.create_namespace(NAMESPACE, permitted=".*")
+        stack.remote("bench").pods(namespace=NAMESPACE, count=len(POD_IPS), ips=POD_IPS, role=ROLE)
         stack.start_server()
         # each of the eight pods asks far above --pod-rate here: raised, so the figure is
         # the agent's throughput; the per-pod bookkeeping still runs on every request

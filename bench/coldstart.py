@@ -22,9 +22,10 @@ import boto3  # type: ignore[import-untyped]
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from bench.control import BenchError, StandInsProcess, standins_stack
+from bench import BenchError
 from bench.pods import pod_ip
 from bench.report import Figure, print_table, print_values
+from bench.standins import standins_stack
 from kiam.wire import kiam_pb2, kiam_pb2_grpc
 from kiam_testbed.commands import ROLE_BASE_ARN
 from kiam_testbed.stack import Stack
@@ -101,15 +102,18 @@ class ColdResult:
     hits: int
 
 
-async def _measure(standins: StandInsProcess, stack: Stack, sizes: ColdSizes) -> ColdResult:
+async def _measure(stack: Stack, sizes: ColdSizes) -> ColdResult:
+    bench = stack.remote("bench", timeout=_TIMEOUT)
+
     async def call(cmd: str, **args: object) -> dict[str, object]:
-        return await asyncio.to_thread(standins.call, cmd, **args)
+        reply: dict[str, object] = await asyncio.to_thread(getattr(bench, cmd), **args)
+        return reply
 
     channel = _channel(stack)
     try:
         await _wait_serving(channel)
         batch = await call("coldstart", namespace=NAMESPACE, count=sizes.pods,
-                           roles=sizes.roles, timeout=_TIMEOUT)
+                           roles=sizes.roles)
         await asyncio.sleep(1.0)  # room for any stray extra call to show up
         pods = [(pod_ip(i), f"cold-role-{i % sizes.roles}") for i in range(sizes.pods)]
         await _fetch_all(channel, pods)
@@ -119,7 +123,7 @@ async def _measure(standins: StandInsProcess, stack: Stack, sizes: ColdSizes) ->
         for i in range(sizes.samples):
             role, ip = f"fresh-role-{i}", f"10.251.{i // 256}.{i % 256}"
             one = await call("one_pod", namespace=NAMESPACE, name=f"fresh-{i}", role=role,
-                             ip=ip, timeout=_TIMEOUT)
+                             ip=ip)
             latencies.append(float(str(one["seconds"])))
             before = int(str((await call("sts_calls"))["calls"]))
             await _fetch_all(channel, [(ip, role)])
@@ -137,11 +141,11 @@ def _quantile(values: list[float], q: float) -> float:
 
 def run(*, quick: bool, workdir: Path) -> int:
     sizes = QUICK if quick else FULL
-    with standins_stack(workdir) as (standins, stack):
-        standins.call("namespace", name=NAMESPACE)
+    with standins_stack(workdir) as stack:
+        stack.create_namespace(NAMESPACE, permitted=".*")
         stack.start_server()
-        result = asyncio.run(_measure(standins, stack, sizes))
-        direct = _direct_assume_role(standins.sts_url, max(sizes.samples, 5))
+        result = asyncio.run(_measure(stack, sizes))
+        direct = _direct_assume_role(stack.sts_url, max(sizes.samples, 5))
     base50, kiam50 = statistics.median(direct), statistics.median(result.latencies)
     print_table("Cold start: pod watch event -> its credentials cached in the server",
                 "one direct AssumeRole round trip to the stand-in", [

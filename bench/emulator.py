@@ -18,8 +18,9 @@ from pathlib import Path
 
 import aiohttp
 
-from bench.control import BenchError, StandInsProcess
+from bench import BenchError
 from bench.report import Figure, print_table
+from bench.standins import standins_stack
 
 NAMESPACE = "bench"
 
@@ -79,13 +80,10 @@ async def _measure(url: str, sizes: EmulatorSizes) -> tuple[float, float]:
 
 def run(*, quick: bool, workdir: Path) -> int:
     sizes = QUICK if quick else FULL
-    standins = StandInsProcess.start(workdir, kubeconfig=workdir / "kubeconfig")
-    try:
-        standins.call("namespace", name=NAMESPACE)
-        standins.call("pods", namespace=NAMESPACE, count=sizes.pods)
-        fresh, late = asyncio.run(_measure(standins.kube_url, sizes))
-    finally:
-        standins.stop()
+    with standins_stack(workdir, "--no-sts", certs=False) as stack:
+        stack.create_namespace(NAMESPACE, permitted=".*")
+        stack.remote("bench").pods(namespace=NAMESPACE, count=sizes.pods)
+        fresh, late = asyncio.run(_measure(stack.kube_url, sizes))
     served = sizes.batch * sizes.rounds + sizes.pile
     print_table(
         f"Emulator endurance: the same {sizes.batch}-request mix fresh and after "

@@ -19,9 +19,10 @@ from pathlib import Path
 
 import orjson
 
+from bench import ROOT, BenchError
 from bench.agent import CREDENTIALS_PATH, ROLE, fetch
-from bench.control import ROOT, BenchError, standins_stack
 from bench.report import Figure, print_table, print_values
+from bench.standins import standins_stack
 from kiam_testbed.commands import isolated_env
 
 NAMESPACE = "fair"
@@ -96,9 +97,10 @@ def run(*, quick: bool, workdir: Path) -> int:
     loud: list[dict[str, float]] = []
     floods: list[dict[str, float]] = []
     bare_loud: list[dict[str, float]] = []
-    with standins_stack(workdir) as (standins, stack):
-        standins.call("namespace", name=NAMESPACE)
-        standins.call("pods", namespace=NAMESPACE, count=2, ips=[NEIGHBOUR, FLOODER], role=ROLE)
+    with standins_stack(workdir) as stack:
+        stack.create_namespace(NAMESPACE, permitted=".*")
+        stack.remote("bench").pods(namespace=NAMESPACE, count=2, ips=[NEIGHBOUR, FLOODER],
+                                   role=ROLE)
         stack.start_server()
         stack.start_agent()  # the default per-pod limits
         stack.wait_agent_ready()

@@ -28,8 +28,9 @@ from typing import Any
 
 import orjson
 
-from bench.control import ROOT, BenchError, StandInsProcess, standins_stack
+from bench import ROOT, BenchError
 from bench.report import Figure, fmt_bytes, print_table, print_values
+from bench.standins import standins_stack
 from kiam_testbed.child import Child
 from kiam_testbed.commands import isolated_env
 from kiam_testbed.stack import Stack
@@ -118,11 +119,10 @@ class StreamResult:
     errors: list[str]
 
 
-def _measure(standins: StandInsProcess, stack: Stack, workdir: Path,
-             sizes: StreamSizes) -> StreamResult:
+def _measure(stack: Stack, workdir: Path, sizes: StreamSizes) -> StreamResult:
     pods = sizes.nodes * sizes.pods_per_node
-    standins.call("namespace", name=NAMESPACE)
-    standins.call("pods", namespace=NAMESPACE, count=pods, nodes=sizes.nodes, timeout=600)
+    stack.create_namespace(NAMESPACE, permitted=".*")
+    stack.remote("bench", timeout=600).pods(namespace=NAMESPACE, count=pods, nodes=sizes.nodes)
     server = stack.start_server()
     server.wait_for("caches synced", timeout=300)
     agents = Agents(stack, workdir, sizes.nodes)
@@ -132,9 +132,9 @@ def _measure(standins: StandInsProcess, stack: Stack, workdir: Path,
             raise BenchError(f"snapshots held {ready['entries']} entries, expected {pods}")
         idle = _share(server.pid, sizes.idle_seconds)
         cpu, wall = _cpu_seconds(server.pid), time.monotonic()
-        churn = standins.call("churn", namespace=NAMESPACE, pods=pods, nodes=sizes.nodes,
-                              rate=sizes.churn_rate, seconds=sizes.churn_seconds,
-                              timeout=sizes.churn_seconds * 3 + 60)
+        churn = stack.remote("bench", timeout=sizes.churn_seconds * 3 + 60).churn(
+            namespace=NAMESPACE, pods=pods, nodes=sizes.nodes, rate=sizes.churn_rate,
+            seconds=sizes.churn_seconds)
         time.sleep(1.0)  # the last replacements' entries on their way
         busy = (_cpu_seconds(server.pid) - cpu) / (time.monotonic() - wall)
         rss = _rss(server.pid)
@@ -152,8 +152,8 @@ def _measure(standins: StandInsProcess, stack: Stack, workdir: Path,
 
 def run(*, quick: bool, workdir: Path) -> int:
     sizes = QUICK if quick else FULL
-    with standins_stack(workdir) as (standins, stack):
-        result = _measure(standins, stack, workdir, sizes)
+    with standins_stack(workdir) as stack:
+        result = _measure(stack, workdir, sizes)
     pods = sizes.nodes * sizes.pods_per_node
     if not result.stream or not result.watch:
         print(f"error: no pushes measured ({result.missing} replacements never arrived)")

@@ -25,8 +25,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from bench import ROOT, BenchError
 from bench.agent import UNTHROTTLED, fetch
-from bench.control import ROOT, BenchError
 from bench.report import Figure, print_table, print_values
 from kiam.certs import CertPaths, generate_certificates
 from kiam.wire import kiam_pb2

@@ -1,48 +1,58 @@
-"""The benchmarks' stand-ins process: the Kubernetes emulator (and optionally the STS
-stand-in) in ONE child process, driven through their in-process hooks.
+"""The benchmarks' stand-ins: the test bed's stand-ins process
+(:mod:`kiam_testbed.standins`) with one more call target, ``bench``: the bulk commands
+of :class:`BenchCommands`, driven through the emulator's in-process hooks.
 
-Run as ``python -m bench.standins --kubeconfig PATH [--sts [--sts-rate-limit N
---sts-burst B]] [--history-size N]``. The
-first line of stdout is ``{"kube": URL, "sts": URL or ""}``; after that it reads one JSON
-command per line on stdin and answers one JSON line on stdout (see ``_COMMANDS``).
 Creating 50,000 pods through the HTTP API would take minutes; the hooks take seconds, and
-their CPU is spent here, not in the process being measured. Timestamps it reports use
-``time.monotonic()`` (CLOCK_MONOTONIC, comparable across processes on this host).
+their CPU is spent in the stand-ins process, not in the process being measured.
+Timestamps they report use ``time.monotonic()`` (CLOCK_MONOTONIC, comparable across
+processes on this host). :func:`standins_stack` is the parent's side: a loopback
+:class:`~kiam_testbed.stack.Stack` on this process; ``stack.remote("bench").pods(...)``.
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import inspect
-import sys
+import contextlib
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
-import orjson
-
+from bench import ROOT
 from bench.pods import ROLE_ANNOTATION, pod_body, pod_ip
+from kiam_testbed import standins
 from kiam_testbed.commands import ROLE_BASE_ARN
 from kiam_testbed.kube import PODS, KubeEmulator
+from kiam_testbed.stack import Stack, loopback_placement
 from kiam_testbed.sts import StsStandIn
 
 Reply = dict[str, Any]
-_COMMAND_TIMEOUT = 300.0
 _POLL = 0.0005  # the stand-in notifies arrivals, not answers: poll for the answer
 
 
-class StandIns:
-    """The command handlers, over one emulator and an optional STS stand-in."""
+@contextlib.contextmanager
+def standins_stack(workdir: Path, *args: str, certs: bool = True) -> Iterator[Stack]:
+    """A loopback :class:`Stack` on this stand-ins process (``args``: its flags, e.g.
+    ``--no-sts``), with certificates unless not ``certs``; everything stopped at the end."""
+    stack = Stack(workdir, loopback_placement())
+    try:
+        # no bookmark during a measurement: they would add events to the streams timed
+        stack.start_standins("--bookmark-interval", "3600", *args, module="bench.standins",
+                             cwd=ROOT)
+        if certs:
+            stack.make_certs()
+        yield stack
+    finally:
+        stack.close()
+
+
+class BenchCommands:
+    """The bulk commands, over the emulator and the STS stand-in (if it runs)."""
 
     def __init__(self, kube: KubeEmulator, sts: StsStandIn | None) -> None:
         self.kube = kube
         self.sts = sts
         self._generation = 0
-
-    def namespace(self, *, name: str, permitted: str = ".*") -> Reply:
-        self.kube.create_namespace(name, annotations={"iam.amazonaws.com/permitted": permitted})
-        return {"rv": self.kube.resource_version}
 
     def pods(self, *, namespace: str, count: int, start: int = 0, roles: int = 50,
              ips: list[str] | None = None, role: str = "", nodes: int = 50) -> Reply:
@@ -141,59 +151,5 @@ class StandIns:
         return {"seconds": done - event}
 
 
-def _handlers(s: StandIns) -> dict[str, Callable[..., Reply | Awaitable[Reply]]]:
-    return {"namespace": s.namespace, "pods": s.pods, "modify": s.modify, "churn": s.churn,
-            "sts_calls": s.sts_calls, "coldstart": s.coldstart, "one_pod": s.one_pod}
-
-
-async def _serve(args: argparse.Namespace) -> None:
-    loop = asyncio.get_running_loop()
-    reader = asyncio.StreamReader(limit=1 << 20)
-    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
-    kube = KubeEmulator(history_size=args.history_size, bookmark_interval=3600.0)
-    await kube.start()
-    sts = StsStandIn(rate_limit=args.sts_rate_limit, burst=args.sts_burst) if args.sts else None
-    try:
-        if sts is not None:
-            await sts.start()
-        kube.write_kubeconfig(args.kubeconfig)
-        _say({"kube": kube.url, "sts": sts.url if sts else ""})
-        handlers = _handlers(StandIns(kube, sts))
-        while line := await reader.readline():
-            command = orjson.loads(line)
-            name = command.pop("cmd")
-            if name == "quit":
-                break
-            # "timeout" bounds any command that waits (for the STS stand-in, say)
-            limit = float(command.pop("timeout", _COMMAND_TIMEOUT))
-            try:
-                async with asyncio.timeout(limit):
-                    result = handlers[name](**command)
-                    reply = await result if inspect.isawaitable(result) else result
-            except Exception as exc:  # report to the parent rather than die silently
-                reply = {"error": f"{type(exc).__name__}: {exc}"}
-            _say(reply)
-    finally:
-        if sts is not None:
-            await sts.stop()
-        await kube.stop()
-
-
-def _say(reply: Reply) -> None:
-    sys.stdout.write(orjson.dumps(reply).decode() + "\n")
-    sys.stdout.flush()
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m bench.standins")
-    parser.add_argument("--kubeconfig", required=True)
-    parser.add_argument("--sts", action="store_true", help="also run the STS stand-in")
-    parser.add_argument("--history-size", type=int, default=10_000)
-    parser.add_argument("--sts-rate-limit", type=float, default=0.0,
-                        help="the STS stand-in's rate-limit mode: calls/s per account")
-    parser.add_argument("--sts-burst", type=int, default=0)
-    asyncio.run(_serve(parser.parse_args()))
-
-
 if __name__ == "__main__":
-    main()
+    standins.main(extra={"bench": BenchCommands})

@@ -24,9 +24,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.coldstart import _channel, _fetch_all, _wait_serving
-from bench.control import StandInsProcess, standins_stack
 from bench.pods import pod_ip
 from bench.report import Figure, print_table, print_values
+from bench.standins import standins_stack
 from kiam_testbed.stack import Stack
 
 NAMESPACE = "budget"
@@ -52,16 +52,18 @@ class FillResult:
     served_without_call: bool
 
 
-async def _measure(standins: StandInsProcess, stack: Stack, sizes: BudgetSizes) -> FillResult:
+async def _measure(stack: Stack, sizes: BudgetSizes) -> FillResult:
+    bench = stack.remote("bench", timeout=3 * sizes.roles / sizes.limit + 120)
+
     async def call(cmd: str, **args: object) -> dict[str, object]:
-        return await asyncio.to_thread(standins.call, cmd, **args)
+        reply: dict[str, object] = await asyncio.to_thread(getattr(bench, cmd), **args)
+        return reply
 
     channel = _channel(stack)
-    timeout = 3 * sizes.roles / sizes.limit + 120
     try:
         await _wait_serving(channel)
         filled = await call("coldstart", namespace=NAMESPACE, count=sizes.roles,
-                            roles=sizes.roles, timeout=timeout)
+                            roles=sizes.roles)
         after_fill = await call("sts_calls")
         pods = [(pod_ip(i), f"cold-role-{i}") for i in range(sizes.roles)]
         await _fetch_all(channel, pods)
@@ -77,12 +79,11 @@ async def _measure(standins: StandInsProcess, stack: Stack, sizes: BudgetSizes) 
 def _fill(workdir: Path, sizes: BudgetSizes, *, qps: int, burst: int, limited: bool = True,
           extra: tuple[str, ...] = ()) -> FillResult:
     limit = sizes.limit if limited else 0
-    with standins_stack(workdir, sts_rate_limit=limit, sts_burst=limit) as (
-        standins, stack,
-    ):
-        standins.call("namespace", name=NAMESPACE)
+    with standins_stack(workdir, "--sts-rate-limit", str(limit),
+                        "--sts-burst", str(limit)) as stack:
+        stack.create_namespace(NAMESPACE, permitted=".*")
         stack.start_server(extra=("--sts-qps", str(qps), "--sts-burst", str(burst), *extra))
-        result = asyncio.run(_measure(standins, stack, sizes))
+        result = asyncio.run(_measure(stack, sizes))
     return FillResult(qps=qps, seconds=result.seconds, throttled=result.throttled,
                       successful=result.successful,
                       served_without_call=result.served_without_call)

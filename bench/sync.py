@@ -16,8 +16,9 @@ from pathlib import Path
 
 import orjson
 
-from bench.control import ROOT, BenchError, StandInsProcess
+from bench import ROOT, BenchError
 from bench.report import Figure, fmt_bytes, print_table, print_values
+from bench.standins import standins_stack
 from kiam_testbed.commands import isolated_env
 
 NAMESPACE = "bench"
@@ -61,16 +62,15 @@ def _best(samples: list[Sample]) -> Sample:
 
 def run(*, quick: bool, workdir: Path) -> int:
     sizes = QUICK if quick else FULL
-    kubeconfig = workdir / "sync-kubeconfig"
-    standins = StandInsProcess.start(workdir / "sync", kubeconfig=kubeconfig)
     figures: list[Figure] = []
     headline: list[tuple[str, str]] = []
     grown: list[tuple[int, float]] = []  # (pods, kiam's RSS growth) per size
-    try:
-        standins.call("namespace", name=NAMESPACE)
+    with standins_stack(workdir / "sync", "--no-sts", certs=False) as stack:
+        kubeconfig = stack.kubeconfig
+        stack.create_namespace(NAMESPACE, permitted=".*")
         created = 0
         for pods in sizes.pods:
-            standins.call("pods", namespace=NAMESPACE, count=pods - created, start=created)
+            stack.remote("bench").pods(namespace=NAMESPACE, count=pods - created, start=created)
             created = pods
             kiam: list[Sample] = []
             base: list[Sample] = []
@@ -93,8 +93,6 @@ def run(*, quick: bool, workdir: Path) -> int:
             if pods >= 10_000:  # below that, fixed costs swamp the per-pod figure
                 headline.append(("50,000 pods in the PodCache",
                                  fmt_bytes(k.bytes_per_pod * 50_000)))
-    finally:
-        standins.stop()
     if len(grown) >= 2:
         # the growth between two sizes leaves out what any list costs once (the page
         # buffers the allocator keeps): the cost of one more pod

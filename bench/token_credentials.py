@@ -25,8 +25,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from bench import BenchError
 from bench.agent import UNTHROTTLED
-from bench.control import BenchError
 from bench.replica import FULL, QUICK, start_bare_server, wrk
 from bench.report import Figure, print_table, print_values
 from kiam_testbed.commands import ACCOUNT
@@ -56,19 +56,12 @@ def _get(url: str, headers: dict[str, str] | None = None) -> tuple[int, bytes]:
 
 def _setup(stack: Stack, metrics: str) -> tuple[str, str]:
     """The stack, the pod and its token; (token endpoint URL, token)."""
-    stack.start_kube()
-    stack.start_sts()
+    stack.start_standins()
     stack.make_certs()
     stack.create_namespace(NAMESPACE, permitted=f"arn:aws:iam::{ACCOUNT}:role/bench-.*")
-    stack.kube("POST", f"/api/v1/namespaces/{NAMESPACE}/serviceaccounts",
-               {"metadata": {"name": "default"}})
+    stack.kube.create_service_account(NAMESPACE)
     stack.create_pod(NAMESPACE, POD, ip="127.0.0.1", role=ROLE, node_name="bench-node")
-    pod = stack.kube("GET", f"/api/v1/namespaces/{NAMESPACE}/pods/{POD}")
-    request = {"spec": {"audiences": ["kiam"], "expirationSeconds": 3600, "boundObjectRef": {
-        "kind": "Pod", "apiVersion": "v1", "name": POD, "uid": pod["metadata"]["uid"]}}}
-    token = stack.kube(
-        "POST", f"/api/v1/namespaces/{NAMESPACE}/serviceaccounts/default/token", request
-    )["status"]["token"]
+    token = str(stack.kube.request_token(NAMESPACE, POD))
     stack.start_server()
     agent = stack.start_agent(extra=[
         "--node-name", "bench-node", "--prometheus-listen-addr", metrics, *UNTHROTTLED,

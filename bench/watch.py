@@ -16,11 +16,13 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.control import BenchError, StandInsProcess
+from bench import BenchError
 from bench.report import Figure, print_table
+from bench.standins import standins_stack
 from kiam.k8s.client import KubeClient, Params
 from kiam.k8s.pod_cache import PODS_PATH, PodCache
 from kiam.k8s.watching import WatchOptions
+from kiam_testbed.stack import Stack
 
 NAMESPACE = "bench"
 _TIMEOUT = 300.0
@@ -67,15 +69,14 @@ async def _baseline_round(client: KubeClient, *, since: int, events: int) -> flo
     raise BenchError(f"the watch ended after {seen} of {events} events")
 
 
-async def _measure(standins: StandInsProcess, kubeconfig: Path,
-                   sizes: WatchSizes) -> tuple[float, float]:
-    client = await KubeClient.create(str(kubeconfig))
+async def _measure(stack: Stack, sizes: WatchSizes) -> tuple[float, float]:
+    client = await KubeClient.create(str(stack.kubeconfig))
     kiam_best = base_best = 0.0
     try:
         cache = PodCache(client, options=WatchOptions(resync_interval=0), announce_buffer=1000)
         await cache.watch.relist()
         for i in range(sizes.rounds):
-            batch = await asyncio.to_thread(standins.call, "modify", namespace=NAMESPACE,
+            batch = await asyncio.to_thread(stack.remote("bench").modify, namespace=NAMESPACE,
                                             count=sizes.events, pods=sizes.pods)
             if str(batch["since"]) != cache.watch.resource_version:
                 raise BenchError(f"cache at {cache.watch.resource_version}, batch from "
@@ -96,15 +97,11 @@ async def _measure(standins: StandInsProcess, kubeconfig: Path,
 
 def run(*, quick: bool, workdir: Path) -> int:
     sizes = QUICK if quick else FULL
-    kubeconfig = workdir / "watch-kubeconfig"
-    standins = StandInsProcess.start(workdir / "watch", kubeconfig=kubeconfig,
-                                     history_size=sizes.events + 1000)
-    try:
-        standins.call("namespace", name=NAMESPACE)
-        standins.call("pods", namespace=NAMESPACE, count=sizes.pods)
-        kiam, base = asyncio.run(_measure(standins, kubeconfig, sizes))
-    finally:
-        standins.stop()
+    with standins_stack(workdir / "watch", "--no-sts", "--history-size",
+                        str(sizes.events + 1000), certs=False) as stack:
+        stack.create_namespace(NAMESPACE, permitted=".*")
+        stack.remote("bench").pods(namespace=NAMESPACE, count=sizes.pods)
+        kiam, base = asyncio.run(_measure(stack, sizes))
     print_table(
         f"Watch ingest: {sizes.events:,} MODIFIED events over {sizes.pods:,} cached pods",
         "same stream read and orjson-decoded only",

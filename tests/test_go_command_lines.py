@@ -170,8 +170,7 @@ def _run(name: str, tmp_path: Path, where: Placement, *, host_ip: str) -> None:
     )
     stack = Stack(tmp_path / "stack", placement)
     try:
-        stack.start_kube()
-        stack.start_sts()
+        stack.start_standins()
         certs = stack.make_certs()
         imds = stack.spawn("imds", [sys.executable, "-c", _IMDS], env=isolated_env())
         imds_url = imds.wait_for(r"^(http://\S+)$")[1]

@@ -149,13 +149,17 @@ class Child:
                 self.popen.send_signal(sig)
 
     def stop(self, *, timeout: float = STOP_TIMEOUT) -> int:
-        """SIGTERM, then SIGKILL after ``timeout``; the exit code."""
+        """SIGTERM, then SIGKILL after ``timeout``; the exit code. Its pipes are closed."""
         self.signal(signal.SIGTERM)
         try:
             return self.popen.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             self.popen.kill()
             return self.popen.wait()
+        finally:
+            for pipe in (self.popen.stdin, self.popen.stdout):
+                if pipe is not None:
+                    pipe.close()
 
 
 class AsyncChild:

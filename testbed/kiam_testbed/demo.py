@@ -205,8 +205,9 @@ def _run(started: _Started, *, netns: bool, log: LogSettings, hold: bool = False
 
 def _start(stack: Stack, ips: list[str], *, log: LogSettings) -> None:
     section("starting")
-    row("kubernetes emulator", stack.start_kube())
-    row("sts stand-in", stack.start_sts())
+    standins = stack.start_standins()
+    row("kubernetes emulator", standins.kube_url)
+    row("sts stand-in", standins.sts_url)
     row("certificates", stack.make_certs())
     stack.create_namespace(NAMESPACE, permitted=PERMITTED)
     row(f"namespace {NAMESPACE}", f"iam.amazonaws.com/permitted: {PERMITTED}")
@@ -292,10 +293,10 @@ def wait_for_event(stack: Stack, pod_name: str) -> dict[str, Any] | None:
     """The pod's KiamRoleForbidden event, once the server has posted it."""
     deadline = time.monotonic() + _EVENT_WAIT
     while True:
-        for event in stack.events(NAMESPACE):
+        for event in stack.kube.events(NAMESPACE):
             involved = event.get("involvedObject") or {}
             if event.get("reason") == "KiamRoleForbidden" and involved.get("name") == pod_name:
-                return event
+                return dict(event)
         if time.monotonic() > deadline:
             return None
         time.sleep(0.2)

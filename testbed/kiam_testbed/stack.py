@@ -1,17 +1,18 @@
-"""The whole system as real processes: Kubernetes emulator, STS stand-in, server, agent.
+"""The whole system as real processes: the stand-ins, ``kiam server``, ``kiam agent``.
 
 The one builder of the test bed's processes, used by the tests, ``kiam demo`` and the
 benchmarks. Every command goes through a :class:`Placement`, so the same code runs the
 processes on this host (on loopback addresses) or inside a test bed's node namespace
 (``ip netns exec``). The processes are the real console commands: ``kiam certs``,
-``kiam server`` and ``kiam agent`` with mTLS, ``python -m kiam_testbed.kube`` and
-``python -m kiam_testbed.sts``; each is a :class:`kiam_testbed.child.Child` (log file
-``WORKDIR/NAME.log``), recorded before a Ctrl-C can lose it, and :meth:`Stack.close`
-stops them all, last first.
+``kiam server`` and ``kiam agent`` with mTLS, and ``python -m kiam_testbed.standins``
+(the Kubernetes emulator and the STS stand-in); each is a
+:class:`kiam_testbed.child.Child` (log file ``WORKDIR/NAME.log``), recorded before a
+Ctrl-C can lose it, and :meth:`Stack.close` stops them all, last first.
 
-Kubernetes objects are created through the emulator's HTTP API by a small Python child
-run where the emulator is (from the host, a node namespace's loopback is unreachable),
-a pod's IP set with a merge patch on its ``/status``, as a kubelet would.
+The stand-ins are driven by pipe, wherever they run (from the host, a node namespace's
+loopback is unreachable): ``stack.kube`` and ``stack.sts`` offer the in-process API of
+:class:`~kiam_testbed.kube.KubeEmulator` and :class:`~kiam_testbed.sts.StsStandIn`, each
+call made in the stand-ins process (:class:`StandIns`).
 
 Synchronous on purpose: starting and stopping processes is set-up work. Asyncio callers
 start from the loop's thread with ``wait=False`` and wait through
@@ -24,11 +25,14 @@ import json
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import orjson
 
 from kiam_testbed.child import READY_TIMEOUT, Child, HarnessError, signals_deferred
 from kiam_testbed.commands import (
@@ -42,7 +46,8 @@ from kiam_testbed.commands import (
 )
 from kiam_testbed.netns import Bed
 
-_URL = r"^(https?://\S+?)/?$"  # the stand-ins print their URL first
+CALL_TIMEOUT = 900.0
+"""Seconds a call into the stand-ins may take unless told (the bulk ones are slow)."""
 HTTP_LINES = [sys.executable, "-m", "kiam_testbed.http_lines"]
 """The command that makes HTTP requests in place (:mod:`kiam_testbed.http_lines`)."""
 
@@ -94,12 +99,73 @@ def loopback_placement() -> Placement:
         return Placement(server_port=server.getsockname()[1], agent_port=agent.getsockname()[1])
 
 
+@dataclass(eq=False)
+class StandIns:
+    """The stand-ins process (:mod:`kiam_testbed.standins`): its URLs, and calls into it."""
+
+    child: Child
+    kube_url: str = ""
+    sts_url: str = ""
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @classmethod
+    def started(cls, child: Child) -> StandIns:
+        """Wait for the URLs ``child`` prints once it serves."""
+        standins = cls(child)
+        first = standins._read()
+        standins.kube_url, standins.sts_url = str(first["kube"]), str(first["sts"])
+        return standins
+
+    def _read(self) -> dict[str, Any]:
+        assert self.child.popen.stdout is not None  # started with pipes
+        if not (line := self.child.popen.stdout.readline()):
+            raise HarnessError(f"the stand-ins ended: {self.child.diagnostics()}")
+        reply: dict[str, Any] = orjson.loads(line)
+        return reply
+
+    def call(self, target: str, method: str, args: Sequence[Any] = (),
+             kwargs: Mapping[str, Any] | None = None, *, timeout: float = CALL_TIMEOUT) -> Any:
+        """``target.method(*args, **kwargs)`` in the stand-ins process, within
+        ``timeout`` seconds; its result, as JSON. HarnessError with its error when it
+        raised. Safe from several threads."""
+        call = orjson.dumps({"target": target, "method": method, "args": args,
+                             "kwargs": kwargs or {}, "timeout": timeout}) + b"\n"
+        assert self.child.popen.stdin is not None  # started with pipes
+        with self._lock:
+            try:
+                self.child.popen.stdin.write(call)
+                self.child.popen.stdin.flush()
+            except OSError:
+                raise HarnessError(f"the stand-ins ended: {self.child.diagnostics()}") from None
+            reply = self._read()
+        if "error" in reply:
+            raise HarnessError(f"{target}.{method}: {reply['error']}")
+        return reply["result"]
+
+
+class Remote:
+    """One target of the stand-ins process, called as if it were here:
+    ``stack.kube.create_pod("team", "web", ip="10.0.0.5")``."""
+
+    def __init__(self, standins: StandIns, target: str, timeout: float) -> None:
+        self._standins, self._target, self._timeout = standins, target, timeout
+
+    def __getattr__(self, method: str) -> Callable[..., Any]:
+        if method.startswith("_"):
+            raise AttributeError(method)
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            return self._standins.call(self._target, method, args, kwargs, timeout=self._timeout)
+
+        return call
+
+
 class Stack:
     """Starts the processes in order and stops them all (in reverse) on :meth:`close`.
 
     Given ``kube_url``/``sts_url``, ``kubeconfig`` and ``certs``: stand-ins and
-    certificates that exist already (the benchmarks' stand-ins process, the server
-    suite's in-process stand-ins, another stack's: :meth:`sibling`)."""
+    certificates that exist already (the server suite's in-process stand-ins); another
+    stack's, its stand-ins process too: :meth:`sibling`."""
 
     def __init__(
         self,
@@ -119,23 +185,26 @@ class Stack:
         self.certs = certs or workdir / "certs"
         """A ``kiam certs --out`` directory."""
         self.processes: dict[str, Child] = {}
+        self.standins: StandIns | None = None
         self.server_address = ""
         """Where ``kiam server`` listens, from its log (port 0 picks a free port)."""
 
     def sibling(self, workdir: Path, placement: Placement) -> Stack:
         """Another stack on this one's stand-ins and certificates (a second server)."""
-        return Stack(workdir, placement, kube_url=self.kube_url, sts_url=self.sts_url,
-                     kubeconfig=self.kubeconfig, certs=self.certs)
+        other = Stack(workdir, placement, kube_url=self.kube_url, sts_url=self.sts_url,
+                      kubeconfig=self.kubeconfig, certs=self.certs)
+        other.standins = self.standins
+        return other
 
     # ------------------------------------------------------------ processes
 
     def spawn(self, name: str, command: Sequence[str], *, env: Mapping[str, str],
-              cwd: Path | None = None) -> Child:
+              cwd: Path | None = None, pipes: bool = False) -> Child:
         """Start ``command`` in place as the child ``name`` (working directory: the
-        stack's, unless ``cwd``)."""
+        stack's, unless ``cwd``; ``pipes``: see :meth:`Child.start`)."""
         # A Ctrl-C between the start and the record would lose the child: held until then.
         with signals_deferred():
-            child = Child.start(name, self.placement.wrap(command), env=env,
+            child = Child.start(name, self.placement.wrap(command), env=env, pipes=pipes,
                                 log_path=self.workdir / f"{name}.log", cwd=cwd or self.workdir)
             self.processes[name] = child
         return child
@@ -148,19 +217,33 @@ class Stack:
             raise HarnessError(f"{' '.join(command)}: exit {done.returncode}: {done.stderr}")
         return done.stdout
 
-    def _standin(self, name: str, *args: str) -> str:
-        command = [sys.executable, "-m", f"kiam_testbed.{name}", "--port", "0", *args]
-        url: str = self.spawn(name, command, env=isolated_env()).wait_for(_URL)[1]
-        return url
+    def start_standins(self, *args: str, module: str = "kiam_testbed.standins",
+                       cwd: Path | None = None) -> StandIns:
+        """The Kubernetes emulator (writing :attr:`kubeconfig`) and, unless ``--no-sts``
+        is among ``args``, the STS stand-in on the placement's ``sts_host``; ``module``
+        adds targets (``bench.standins``)."""
+        command = [sys.executable, "-m", module, "--kubeconfig", str(self.kubeconfig),
+                   "--sts-host", self.placement.sts_host, *args]
+        child = self.spawn("standins", command, env=isolated_env(), cwd=cwd, pipes=True)
+        self.standins = StandIns.started(child)
+        self.kube_url, self.sts_url = self.standins.kube_url, self.standins.sts_url
+        return self.standins
 
-    def start_kube(self) -> str:
-        self.kube_url = self._standin("kube", "--host", "127.0.0.1",
-                                      "--kubeconfig", str(self.kubeconfig))
-        return self.kube_url
+    def remote(self, target: str, *, timeout: float = CALL_TIMEOUT) -> Remote:
+        """The stand-ins process's ``target``; each call within ``timeout`` seconds."""
+        if self.standins is None:
+            raise HarnessError("start the stand-ins first (Stack.start_standins)")
+        return Remote(self.standins, target, timeout)
 
-    def start_sts(self) -> str:
-        self.sts_url = self._standin("sts", "--host", self.placement.sts_host)
-        return self.sts_url
+    @property
+    def kube(self) -> Remote:
+        """The emulator's :class:`~kiam_testbed.kube.KubeEmulator` API, by pipe."""
+        return self.remote("kube")
+
+    @property
+    def sts(self) -> Remote:
+        """The STS stand-in's :class:`~kiam_testbed.sts.StsStandIn` API, by pipe."""
+        return self.remote("sts")
 
     def make_certs(self) -> Path:
         self.run(kiam_command("certs", "--out", str(self.certs)))
@@ -236,7 +319,7 @@ class Stack:
         details = "\n".join(c.diagnostics() for c in children)
         raise HarnessError(f"the agent did not become ready in {timeout}s:\n{details}")
 
-    # ------------------------------------------------------------ HTTP in place
+    # ------------------------------------------------------------ in place
 
     def http(self, method: str, url: str, *, body: Any = None,
              content_type: str = "application/json") -> tuple[int, str]:
@@ -253,42 +336,17 @@ class Stack:
             raise HarnessError(f"HTTP helper failed: {done.stderr.strip()[-1000:]}") from None
         return int(status), str(text)
 
-    def kube(self, method: str, path: str, body: Any = None, *,
-             content_type: str = "application/json") -> Any:
-        """A request to the emulator; its JSON answer, HarnessError unless 2xx."""
-        status, text = self.http(method, self.kube_url + path, body=body,
-                                 content_type=content_type)
-        if not 200 <= status < 300:
-            raise HarnessError(f"{method} {path}: HTTP {status}: {text}")
-        return json.loads(text) if text else None
-
     def create_namespace(self, name: str, *, permitted: str | None) -> None:
         annotations = {} if permitted is None else {"iam.amazonaws.com/permitted": permitted}
-        self.kube("POST", "/api/v1/namespaces",
-                  {"metadata": {"name": name, "annotations": annotations}})
+        self.kube.create_namespace(name, annotations=annotations)
 
     def create_pod(self, namespace: str, name: str, *, ip: str, role: str = "",
                    session_name: str = "", node_name: str = "node-1") -> None:
-        """Create a running pod with ``ip`` (created, then its status set as a kubelet would)."""
-        annotations = {}
-        if role:
-            annotations["iam.amazonaws.com/role"] = role
-        if session_name:
-            annotations["iam.amazonaws.com/session-name"] = session_name
-        pod = {
-            "metadata": {"name": name, "namespace": namespace, "annotations": annotations},
-            "spec": {"nodeName": node_name, "containers": [{"name": "app", "image": "app:1"}]},
-        }
-        pods = f"/api/v1/namespaces/{namespace}/pods"
-        self.kube("POST", pods, pod)
-        status = {"status": {"phase": "Running", "podIP": ip, "podIPs": [{"ip": ip}]}}
-        self.kube("PATCH", f"{pods}/{name}/status", status,
-                  content_type="application/merge-patch+json")
-
-    def events(self, namespace: str) -> list[dict[str, Any]]:
-        doc = self.kube("GET", f"/api/v1/namespaces/{namespace}/events")
-        items = doc.get("items", []) if isinstance(doc, dict) else []
-        return [i for i in items if isinstance(i, dict)]
+        """Create a running pod with ``ip``, annotated with ``role`` and ``session_name``."""
+        names = {"role": role, "session-name": session_name}
+        annotations = {f"iam.amazonaws.com/{key}": value for key, value in names.items() if value}
+        self.kube.create_pod(namespace, name, ip=ip, annotations=annotations,
+                             node_name=node_name)
 
     # ------------------------------------------------------------ teardown
 

@@ -60,8 +60,7 @@ def cluster(
     first = Stack(workdir=base / "one", placement=Placement(server_port=free_port()))
     stacks = [first]
     try:
-        first.start_kube()
-        first.start_sts()
+        first.start_standins()
         first.make_certs()
         first.create_namespace(NAMESPACE, permitted=r"arn:aws:iam::123456789012:role/role-\d+")
         for ip, role in PODS.items():
@@ -73,9 +72,7 @@ def cluster(
         first.create_pod(NAMESPACE, "twin-a", ip=TWIN_IP, role="role-2")
         first.create_pod(NAMESPACE, "twin-b", ip=TWIN_IP, role="role-3")
         # STS refuses this role every time (queued before the servers prefetch it)
-        fault = {"kind": "access-denied", "count": 10_000, "role_arn": ROLE_BASE_ARN + "role-90"}
-        status, text = first.http("POST", first.sts_url + "/_standin/faults", body=fault)
-        assert status == 200, text
+        first.sts.queue_fault("access-denied", count=10_000, role_arn=ROLE_BASE_ARN + "role-90")
         second = first.sibling(base / "two", Placement(server_port=free_port()))
         stacks.append(second)
         servers = [first.start_server(), second.start_server()]
@@ -228,7 +225,6 @@ async def test_a_reused_ip_never_serves_the_other_pods_role(cluster: Cluster) ->
     the agent never gets role-5 before A is gone, and never role-4 once it got role-5."""
     await wait_healthy(cluster.agent)
     stack = cluster.stacks[0]
-    pods = f"/api/v1/namespaces/{NAMESPACE}/pods"
     stack.create_pod(NAMESPACE, "reuse-a", ip=REUSED_IP, role="role-4")
     answers: list[Answer] = []
     stop = asyncio.Event()
@@ -254,13 +250,13 @@ async def test_a_reused_ip_never_serves_the_other_pods_role(cluster: Cluster) ->
         await until(lambda a: a.path == CREDS + "role-4" and a.status == 200,
                     "role-4's credentials")
         # A terminates (its grace period runs), and B is given the IP meanwhile
-        await asyncio.to_thread(stack.kube, "DELETE", f"{pods}/reuse-a?gracePeriodSeconds=30")
+        await asyncio.to_thread(stack.kube.delete_pod, NAMESPACE, "reuse-a", grace_period=30)
         await asyncio.to_thread(stack.create_pod, NAMESPACE, "reuse-b", ip=REUSED_IP,
                                 role="role-5")
         await until(lambda a: a.status == 409, "the ambiguous IP")
         await asyncio.sleep(0.3)
         gone_from = loop.time()
-        await asyncio.to_thread(stack.kube, "DELETE", f"{pods}/reuse-a?gracePeriodSeconds=0")
+        await asyncio.to_thread(stack.kube.delete_pod, NAMESPACE, "reuse-a", grace_period=0)
         gone = loop.time()
         first_b = await until(lambda a: a.path == CREDS and a.text == "role-5", "role-5")
         await asyncio.sleep(0.5)
@@ -277,7 +273,7 @@ async def test_a_reused_ip_never_serves_the_other_pods_role(cluster: Cluster) ->
     # and B's credentials came: after A was gone, within a second
     served_b = [a for a in answers if a.path == CREDS + "role-5" and a.status == 200]
     assert served_b and served_b[0].ended < gone + 1.5, (served_b[:1], gone, first_b)
-    await asyncio.to_thread(stack.kube, "DELETE", f"{pods}/reuse-b?gracePeriodSeconds=0")
+    await asyncio.to_thread(stack.kube.delete_pod, NAMESPACE, "reuse-b", grace_period=0)
 
 
 async def test_a_dead_server_is_503_and_fails_deep_health(cluster: Cluster, tmp_path: Path) -> None:

@@ -85,8 +85,7 @@ class System:
 def system(bed: netns.Bed, workdir: Path) -> Iterator[System]:
     stack = node_stack(bed, workdir)
     try:
-        stack.start_kube()
-        stack.start_sts()
+        stack.start_standins()
         stack.make_certs()
         stack.create_namespace(APPS, permitted=f"arn:aws:iam::{ACCOUNT}:role/app-.*")
         stack.create_namespace(LOCKED, permitted=f"arn:aws:iam::{ACCOUNT}:role/only-this")
@@ -218,7 +217,7 @@ def test_a_forbidden_role_gets_nothing_and_an_event(system: System) -> None:
     while time.monotonic() < deadline:
         events = [
             e
-            for e in system.stack.events(LOCKED)
+            for e in system.stack.kube.events(LOCKED)
             if e.get("reason") == "KiamRoleForbidden"
             and isinstance(e.get("involvedObject"), dict)
             and e["involvedObject"].get("name") == "denied-app"  # type: ignore[union-attr]

@@ -119,17 +119,10 @@ def _webhook_pod(stack: Stack, *, namespace: str, name: str, role: str, ip: str,
     patch = mutate(pod, TokenSettings())
     assert isinstance(patch, Patch), patch
     patched = jsonpatch.apply_patch(pod, patch.operations)
-    pods = f"/api/v1/namespaces/{namespace}/pods"
-    created = stack.kube("POST", pods, patched)
-    stack.kube("PATCH", f"{pods}/{name}/status",
-               {"status": {"phase": "Running", "podIP": ip, "podIPs": [{"ip": ip}]}},
-               content_type="application/merge-patch+json")
-    request = {"spec": {"audiences": ["kiam"], "expirationSeconds": 3600, "boundObjectRef": {
-        "kind": "Pod", "apiVersion": "v1", "name": name, "uid": created["metadata"]["uid"]}}}
-    answer = stack.kube("POST", f"/api/v1/namespaces/{namespace}/serviceaccounts/default/token",
-                        request)
+    stack.kube.create("pods", patched, namespace=namespace)
+    stack.kube.set_pod_status(namespace, name, phase="Running", pod_ip=ip)
     env = {item["name"]: item["value"] for item in patched["spec"]["containers"][0]["env"]}
-    return env, answer["status"]["token"]
+    return env, str(stack.kube.request_token(namespace, name))
 
 
 @pytest.fixture(scope="module")
@@ -137,14 +130,12 @@ def system(bed: netns.Bed, workdir: Path) -> Iterator[System]:
     stack = node_stack(bed, workdir)
     homes = workdir / "homes"
     try:
-        stack.start_kube()
-        stack.start_sts()
+        stack.start_standins()
         stack.make_certs()
         stack.create_namespace(APPS, permitted=f"arn:aws:iam::{ACCOUNT}:role/app-.*")
         stack.create_namespace(LOCKED, permitted=f"arn:aws:iam::{ACCOUNT}:role/only-this")
         for namespace in (APPS, LOCKED):
-            stack.kube("POST", f"/api/v1/namespaces/{namespace}/serviceaccounts",
-                       {"metadata": {"name": "default"}})
+            stack.kube.create_service_account(namespace)
         node = netns.PodNetns(name=bed.node, ip=bed.bridge_ip)
         specs = {
             # key: (namespace, name, role, where, hostNetwork)

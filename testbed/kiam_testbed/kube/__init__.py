@@ -71,8 +71,7 @@ after ``continue`` shows the current state (not a snapshot) under the first page
 Namespaces are deleted at once, without deleting what they contain. A watch consumer more
 than 100,000 events behind is cut off.
 
-Standalone: ``python -m kiam_testbed.kube --host 127.0.0.1 --port 0 --kubeconfig PATH``
-prints its URL as the first line of stdout and serves until SIGTERM/SIGINT (exit 0).
+As a process, with the STS stand-in: :mod:`kiam_testbed.standins`.
 """
 
 from kiam_testbed.kube.emulator import DEFAULT_NAMESPACES, Fault, KubeEmulator

@@ -1,7 +1,7 @@
 """STS stand-in for tests and the demo: moto behind a fault-injecting proxy.
 
 See :mod:`kiam_testbed.sts.standin` for the behaviour and :mod:`kiam_testbed.sts.faults`
-for the faults; ``python -m kiam_testbed.sts`` runs it as a process.
+for the faults; :mod:`kiam_testbed.standins` runs it as a process.
 """
 
 from kiam_testbed.sts.faults import FaultKind

@@ -14,14 +14,14 @@ moto does not verify signatures, enforces no trust policy or ExternalId, and its
 ``AssumeRole`` works for any role ARN without creating the role first (the account of the
 issued credentials is the one in the ARN), so tests need no IAM set-up.
 
-For a stand-in running in another process (``python -m kiam_testbed.sts``), the same
+For a stand-in running in another process (:mod:`kiam_testbed.standins`), the same
 controls are served under ``/_standin/``: ``POST /_standin/faults`` with a JSON
 ``{"kind", "count", "role_arn", "delay"}``, ``GET /_standin/calls``, ``POST /_standin/reset``,
 ``POST /_standin/rate-limit`` with ``{"rate", "burst"}``.
 
-Rate-limit mode (``rate_limit=N, burst=B``; ``--rate-limit``/``--burst``): at most N
-AssumeRole calls per second per account (the account in the role ARN) with a burst of B,
-as STS's own token bucket; beyond it the call is answered with STS's ``Throttling``
+Rate-limit mode (``rate_limit=N, burst=B``; ``--sts-rate-limit``/``--sts-burst``): at
+most N AssumeRole calls per second per account (the account in the role ARN) with a burst
+of B, as STS's own token bucket; beyond it the call is answered with STS's ``Throttling``
 document (HTTP 400, the shape botocore parses), recorded with ``rate_limited`` set and
 never reaching moto or the fault queue.
 """
