@@ -186,8 +186,6 @@ class Stack:
         """A ``kiam certs --out`` directory."""
         self.processes: dict[str, Child] = {}
         self.standins: StandIns | None = None
-        self.server_address = ""
-        """Where ``kiam server`` listens, from its log (port 0 picks a free port)."""
 
     def sibling(self, workdir: Path, placement: Placement) -> Stack:
         """Another stack on this one's stand-ins and certificates (a second server)."""
@@ -273,7 +271,7 @@ class Stack:
         )
         server = self.spawn("server", kiam_command(*args), env=aws_test_env(**(env or {})))
         if wait:
-            self.server_address = server.wait_for(SERVING)[1]
+            server.wait_for(SERVING)
         return server
 
     def start_agent(self, *, extra: Sequence[str] = ()) -> Child:
