@@ -13,6 +13,7 @@ AssumeRole round trip to the same stand-in (boto3, from this process).
 from __future__ import annotations
 
 import asyncio
+import functools
 import statistics
 import time
 from dataclasses import dataclass
@@ -25,7 +26,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from bench import BenchError
 from bench.pods import pod_ip
 from bench.report import Figure, print_table, print_values
-from bench.standins import standins_stack
+from bench.standins import bench_call, standins_stack
 from kiam.wire import kiam_pb2, kiam_pb2_grpc
 from kiam_testbed.commands import ROLE_BASE_ARN
 from kiam_testbed.stack import Stack
@@ -103,12 +104,7 @@ class ColdResult:
 
 
 async def _measure(stack: Stack, sizes: ColdSizes) -> ColdResult:
-    bench = stack.remote("bench", timeout=_TIMEOUT)
-
-    async def call(cmd: str, **args: object) -> dict[str, object]:
-        reply: dict[str, object] = await asyncio.to_thread(getattr(bench, cmd), **args)
-        return reply
-
+    call = functools.partial(bench_call, stack.remote("bench", timeout=_TIMEOUT))
     channel = _channel(stack)
     try:
         await _wait_serving(channel)

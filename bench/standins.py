@@ -23,7 +23,7 @@ from bench.pods import ROLE_ANNOTATION, pod_body, pod_ip
 from kiam_testbed import standins
 from kiam_testbed.commands import ROLE_BASE_ARN
 from kiam_testbed.kube import PODS, KubeEmulator
-from kiam_testbed.stack import Stack, loopback_placement
+from kiam_testbed.stack import Remote, Stack, loopback_placement
 from kiam_testbed.sts import StsStandIn
 
 Reply = dict[str, Any]
@@ -44,6 +44,13 @@ def standins_stack(workdir: Path, *args: str, certs: bool = True) -> Iterator[St
         yield stack
     finally:
         stack.close()
+
+
+async def bench_call(bench: Remote, command: str, **args: Any) -> Reply:
+    """One of the :class:`BenchCommands` (``bench``: ``stack.remote("bench")``) from a
+    coroutine: the call waits in a thread, so the caller's event loop runs on meanwhile."""
+    reply: Reply = await asyncio.to_thread(getattr(bench, command), **args)
+    return reply
 
 
 class BenchCommands:

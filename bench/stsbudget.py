@@ -20,13 +20,14 @@ when the paced run saw a Throttling answer; never because of a timing.
 from __future__ import annotations
 
 import asyncio
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 
 from bench.coldstart import _channel, _fetch_all, _wait_serving
 from bench.pods import pod_ip
 from bench.report import Figure, print_table, print_values
-from bench.standins import standins_stack
+from bench.standins import bench_call, standins_stack
 from kiam_testbed.stack import Stack
 
 NAMESPACE = "budget"
@@ -54,11 +55,7 @@ class FillResult:
 
 async def _measure(stack: Stack, sizes: BudgetSizes) -> FillResult:
     bench = stack.remote("bench", timeout=3 * sizes.roles / sizes.limit + 120)
-
-    async def call(cmd: str, **args: object) -> dict[str, object]:
-        reply: dict[str, object] = await asyncio.to_thread(getattr(bench, cmd), **args)
-        return reply
-
+    call = functools.partial(bench_call, bench)
     channel = _channel(stack)
     try:
         await _wait_serving(channel)
