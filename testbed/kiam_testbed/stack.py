@@ -46,6 +46,8 @@ from kiam_testbed.commands import (
 )
 from kiam_testbed.netns import Bed
 
+AGENT_READY = "kiam agent ready"
+"""``kiam agent``'s log line once every start-up step is done (docs/architecture.md)."""
 CALL_TIMEOUT = 900.0
 """Seconds a call into the stand-ins may take unless told (the bulk ones are slow)."""
 HTTP_LINES = [sys.executable, "-m", "kiam_testbed.http_lines"]
@@ -296,25 +298,23 @@ class Stack:
         return f"http://{host}:{self.placement.agent_port}"
 
     def wait_agent_ready(self, *, timeout: float = READY_TIMEOUT) -> None:
-        """Until the agent is ready for pods: its deep health answers 200 (agent up, a
-        synced server behind it) and, with ``--iptables``, its DNAT rule is in place.
+        """Until the agent is ready for pods: it has logged ``kiam agent ready`` (every
+        start-up step done: the DNAT rule with ``--iptables``, the token credentials
+        endpoint with ``--token-credentials``) and its deep health answers 200 (a synced
+        server behind it).
 
-        The agent listens before it installs the rule, so health alone would let a pod's
-        first request (or an ``iptables -S``) run before the rule exists."""
-        p = self.placement
-        rule = f"-j DNAT --to-destination {p.iptables_host}:{p.agent_port}"
-        children = [self.processes[name] for name in ("server", "agent")]
+        Health alone would not do: the agent listens before its later start-up steps, so
+        a pod's first request could run before the rule exists."""
+        server, agent = self.processes["server"], self.processes["agent"]
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if exited := [c for c in children if c.returncode is not None]:
-                raise HarnessError(f"exited while starting: {exited[0].diagnostics()}")
-            if self.http("GET", self.agent_url + "/health?deep=1")[0] == 200 and (
-                not p.iptables_host
-                or rule in self.run(["iptables", "-w", "-t", "nat", "-S", "PREROUTING"])
-            ):
+            if server.returncode is not None:
+                raise HarnessError(f"exited while starting: {server.diagnostics()}")
+            if (agent.check_ready(AGENT_READY) is not None
+                    and self.http("GET", self.agent_url + "/health?deep=1")[0] == 200):
                 return
             time.sleep(0.2)
-        details = "\n".join(c.diagnostics() for c in children)
+        details = "\n".join(c.diagnostics() for c in (server, agent))
         raise HarnessError(f"the agent did not become ready in {timeout}s:\n{details}")
 
     # ------------------------------------------------------------ in place
