@@ -117,8 +117,12 @@ class MetadataApp:
         self.replica = replica
         """The node replica (None without --node-name): answers before the RPCs."""
         self.audit = KeyAudit()
-        self.serving = True
-        """False once shutdown starts: /health then answers 503 so traffic drains."""
+        self.serving = False
+        """True from the end of start-up (the DNAT rule and the token credentials endpoint
+        in place) until shutdown starts; /health answers 503 before and after, so a
+        readiness probe never counts a node whose pods are not intercepted yet, and
+        traffic drains at the end."""
+        self.stopping = False
         self.limiter = CallerLimiter(config.limits)
         """One limit per caller address across both listeners."""
         self.token_answers = TokenAnswers()
@@ -293,7 +297,8 @@ class MetadataApp:
 
     async def _health(self, request: web.Request, deadline: float) -> web.Response:
         if not self.serving:
-            raise ServerUnavailable("the agent is shutting down")
+            raise ServerUnavailable(
+                "the agent is shutting down" if self.stopping else "the agent is starting")
         if request.query.get("deep", "") not in ("", "0", "false"):
             message = await self.client.health(budget=_left(deadline))
             return web.Response(text=message or "ok", content_type="text/plain")

@@ -30,7 +30,7 @@ from kiam.certs import CertPaths
 from kiam.wire import kiam_pb2
 from kiam_testbed.child import Child
 from kiam_testbed.node_stream_server import ScriptedNodeServer
-from kiam_testbed.stack import Placement, Stack
+from kiam_testbed.stack import AGENT_READY, Placement, Stack
 
 EXPIRATION = "2030-01-01T01:00:00Z"
 LAST_UPDATED = "2030-01-01T00:00:00.123456+00:00"
@@ -172,16 +172,21 @@ class AgentProcess:
 
     @classmethod
     def start(
-        cls, args: list[str], *, certs: CertPaths, workdir: Path, wrap: Sequence[str] = ()
+        cls, args: list[str], *, certs: CertPaths, workdir: Path, wrap: Sequence[str] = (),
+        ready: bool = True,
     ) -> AgentProcess:
         """Start ``kiam agent ... ARGS`` (``wrap`` prefixes the command, e.g.
-        ``ip netns exec NS``); ``args`` should name the ``--server-address``."""
+        ``ip netns exec NS``); ``args`` should name the ``--server-address``. Returns once
+        it logged ``kiam agent ready`` (``ready=False``: once it listens)."""
         placement = Placement(wrap=lambda argv: [*wrap, *argv], agent_listen="", agent_port=0)
         stack = Stack(workdir / f"agent-{secrets.token_hex(4)}", placement,
                       certs=certs.directory)
         child = stack.start_agent(extra=["--gateway-timeout-creation", "2s", *args])
         try:
-            return cls(child=child, port=int(child.wait_for(_LISTENING)[1]))
+            port = int(child.wait_for(_LISTENING)[1])
+            if ready:
+                child.wait_for(AGENT_READY)
+            return cls(child=child, port=port)
         except BaseException:
             child.stop()
             raise

@@ -134,6 +134,37 @@ def test_agent_adds_the_rule_once_listening_and_removes_it_on_sigterm(
     assert log.index("kiam agent stopped") > log.index("removed iptables rule")
 
 
+def test_health_is_503_until_the_rule_is_in(netns: str, certs: CertPaths, tmp_path: Path) -> None:
+    """iptables kept waiting (for the xtables lock kube-proxy holds; here an ``iptables``
+    first on PATH that waits for a gate file, then runs the real one): the agent listens
+    meanwhile, but /health answers 503 until the rule is in, so a readiness probe never
+    counts a node whose pods are not intercepted yet (docs/architecture.md)."""
+    gate, tools = tmp_path / "gate", tmp_path / "bin"
+    tools.mkdir()
+    waiting = tools / "iptables"
+    waiting.write_text(f'#!/bin/sh\nwhile [ ! -e "{gate}" ]; do sleep 0.05; done\n'
+                       f'exec "{shutil.which("iptables")}" "$@"\n')
+    waiting.chmod(0o755)
+    wrap = ["ip", "netns", "exec", netns]
+    agent = AgentProcess.start(agent_args(), certs=certs, workdir=tmp_path, ready=False,
+                               wrap=[*wrap, "env", f"PATH={tools}:{os.environ['PATH']}"])
+    try:
+        wait_for_log(agent, "listening on")
+        with start_client(wrap, agent.port, 3, path="/health") as client:
+            answers = read_answers(client)
+        assert [status for status, _ in answers] == [503] * 3, answers
+        assert all("starting" in body for _, body in answers), answers
+        assert dnat_rules(netns) == []
+        gate.touch()
+        wait_for_log(agent, "kiam agent ready")
+        assert len(dnat_rules(netns)) == 1
+        with start_client(wrap, agent.port, 1, path="/health") as client:
+            assert read_answers(client) == [(200, "ok")]
+    finally:
+        assert agent.stop() == 0
+    assert dnat_rules(netns) == []
+
+
 def test_adding_is_idempotent_and_cleanup_removes_a_leftover(
     netns: str, certs: CertPaths, tmp_path: Path
 ) -> None:
