@@ -147,7 +147,8 @@ class StandIns:
 
 class Remote:
     """One target of the stand-ins process, called as if it were here:
-    ``stack.kube.create_pod("team", "web", ip="10.0.0.5")``."""
+    ``stack.kube.create_pod("team", "web", ip="10.0.0.5")``. Public methods only: a
+    property (``resource_version``) is not a call, and its error says so."""
 
     def __init__(self, standins: StandIns, target: str, timeout: float) -> None:
         self._standins, self._target, self._timeout = standins, target, timeout
