@@ -28,14 +28,17 @@ $(DEMO_STAMP): pyproject.toml $(TESTBED) | $(BIN)/python
 install: $(STAMP)
 
 # The end-to-end suite needs iproute2 and iptables, the kubectl tests a real kubectl
-# (Debian's kubernetes-client), the replica benchmark wrk; install them from Debian when
-# we are root and they are missing. As a normal user those tests skip and say why.
+# (Debian's kubernetes-client), the replica benchmark wrk, the test bed's children
+# setpriv (util-linux; essential in Debian, not in every slim image); install them from
+# Debian when we are root and they are missing. As a normal user those tests skip and
+# say why (setpriv: the test bed says so).
 syspkgs:
 	@if [ "$$(id -u)" = "0" ]; then \
 	  missing=""; \
 	  command -v ip >/dev/null 2>&1 || missing="$$missing iproute2"; \
 	  command -v iptables >/dev/null 2>&1 || missing="$$missing iptables"; \
 	  command -v wrk >/dev/null 2>&1 || missing="$$missing wrk"; \
+	  command -v setpriv >/dev/null 2>&1 || missing="$$missing util-linux"; \
 	  command -v kubectl >/dev/null 2>&1 || missing="$$missing kubernetes-client"; \
 	  if [ -n "$$missing" ]; then \
 	    echo "installing Debian packages:$$missing"; \

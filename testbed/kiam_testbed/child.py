@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
+import shutil
 import signal
 import subprocess
 import threading
@@ -91,6 +92,9 @@ class Child:
               env: Mapping[str, str], cwd: Path | None = None, pipes: bool = False) -> Self:
         """Start ``command`` with stdin closed and its output in ``log_path``; with
         ``pipes``, stdin and stdout are pipes to talk to it (only stderr is logged)."""
+        if shutil.which(_SETPRIV[0]) is None:
+            raise HarnessError("setpriv not found: the test bed needs it so that children "
+                               "die with their parent (apt-get install util-linux)")
         log_path.parent.mkdir(parents=True, exist_ok=True)
         pipe = subprocess.PIPE if pipes else None
         with signals_deferred(), log_path.open("wb") as log:

@@ -54,3 +54,12 @@ async def test_the_async_adapter_waits_without_blocking_the_loop(tmp_path: Path)
     assert child.returncode == -signal.SIGTERM
     with pytest.raises(HarnessError, match="no log line matching 'never'"):
         await child.wait_for_log("never", timeout=0.2)
+
+
+def test_without_setpriv_the_start_says_what_is_missing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))  # a PATH with no setpriv on it
+    with pytest.raises(HarnessError, match=r"setpriv not found.*util-linux"):
+        _python(tmp_path, "print('never runs')")
+    assert not (tmp_path / "c.log").exists()
