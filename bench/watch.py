@@ -19,6 +19,7 @@ from pathlib import Path
 from bench import BenchError
 from bench.report import Figure, print_table
 from bench.standins import standins_stack
+from kiam.common.net import normalise_ip
 from kiam.k8s.client import KubeClient, Params
 from kiam.k8s.pod_cache import PODS_PATH, PodCache
 from kiam.k8s.watching import WatchOptions
@@ -43,7 +44,7 @@ async def _kiam_round(cache: PodCache, *, sentinel: str) -> float:
     start = time.perf_counter()
     watching = asyncio.create_task(cache.watch.watch_once(), name="bench-watch")
     try:
-        pod = await cache.wait_for_ip(sentinel, timeout=_TIMEOUT)
+        pod = await cache.wait_for_ip(normalise_ip(sentinel), timeout=_TIMEOUT)
         seconds = time.perf_counter() - start
     finally:
         watching.cancel()

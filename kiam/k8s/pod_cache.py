@@ -118,15 +118,15 @@ class PodCache:
         calls it for each pod it changes. It must not block."""
         self._listeners.append(listener)
 
-    def claimants(self, ip: str) -> tuple[PodInfo, ...]:
+    def claimants(self, ip: PodIP) -> tuple[PodInfo, ...]:
         """Every cached pod naming ``ip`` (normalised), for :func:`owner_of_ip`."""
-        entry = self._by_ip.get(PodIP(ip))
+        entry = self._by_ip.get(ip)
         return () if entry is None else _as_tuple(entry)
 
-    def find_by_ip(self, ip: str) -> PodInfo | None:
+    def find_by_ip(self, ip: PodIP) -> PodInfo | None:
         """The pod owning ``ip`` (in :func:`~kiam.common.net.normalise_ip`'s form: the
         caller normalised it where it came in) now, or None. Raises AmbiguousPodIP."""
-        entry = self._by_ip.get(PodIP(ip))
+        entry = self._by_ip.get(ip)
         if entry is None:
             return None
         return owner_of_ip(_as_tuple(entry), ip=ip)
@@ -141,7 +141,7 @@ class PodCache:
         return await self._uid_waiters.wait_for(uid, lambda: self.find_by_uid(uid),
                                                 timeout=timeout)
 
-    async def wait_for_ip(self, ip: str, *, timeout: float) -> PodInfo | None:  # noqa: ASYNC109
+    async def wait_for_ip(self, ip: PodIP, *, timeout: float) -> PodInfo | None:  # noqa: ASYNC109
         """Like :meth:`find_by_ip`, but wait up to ``timeout`` seconds for the watch to
         deliver a pod with that IP. None when it is still unknown. Raises AmbiguousPodIP."""
         return await self._waiters.wait_for(ip, lambda: self.find_by_ip(ip), timeout=timeout)

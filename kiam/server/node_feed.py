@@ -62,7 +62,7 @@ _SWEEP_EVERY = 256
 class PodIndex(Protocol):
     """What the feed needs of ``kiam.k8s.pod_cache.PodCache``."""
 
-    def claimants(self, ip: str) -> tuple[PodInfo, ...]: ...
+    def claimants(self, ip: PodIP) -> tuple[PodInfo, ...]: ...
 
 
 class EventSink(Protocol):

@@ -62,9 +62,9 @@ class PodLookup(Protocol):
     @property
     def synced(self) -> asyncio.Event: ...
 
-    def find_by_ip(self, ip: str) -> PodInfo | None: ...
+    def find_by_ip(self, ip: PodIP) -> PodInfo | None: ...
 
-    async def wait_for_ip(self, ip: str, *, timeout: float) -> PodInfo | None: ...  # noqa: ASYNC109
+    async def wait_for_ip(self, ip: PodIP, *, timeout: float) -> PodInfo | None: ...  # noqa: ASYNC109
 
 
 class NamespaceLookup(Namespaces, Protocol):
