@@ -9,25 +9,13 @@ import pytest
 from kiam.aws.credentials import CredentialKey
 from kiam.k8s.model import PodInfo
 from kiam.server.policy import Allowed, Denied, Policy, compile_permitted
+from tests.k8s.factories import pod as running_pod
 
 BASE = "arn:aws:iam::123456789012:role/"
 
 
 def pod(role: str = "app", **changes: object) -> PodInfo:
-    info = PodInfo(
-        namespace="team",
-        name="web-1",
-        uid="uid-1",
-        ips=("10.0.0.5",),
-        phase="Running",
-        host_network=False,
-        deletion_timestamp=None,
-        node_name="node-1",
-        role=role,
-        session_name="",
-        external_id="",
-        creation_timestamp="2026-01-01T00:00:00Z",
-    )
+    info = running_pod("web-1", namespace="team", uid="uid-1", ips=("10.0.0.5",), role=role)
     return dataclasses.replace(info, **changes)  # type: ignore[arg-type]
 
 

@@ -388,52 +388,35 @@ async def test_sigterm_lets_in_flight_requests_finish(tmp_path: Path, certs: Cer
         assert stack.server.count_logs("gRPC server stopped") == 1
 
 
-async def test_port_taken_is_one_line_and_exit_1(tmp_path: Path, certs: CertPaths) -> None:
+@pytest.mark.parametrize("taken_by", ["grpc", "metrics"])
+async def test_port_taken_is_one_line_and_exit_1(
+    tmp_path: Path, certs: CertPaths, taken_by: str
+) -> None:
     from kiam_testbed.kube import KubeEmulator
 
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
+        grpc_port, extra = port, ()
+        if taken_by == "metrics":
+            grpc_port, extra = 0, ("--prometheus-listen-addr", f"127.0.0.1:{port}")
         async with KubeEmulator() as kube:
             process = await start_kiam(
                 server_args(
-                    bind=f"127.0.0.1:{port}",
+                    bind=f"127.0.0.1:{grpc_port}",
                     kubeconfig=kube.write_kubeconfig(tmp_path / "kubeconfig"),
                     sts_url="http://127.0.0.1:9",
                     tls=tls_args(cert=certs.server_cert, key=certs.server_key, ca=certs.ca),
+                    extra=extra,
                 ),
                 log_dir=tmp_path,
             )
             assert await process.wait(timeout=30) == 1
     errors = [line for line in process.logs if "cannot start" in line]
     assert len(errors) == 1, process.logs
-    assert f"127.0.0.1:{port}" in errors[0]
-    assert not any("Traceback" in line for line in process.logs)
-
-
-async def test_metrics_port_taken_is_one_line_and_exit_1(tmp_path: Path, certs: CertPaths) -> None:
-    from kiam_testbed.kube import KubeEmulator
-
-    with socket.socket() as taken:
-        taken.bind(("127.0.0.1", 0))
-        taken.listen()
-        port = taken.getsockname()[1]
-        async with KubeEmulator() as kube:
-            process = await start_kiam(
-                server_args(
-                    bind="127.0.0.1:0",
-                    kubeconfig=kube.write_kubeconfig(tmp_path / "kubeconfig"),
-                    sts_url="http://127.0.0.1:9",
-                    tls=tls_args(cert=certs.server_cert, key=certs.server_key, ca=certs.ca),
-                    extra=("--prometheus-listen-addr", f"127.0.0.1:{port}"),
-                ),
-                log_dir=tmp_path,
-            )
-            assert await process.wait(timeout=30) == 1
-    errors = [line for line in process.logs if "cannot start" in line]
-    assert len(errors) == 1, process.logs
-    assert f"127.0.0.1:{port} for /metrics" in errors[0]
+    said = f"127.0.0.1:{port} for /metrics" if taken_by == "metrics" else f"127.0.0.1:{port}"
+    assert said in errors[0]
     assert not any("Traceback" in line for line in process.logs)
 
 

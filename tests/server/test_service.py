@@ -22,6 +22,7 @@ from kiam.k8s.model import NamespaceInfo, PodInfo
 from kiam.server.policy import Policy
 from kiam.server.service import KiamService
 from kiam.wire import kiam_pb2, status
+from tests.k8s.factories import pod as running_pod
 
 BASE = "arn:aws:iam::123456789012:role/"
 SECRET = "secret-never-logged"
@@ -30,20 +31,7 @@ ISSUED = datetime(2026, 1, 1, 0, 0, 0, 500000, tzinfo=UTC)
 
 
 def make_pod(name: str = "web-1", ip: str = "10.0.0.5", role: str = "app") -> PodInfo:
-    return PodInfo(
-        namespace="team",
-        name=name,
-        uid=f"uid-{name}",
-        ips=(ip,),
-        phase="Running",
-        host_network=False,
-        deletion_timestamp=None,
-        node_name="node-1",
-        role=role,
-        session_name="",
-        external_id="",
-        creation_timestamp="2026-01-01T00:00:00Z",
-    )
+    return running_pod(name, namespace="team", uid=f"uid-{name}", ips=(ip,), role=role)
 
 
 class Aborted(Exception):
