@@ -46,6 +46,8 @@ async def _answer(targets: Mapping[str, object], line: bytes) -> dict[str, Any]:
         async with asyncio.timeout(call.get("timeout")):
             result = function(*call.get("args", ()), **call.get("kwargs", {}))
             return {"result": await result if inspect.isawaitable(result) else result}
+    except TimeoutError:
+        return {"error": f"TimeoutError: no answer within {call['timeout']}s"}
     except Exception as exc:  # the caller raises it; this process keeps serving
         return {"error": f"{type(exc).__name__}: {exc}"}
 

@@ -61,6 +61,9 @@ def test_the_stand_ins_api_by_pipe_and_real_clients_on_http(tmp_path: Path) -> N
             standins.call("kube", "_store")
         with pytest.raises(AttributeError):
             stack.kube._hidden  # noqa: B018 - the attribute access is what is tested
+        late = r"sts\.wait_for_calls: TimeoutError: no answer within 0\.2s"
+        with pytest.raises(HarnessError, match=late):
+            stack.remote("sts", timeout=0.2).wait_for_calls(5)  # two were made
         assert stack.kube.find("pods", "team", "web")["metadata"]["name"] == "web"
         child = stack.processes["standins"]
     finally:
