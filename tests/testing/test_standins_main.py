@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import signal
-import subprocess
 import sys
 import urllib.request
 from pathlib import Path
@@ -18,8 +17,8 @@ import orjson
 import pytest
 from botocore.config import Config
 
-from kiam_testbed.child import HarnessError
-from kiam_testbed.commands import aws_test_env
+from kiam_testbed.child import Child, HarnessError
+from kiam_testbed.commands import aws_test_env, isolated_env
 from kiam_testbed.stack import Stack
 
 ROLE = "arn:aws:iam::123456789012:role/standalone"
@@ -92,26 +91,23 @@ def test_flags_set_the_rate_limit_and_leave_sts_out(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("ending", ["SIGTERM", "SIGINT", "end of input"])
 def test_it_exits_cleanly(tmp_path: Path, ending: str) -> None:
-    log = tmp_path / "standins.log"
     command = [sys.executable, "-m", "kiam_testbed.standins", "--no-sts",
                "--kubeconfig", str(tmp_path / "kubeconfig")]
-    with log.open("wb") as stderr, subprocess.Popen(
-        command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr
-    ) as process:
-        try:
-            assert process.stdin is not None and process.stdout is not None
-            first = orjson.loads(process.stdout.readline())
-            assert first["kube"].startswith("http://127.0.0.1:")
-            process.stdin.write(b'{"target": "kube", "method": "resource_version"}\n')
-            process.stdin.write(b"not json\n")
-            process.stdin.flush()
-            assert "error" in orjson.loads(process.stdout.readline())  # a property, no call
-            assert orjson.loads(process.stdout.readline())["error"].startswith("JSONDecodeError")
-            if ending == "end of input":
-                process.stdin.close()
-            else:
-                process.send_signal(getattr(signal, ending))
-            assert process.wait(timeout=20) == 0, log.read_text()
-        finally:
-            if process.returncode is None:
-                process.kill()
+    child = Child.start("standins", command, log_path=tmp_path / "standins.log",
+                        env=isolated_env(), pipes=True)
+    try:
+        stdin, stdout = child.popen.stdin, child.popen.stdout
+        assert stdin is not None and stdout is not None
+        assert orjson.loads(stdout.readline())["kube"].startswith("http://127.0.0.1:")
+        stdin.write(b'{"target": "kube", "method": "resource_version"}\n')
+        stdin.write(b"not json\n")
+        stdin.flush()
+        assert "error" in orjson.loads(stdout.readline())  # a property, not a call
+        assert orjson.loads(stdout.readline())["error"].startswith("JSONDecodeError")
+        if ending == "end of input":
+            stdin.close()
+        else:
+            child.signal(getattr(signal, ending))
+        assert child.popen.wait(timeout=20) == 0, child.log()
+    finally:
+        child.stop()
