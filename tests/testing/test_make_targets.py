@@ -52,12 +52,12 @@ def _syspkgs(tmp_path: Path, bin_dir: Path) -> list[str]:
 def test_root_without_the_tools_installs_them_from_debian(tmp_path: Path) -> None:
     calls = _syspkgs(tmp_path, _fake_bin(tmp_path, uid=0))
     assert calls == ["update -qq", "install -y -qq --no-install-recommends iproute2 iptables "
-                     "wrk kubernetes-client"]
+                     "wrk util-linux kubernetes-client"]
 
 
 @needs_make
 def test_root_installs_only_what_is_missing(tmp_path: Path) -> None:
-    calls = _syspkgs(tmp_path, _fake_bin(tmp_path, uid=0, present=("ip", "kubectl")))
+    calls = _syspkgs(tmp_path, _fake_bin(tmp_path, uid=0, present=("ip", "kubectl", "setpriv")))
     assert calls == ["update -qq", "install -y -qq --no-install-recommends iptables wrk"]
 
 
@@ -65,7 +65,7 @@ def test_root_installs_only_what_is_missing(tmp_path: Path) -> None:
 def test_nothing_is_installed_when_present_or_not_root(tmp_path: Path) -> None:
     (tmp_path / "root").mkdir()
     (tmp_path / "user").mkdir()
-    present = ("ip", "iptables", "wrk", "kubectl")
+    present = ("ip", "iptables", "wrk", "setpriv", "kubectl")
     assert _syspkgs(tmp_path / "root", _fake_bin(tmp_path / "root", uid=0, present=present)) == []
     assert _syspkgs(tmp_path / "user", _fake_bin(tmp_path / "user", uid=1000)) == []
 
