@@ -117,12 +117,11 @@ class MetadataApp:
         self.replica = replica
         """The node replica (None without --node-name): answers before the RPCs."""
         self.audit = KeyAudit()
-        self.serving = False
-        """True from the end of start-up (the DNAT rule and the token credentials endpoint
-        in place) until shutdown starts; /health answers 503 before and after, so a
-        readiness probe never counts a node whose pods are not intercepted yet, and
-        traffic drains at the end."""
-        self.stopping = False
+        self.unavailable: str | None = "the agent is starting"
+        """Why /health answers 503; None from the end of start-up (the DNAT rule and the
+        token credentials endpoint in place) until shutdown starts, so a readiness probe
+        never counts a node whose pods are not intercepted yet, and traffic drains at
+        the end."""
         self.limiter = CallerLimiter(config.limits)
         """One limit per caller address across both listeners."""
         self.token_answers = TokenAnswers()
@@ -296,9 +295,8 @@ class MetadataApp:
             raise Unauthorized("IMDSv2 token is invalid, expired or was issued to another address")
 
     async def _health(self, request: web.Request, deadline: float) -> web.Response:
-        if not self.serving:
-            raise ServerUnavailable(
-                "the agent is shutting down" if self.stopping else "the agent is starting")
+        if self.unavailable is not None:
+            raise ServerUnavailable(self.unavailable)
         if request.query.get("deep", "") not in ("", "0", "false"):
             message = await self.client.health(budget=_left(deadline))
             return web.Response(text=message or "ok", content_type="text/plain")

@@ -191,12 +191,12 @@ async def _run(settings: AgentSettings) -> int:
                 replica=replica,
             )
             daemon.start("node-stream", stream.run())
-        metadata.serving = True  # /health answers 200 from here on
+        metadata.unavailable = None  # /health answers 200 from here on
         return await daemon.run(fields={"port": port, "iptables": settings.iptables})
 
 
 async def _stop_http(metadata: MetadataApp, runner: web.AppRunner) -> None:
-    metadata.serving, metadata.stopping = False, True  # /health answers 503 from here on
+    metadata.unavailable = "the agent is shutting down"  # /health answers 503 from here on
     await runner.cleanup()
 
 
