@@ -37,18 +37,19 @@ Target = Callable[[KubeEmulator, StsStandIn | None], object]
 
 
 async def _answer(targets: Mapping[str, object], line: bytes) -> dict[str, Any]:
+    limit: asyncio.Timeout | None = None
     try:
         call = orjson.loads(line)
         method = str(call["method"])
         if method.startswith("_") or call["target"] not in targets:
             raise AttributeError(f"no call {call['target']}.{method}")
         function = getattr(targets[call["target"]], method)
-        async with asyncio.timeout(call.get("timeout")):
+        async with (limit := asyncio.timeout(call.get("timeout"))):
             result = function(*call.get("args", ()), **call.get("kwargs", {}))
             return {"result": await result if inspect.isawaitable(result) else result}
-    except TimeoutError:
-        return {"error": f"TimeoutError: no answer within {call['timeout']}s"}
     except Exception as exc:  # the caller raises it; this process keeps serving
+        if limit is not None and limit.expired():  # the call's own limit, not its error
+            return {"error": f"TimeoutError: no answer within {call['timeout']}s"}
         return {"error": f"{type(exc).__name__}: {exc}"}
 
 

@@ -63,6 +63,9 @@ def test_the_stand_ins_api_by_pipe_and_real_clients_on_http(tmp_path: Path) -> N
         late = r"sts\.wait_for_calls: TimeoutError: no answer within 0\.2s"
         with pytest.raises(HarnessError, match=late):
             stack.remote("sts", timeout=0.2).wait_for_calls(5)  # two were made
+        # the method's own TimeoutError is its error, not the call's limit running out
+        with pytest.raises(HarnessError, match=r"kube\.wait_for_watchers: TimeoutError: $"):
+            stack.kube.wait_for_watchers(1, timeout=0.1)
         assert stack.kube.find("pods", "team", "web")["metadata"]["name"] == "web"
         child = stack.processes["standins"]
     finally:
