@@ -306,16 +306,17 @@ class Stack:
 
         Health alone would not do: the agent listens before its later start-up steps, so
         a pod's first request could run before the rule exists."""
-        server, agent = self.processes["server"], self.processes["agent"]
+        children = [self.processes[name] for name in ("server", "agent")]
+        agent = children[1]
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if server.returncode is not None:
-                raise HarnessError(f"exited while starting: {server.diagnostics()}")
+            if exited := [c for c in children if c.returncode is not None]:
+                raise HarnessError(f"exited while starting: {exited[0].diagnostics()}")
             if (agent.check_ready(AGENT_READY) is not None
                     and self.http("GET", self.agent_url + "/health?deep=1")[0] == 200):
                 return
             time.sleep(0.2)
-        details = "\n".join(c.diagnostics() for c in (server, agent))
+        details = "\n".join(c.diagnostics() for c in children)
         raise HarnessError(f"the agent did not become ready in {timeout}s:\n{details}")
 
     # ------------------------------------------------------------ in place
