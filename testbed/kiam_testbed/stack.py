@@ -22,6 +22,7 @@ start from the loop's thread with ``wait=False`` and wait through
 from __future__ import annotations
 
 import json
+import random
 import socket
 import subprocess
 import sys
@@ -85,20 +86,45 @@ def node_placement(bed: Bed) -> Placement:
     )
 
 
+EPHEMERAL_RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")
+"""Where the kernel picks the ports of port-0 listeners and outgoing connections."""
+_LOWEST_PICKED = 20000
+
+
+def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
+    """``count`` different ports free on ``host`` right now, for processes on this host's
+    own loopback that must be told their port before they start.
+
+    Drawn below the kernel's ephemeral range: a port the kernel handed out (to a port-0
+    listener or an outgoing connection, any process's) could be taken again between
+    this check and the process binding it (a metrics port once was, in CI)."""
+    low = int(EPHEMERAL_RANGE.read_text().split()[0]) if EPHEMERAL_RANGE.exists() else 32768
+    if low - _LOWEST_PICKED < 1000:
+        raise HarnessError(f"the ephemeral range starts at {low}: no room below it for "
+                           f"the test bed's ports (it draws from {_LOWEST_PICKED})")
+    picked: list[int] = []
+    candidates = range(_LOWEST_PICKED, low)
+    for port in random.sample(candidates, k=len(candidates)):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind((host, port))
+            except OSError:
+                continue
+        picked.append(port)
+        if len(picked) == count:
+            return picked
+    raise HarnessError(f"no {count} free ports on {host} in {_LOWEST_PICKED}-{low - 1}")
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    """A port free on ``host`` right now (for processes on this host's own loopback)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        port: int = sock.getsockname()[1]
-        return port
+    """One port of :func:`free_ports`."""
+    return free_ports(1, host)[0]
 
 
 def loopback_placement() -> Placement:
     """Server and agent on this host, on two ports free on 127.0.0.1 right now."""
-    with socket.socket() as server, socket.socket() as agent:
-        server.bind(("127.0.0.1", 0))
-        agent.bind(("127.0.0.1", 0))  # both bound at once: two different ports
-        return Placement(server_port=server.getsockname()[1], agent_port=agent.getsockname()[1])
+    server, agent = free_ports(2)
+    return Placement(server_port=server, agent_port=agent)
 
 
 @dataclass(eq=False)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-import socket
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -25,6 +24,7 @@ from kiam.certs import CertPaths
 from kiam.wire import kiam_pb2, status
 from kiam.wire.credentials import format_timestamp
 from kiam_testbed.node_stream_server import RPC_KEY, ScriptedNodeServer, refusal
+from kiam_testbed.stack import free_port
 from tests.agent.standins import AgentProcess, RawResponse, raw_request
 from tests.compat.go_server import GoPod, go_shaped_server
 
@@ -106,12 +106,6 @@ async def async_wait_until(condition: Callable[[], object], *, within: float = 1
         if time.monotonic() > deadline:
             raise AssertionError("condition not met in time")
         await asyncio.sleep(0.02)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def start_agent(

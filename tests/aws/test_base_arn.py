@@ -93,9 +93,10 @@ async def test_unexpected_document(imds: Imds, body: bytes) -> None:
 
 
 async def test_unreachable() -> None:
-    # a port that was free a moment ago: nothing listens there
+    # a port held bound but not listening: a connection to it is refused, and nothing
+    # else can listen there meanwhile
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    with pytest.raises(BaseArnUnavailable, match="unreachable"):
-        await detect_base_arn(f"http://127.0.0.1:{port}")
+        with pytest.raises(BaseArnUnavailable, match="unreachable"):
+            await detect_base_arn(f"http://127.0.0.1:{port}")

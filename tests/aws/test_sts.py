@@ -134,14 +134,14 @@ async def test_read_timeout_is_retried(sts: StsStandIn) -> None:
 
 
 async def test_unreachable_endpoint() -> None:
-    with socket.socket() as sock:
+    with socket.socket() as sock:  # held bound, not listening: connections are refused
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    async with await StsGateway.create(
-        endpoint_url=f"http://127.0.0.1:{port}", retry=FAST
-    ) as gateway:
-        with pytest.raises(StsUnavailable, match=ROLE):
-            await gateway.assume_role(key(), duration=900)
+        async with await StsGateway.create(
+            endpoint_url=f"http://127.0.0.1:{port}", retry=FAST
+        ) as gateway:
+            with pytest.raises(StsUnavailable, match=ROLE):
+                await gateway.assume_role(key(), duration=900)
 
 
 async def test_metrics_count_calls(gateway: StsGateway) -> None:
