@@ -89,6 +89,7 @@ def node_placement(bed: Bed) -> Placement:
 EPHEMERAL_RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")
 """Where the kernel picks the ports of port-0 listeners and outgoing connections."""
 _LOWEST_PICKED = 20000
+_HANDED_OUT: set[int] = set()
 
 
 def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
@@ -97,13 +98,15 @@ def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
 
     Drawn below the kernel's ephemeral range: a port the kernel handed out (to a port-0
     listener or an outgoing connection, any process's) could be taken again between
-    this check and the process binding it (a metrics port once was, in CI)."""
+    this check and the process binding it (a metrics port once was, in CI). Nor is a
+    port handed out twice by this process, so ports chosen one at a time for processes
+    not started yet are different too."""
     low = int(EPHEMERAL_RANGE.read_text().split()[0]) if EPHEMERAL_RANGE.exists() else 32768
     if low - _LOWEST_PICKED < 1000:
         raise HarnessError(f"the ephemeral range starts at {low}: no room below it for "
                            f"the test bed's ports (it draws from {_LOWEST_PICKED})")
     picked: list[int] = []
-    candidates = range(_LOWEST_PICKED, low)
+    candidates = [port for port in range(_LOWEST_PICKED, low) if port not in _HANDED_OUT]
     for port in random.sample(candidates, k=len(candidates)):
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
             try:
@@ -112,6 +115,7 @@ def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
                 continue
         picked.append(port)
         if len(picked) == count:
+            _HANDED_OUT.update(picked)
             return picked
     raise HarnessError(f"no {count} free ports on {host} in {_LOWEST_PICKED}-{low - 1}")
 
