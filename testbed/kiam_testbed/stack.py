@@ -336,17 +336,17 @@ class Stack:
 
         Health alone would not do: the agent listens before its later start-up steps, so
         a pod's first request could run before the rule exists."""
-        children = [self.processes[name] for name in ("server", "agent")]
-        agent = children[1]
+        server, agent = self.processes["server"], self.processes["agent"]
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if exited := [c for c in children if c.returncode is not None]:
-                raise HarnessError(f"exited while starting: {exited[0].diagnostics()}")
+            for child in (server, agent):
+                if child.returncode is not None:
+                    raise HarnessError(f"exited while starting: {child.diagnostics()}")
             if (agent.check_ready(AGENT_READY) is not None
                     and self.http("GET", self.agent_url + "/health?deep=1")[0] == 200):
                 return
             time.sleep(0.2)
-        details = "\n".join(c.diagnostics() for c in children)
+        details = "\n".join(c.diagnostics() for c in (server, agent))
         raise HarnessError(f"the agent did not become ready in {timeout}s:\n{details}")
 
     # ------------------------------------------------------------ in place
