@@ -141,8 +141,6 @@ class Replica:
         self._last = 0.0
         self._stale_after = 0.0
         self._down: Fallback = "no_stream"
-        self.snapshot_size = 0
-        """``snapshot_complete.entries`` of the current stream (0 before it)."""
 
     def __len__(self) -> int:
         return len(self._table)
@@ -189,7 +187,6 @@ class Replica:
 
     def _snapshot_complete(self, done: kiam_pb2.SnapshotComplete) -> str:
         self._stale_after = STALE_AFTER_HEARTBEATS * done.heartbeat_interval_ms / 1000
-        self.snapshot_size = done.entries
         if self._building is None:
             return "a second snapshot_complete on one stream ignored"
         self._table, self._building = self._building, None

@@ -128,10 +128,6 @@ class ScriptedNodeServer(kiam_pb2_grpc.KiamNodeServiceServicer, kiam_pb2_grpc.Ki
         if stream:
             self._send(kiam_pb2.NodeUpdate(removed_ip=ip))
 
-    def send(self, update: kiam_pb2.NodeUpdate) -> None:
-        """A raw update to every open stream (the tables unchanged)."""
-        self._send(update)
-
     def _send(self, item: kiam_pb2.NodeUpdate | grpc.StatusCode) -> None:
         def deliver() -> None:
             for queue in self._streams:

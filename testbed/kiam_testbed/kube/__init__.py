@@ -47,7 +47,7 @@ once). Hooks are plain methods, called on the emulator's event loop:
 - pods: ``create_pod(ns, name, ip=, ips=, phase=, annotations=, labels=,
   node_name="node-1", host_network=False, host_ip=, grace_period=)`` (creates the
   namespace if missing), ``set_pod_status(ns, name, phase=, pod_ip=, pod_ips=, host_ip=,
-  host_network=, node_name=)``, ``delete_pod``, ``finalise_pod`` (alias ``finalize_pod``).
+  host_network=, node_name=)``, ``delete_pod``, ``finalise_pod``.
 - service accounts and tokens: ``create_service_account(ns, name="default")``,
   ``request_token(ns, pod, service_account="default", audiences=("kiam",),
   expiration=3600)`` (a token bound to the pod, as the kubelet gets for a projected

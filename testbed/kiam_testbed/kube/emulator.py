@@ -459,8 +459,6 @@ class KubeEmulator:
         """End a terminating pod's grace period now: it is removed (DELETED)."""
         return self.store.finalise_pod(namespace, name).full()
 
-    finalize_pod = finalise_pod
-
     def events(self, namespace: str | None = None, *, reason: str | None = None
                ) -> builtins.list[JsonObject]:
         """Events of both APIs (core/v1 first), optionally only one ``reason``."""
