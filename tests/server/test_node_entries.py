@@ -14,14 +14,14 @@ import grpc
 import pytest
 
 from kiam.aws.credentials import CredentialKey, Credentials
-from kiam.k8s.model import NamespaceInfo, PodInfo
+from kiam.k8s.model import PodInfo
 from kiam.k8s.ownership import GRACE_MARGIN, owner_of_ip
 from kiam.server.node_entries import Evaluation, credentials_message, evaluate
 from kiam.server.policy import Policy
 from kiam.server.service import KiamService
 from kiam.wire import kiam_pb2
 from tests.k8s.factories import pod
-from tests.server.test_service import Aborted, FakeContext, FakeEvents
+from tests.server.fakes import Aborted, FakeContext, FakeEvents, FakeNamespaces
 
 BASE = "arn:aws:iam::123456789012:role/"
 POLICY = Policy(base_arn=BASE)
@@ -155,25 +155,6 @@ class ClaimantPods:
         return self.find_by_ip(ip)
 
 
-class Namespaces:
-    def __init__(self) -> None:
-        import asyncio
-
-        self.synced = asyncio.Event()
-        self.synced.set()
-
-    def permitted(self, namespace: str) -> str | None:
-        return NAMESPACES.get(namespace)
-
-    async def wait_for_namespace(
-        self,
-        name: str,
-        *,
-        timeout: float,  # noqa: ASYNC109
-    ) -> NamespaceInfo | None:
-        return None  # never arrives: the RPC then denies
-
-
 class CachedOrFetched:
     """The cache's ``get``: the stored credentials while fresh, else a fetch."""
 
@@ -240,7 +221,7 @@ async def test_an_entry_agrees_with_what_kiam_service_answers() -> None:
         now = time.time()
         result = evaluate(IP, claimants, permitted=NAMESPACES.get, policy=POLICY,
                           cached=stored.get, session_refresh=REFRESH, now=now)
-        service = KiamService(pods=ClaimantPods(claimants), namespaces=Namespaces(),
+        service = KiamService(pods=ClaimantPods(claimants), namespaces=FakeNamespaces(NAMESPACES),
                               events=FakeEvents(), credentials=CachedOrFetched(stored),
                               policy=POLICY, default_wait=0.0)
         role = await _outcome(service.GetPodRole(

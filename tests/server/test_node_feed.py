@@ -17,7 +17,7 @@ from kiam.server.node_service import KiamNodeService
 from kiam.server.policy import Policy
 from kiam.wire import kiam_pb2
 from tests.k8s.factories import pod
-from tests.server.test_service import Aborted, FakeContext, FakeEvents
+from tests.server.fakes import Aborted, FakeContext, FakeEvents
 
 BASE = "arn:aws:iam::123456789012:role/"
 POLICY = Policy(base_arn=BASE)

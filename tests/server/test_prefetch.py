@@ -7,10 +7,11 @@ import contextlib
 
 from kiam.aws.arn import RoleArn
 from kiam.aws.credentials import CredentialKey
-from kiam.k8s.model import NamespaceInfo, PodInfo
+from kiam.k8s.model import PodInfo
 from kiam.server.policy import Policy
 from kiam.server.prefetch import NAMESPACE_WAIT, keys_in_use, permitted_expression, prefetch
 from tests.k8s.factories import pod
+from tests.server.fakes import FakeNamespaces
 
 BASE = "arn:aws:iam::123456789012:role/"
 POLICY = Policy(base_arn=BASE)
@@ -22,37 +23,11 @@ def key(role: str, session: str = "kiam-kiam", external_id: str = "") -> Credent
     )
 
 
-class Namespaces:
-    """Known namespaces; a wait finds the ones in ``arriving`` (counted in ``waits``)."""
-
-    def __init__(self, known: dict[str, str], arriving: dict[str, str] | None = None) -> None:
-        self.known = dict(known)
-        self.arriving = dict(arriving or {})
-        self.lookups: list[str] = []
-        self.waits: list[float] = []
-
-    def permitted(self, namespace: str) -> str | None:
-        self.lookups.append(namespace)
-        return self.known.get(namespace)
-
-    async def wait_for_namespace(
-        self,
-        name: str,
-        *,
-        timeout: float,  # noqa: ASYNC109
-    ) -> NamespaceInfo | None:
-        self.waits.append(timeout)
-        if name in self.arriving:
-            self.known[name] = self.arriving.pop(name)
-            return NamespaceInfo(name=name, permitted=self.known[name])
-        return None
-
-
 # ---------------------------------------------------------------- keys in use
 
 
 def test_keys_of_served_pods_each_identity_decided_once() -> None:
-    namespaces = Namespaces({"team": ".*", "closed": ""})
+    namespaces = FakeNamespaces({"team": ".*", "closed": ""})
     pods = [
         pod("a1", namespace="team", role="app"),
         pod("a2", namespace="team", role="app"),
@@ -70,27 +45,27 @@ def test_keys_of_served_pods_each_identity_decided_once() -> None:
 
 
 def test_no_pods_no_keys() -> None:
-    assert keys_in_use([], permitted=Namespaces({}).permitted, policy=POLICY) == set()
+    assert keys_in_use([], permitted=FakeNamespaces({}).permitted, policy=POLICY) == set()
 
 
 # ---------------------------------------------------------------- the namespace wait
 
 
 async def test_a_known_namespace_is_answered_without_waiting() -> None:
-    namespaces = Namespaces({"team": ".*"})
+    namespaces = FakeNamespaces({"team": ".*"})
     assert await permitted_expression(namespaces, "team") == ".*"
     assert namespaces.waits == []
 
 
 async def test_an_unknown_namespace_is_waited_for_at_most_the_namespace_wait() -> None:
-    namespaces = Namespaces({}, arriving={"new": "x"})
+    namespaces = FakeNamespaces({}, arriving={"new": "x"})
     assert await permitted_expression(namespaces, "new", budget=30.0) == "x"
     assert await permitted_expression(namespaces, "never", budget=0.25) is None
     assert namespaces.waits == [NAMESPACE_WAIT, 0.25]
 
 
 async def test_no_budget_left_means_no_wait() -> None:
-    namespaces = Namespaces({}, arriving={"new": "x"})
+    namespaces = FakeNamespaces({}, arriving={"new": "x"})
     assert await permitted_expression(namespaces, "new", budget=0.0) is None
     assert namespaces.waits == []
 
@@ -98,7 +73,7 @@ async def test_no_budget_left_means_no_wait() -> None:
 # ---------------------------------------------------------------- prefetch
 
 
-async def _prefetched(announced: list[PodInfo], namespaces: Namespaces) -> list[CredentialKey]:
+async def _prefetched(announced: list[PodInfo], namespaces: FakeNamespaces) -> list[CredentialKey]:
     """What prefetch fetches for ``announced``, then a last pod that marks the end
     (its namespace ``team`` must permit every role)."""
     queue: asyncio.Queue[PodInfo] = asyncio.Queue()
@@ -133,7 +108,7 @@ async def _prefetched(announced: list[PodInfo], namespaces: Namespaces) -> list[
 
 
 async def test_announced_pods_are_prefetched_when_the_policy_serves_them() -> None:
-    namespaces = Namespaces({"team": ".*", "closed": ""}, arriving={"late": ".*"})
+    namespaces = FakeNamespaces({"team": ".*", "closed": ""}, arriving={"late": ".*"})
     fetched = await _prefetched(
         [
             pod("a", namespace="team", role="app"),
@@ -147,12 +122,12 @@ async def test_announced_pods_are_prefetched_when_the_policy_serves_them() -> No
 
 
 async def test_a_pod_without_a_role_is_not_prefetched() -> None:
-    fetched = await _prefetched([pod("p", namespace="team")], Namespaces({"team": ".*"}))
+    fetched = await _prefetched([pod("p", namespace="team")], FakeNamespaces({"team": ".*"}))
     assert fetched == []
 
 
 def test_pods_without_a_key_do_not_hide_the_pods_after_them() -> None:
-    namespaces = Namespaces({"team": ".*"})
+    namespaces = FakeNamespaces({"team": ".*"})
     pods = [
         pod("host", namespace="team", role="app", host_network=True),
         pod("none", namespace="team"),

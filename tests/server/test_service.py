@@ -18,11 +18,12 @@ import pytest
 from kiam.aws.credentials import CredentialKey, Credentials
 from kiam.aws.errors import StsAccessDenied
 from kiam.k8s.errors import AmbiguousPodIP
-from kiam.k8s.model import NamespaceInfo, PodInfo
+from kiam.k8s.model import PodInfo
 from kiam.server.policy import Policy
 from kiam.server.service import KiamService
-from kiam.wire import kiam_pb2, status
+from kiam.wire import kiam_pb2
 from tests.k8s.factories import pod as running_pod
+from tests.server.fakes import Aborted, FakeContext, FakeEvents, FakeNamespaces
 
 BASE = "arn:aws:iam::123456789012:role/"
 SECRET = "secret-never-logged"
@@ -32,33 +33,6 @@ ISSUED = datetime(2026, 1, 1, 0, 0, 0, 500000, tzinfo=UTC)
 
 def make_pod(name: str = "web-1", ip: str = "10.0.0.5", role: str = "app") -> PodInfo:
     return running_pod(name, namespace="team", uid=f"uid-{name}", ips=(ip,), role=role)
-
-
-class Aborted(Exception):
-    def __init__(self, code: grpc.StatusCode, details: str, reason: str) -> None:
-        super().__init__(f"{code}: {details} ({reason})")
-        self.code = code
-        self.details = details
-        """The status message, as Go's agent compares it."""
-        self.reason = reason
-        """The human reason: beside a fixed message, or the message itself."""
-
-
-class FakeContext:
-    def __init__(self, remaining: float | None = 2.0) -> None:
-        self.remaining = remaining
-
-    def time_remaining(self) -> float | None:
-        return self.remaining
-
-    async def abort(
-        self,
-        code: grpc.StatusCode,
-        details: str = "",
-        trailing_metadata: tuple[tuple[str, bytes], ...] = (),
-    ) -> None:
-        beside = dict(trailing_metadata).get(status.REASON_KEY)
-        raise Aborted(code, details, beside.decode() if beside is not None else details)
 
 
 class FakePods:
@@ -92,36 +66,6 @@ class FakePods:
                 return pod
         except TimeoutError:
             return None
-
-
-class FakeNamespaces:
-    def __init__(self, permitted: dict[str, str]) -> None:
-        self.synced = asyncio.Event()
-        self.synced.set()
-        self.known = dict(permitted)
-        self.waits: list[float] = []
-
-    def permitted(self, namespace: str) -> str | None:
-        return self.known.get(namespace)
-
-    async def wait_for_namespace(
-        self,
-        name: str,
-        *,
-        timeout: float,  # noqa: ASYNC109
-    ) -> NamespaceInfo | None:
-        self.waits.append(timeout)
-        if name in self.known:
-            return NamespaceInfo(name=name, permitted=self.known[name])
-        return None
-
-
-class FakeEvents:
-    def __init__(self) -> None:
-        self.recorded: list[tuple[str, str, str]] = []
-
-    def warning(self, pod: PodInfo, reason: str, message: str) -> None:
-        self.recorded.append((pod.key, reason, message))
 
 
 class FakeCredentials:
