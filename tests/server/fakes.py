@@ -1,4 +1,5 @@
-"""In-memory stand-ins for the server's caches, shared by its unit suites (no sockets)."""
+"""In-memory stand-ins for what the server's services are given (the namespace cache, the
+event sink, the gRPC context), shared by its unit suites (no sockets)."""
 
 from __future__ import annotations
 
